@@ -1,0 +1,77 @@
+"""The run directory: the interface between stages, notebooks and W&B (STYLE §17)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item") and callable(obj.item):  # tensors and numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and rename, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths and file conventions of one run directory."""
+
+    root: Path
+
+    @classmethod
+    def from_hydra(cls) -> RunDir:
+        from hydra.core.hydra_config import HydraConfig
+
+        return cls(Path(HydraConfig.get().runtime.output_dir))
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory; its parent folder is created."""
+        p = self.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        p = self.path(rel)
+        write_json_atomic(p, obj)
+        return p
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads((self.root / rel).read_text())
+
+    def append_jsonl(self, rel: str, obj: dict) -> None:
+        with self.path(rel).open("a") as fh:
+            fh.write(json.dumps(obj, sort_keys=True, default=_jsonable) + "\n")
+
+    def done_marker(self, stage: str) -> Path:
+        return self.root / stage / "DONE"
+
+    def is_done(self, stage: str) -> bool:
+        return self.done_marker(stage).exists()
+
+    def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
+        """Write ``<stage>/summary.json``, then ``<stage>/DONE`` (in that order)."""
+        self.write_json(f"{stage}/summary.json", summary)
+        self.done_marker(stage).write_text("")
+
+    def clear_done(self, stage: str) -> None:
+        self.done_marker(stage).unlink(missing_ok=True)
+
+    def summary(self, stage: str) -> dict[str, Any] | None:
+        p = self.root / stage / "summary.json"
+        return json.loads(p.read_text()) if p.exists() else None
