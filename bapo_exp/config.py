@@ -21,7 +21,9 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
 
 
 @dataclass
@@ -66,13 +68,15 @@ class ReferenceModelConfig:
     dtype: str = "float32"
     use_chat_template: bool = True
     prompt_template: str = "{prompt}\n"
+    max_prompt_tokens: int = 256
+    max_response_tokens: int = 256
     tiny: TinyConfig = field(default_factory=TinyConfig)
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING  # key in bapo_exp.data.DATASETS
-    path: str | None = None  # main file (DSP test json, pairs json, prompts); null = default under data_root
+    path: str | None = None  # main file (DSP test json, pairs, prompts); null = under data_root
     train_path: str | None = None  # official train file where one exists (DSP train split)
     preferences: list[str] = field(default_factory=list)  # DSP domains / persona ids / styles
     include_normal: bool = False  # DSP: also use the `normal` response as a rejected one

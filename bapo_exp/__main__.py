@@ -1,0 +1,3 @@
+from bapo_exp.main import main
+
+main()

@@ -1,0 +1,37 @@
+"""Reference stage: base responses (BAPO's anchors) and reference log-probs, cached.
+
+python -m bapo_exp method=bapo stages=[reference]
+
+Fills the shared caches under ``paths.cache_dir`` (generations) and ``reference.cache_dir``
+(log-probs); later stages and other runs of a sweep then do no reference forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bapo_exp.config import Config
+from bapo_exp.references import heterogeneity
+from bapo_exp.stages.common import load_data, reference_tables
+from bapo_exp.tracking.run_dir import RunDir
+from bapo_exp.tracking.tracker import Tracker
+
+
+def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
+    t0 = time.perf_counter()
+    data = load_data(cfg, run)
+    if cfg.method.name == "none" and "train" not in cfg.stages:
+        return {"skipped": "method=none without a train stage: no references needed"}
+    base, train, heldout = reference_tables(cfg, data)
+    het = heterogeneity(data.train, train)
+    run.write_json("reference/heterogeneity.json", het)
+    return {
+        "n_train_pairs": len(data.train),
+        "n_heldout_pairs": len(data.heldout),
+        "n_base_responses": len(base),
+        "n_references": int(train.logps.shape[0]),
+        "n_computed": train.n_computed + heldout.n_computed,  # forward-scored sequences
+        "cache_fingerprints": train.fingerprints,
+        "seconds": time.perf_counter() - t0,
+        **{f"{p}/{k}": v for p, d in het.items() for k, v in d.items()},
+    }

@@ -1,0 +1,155 @@
+"""Train stage: the one loop for every method, resumable, logging METHODS §6 metrics.
+
+python -m bapo_exp method=bapo train=short
+accelerate launch --num_processes 2 -m bapo_exp method=dpo      # DDP (one job = one launch)
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+import random
+from pathlib import Path
+
+import torch
+
+from bapo_exp.config import Config
+from bapo_exp.data.types import PreferenceExample
+from bapo_exp.losses import get_loss
+from bapo_exp.references import Reference, RefTable
+from bapo_exp.stages.common import load_data, reference_tables
+from bapo_exp.tracking.run_dir import RunDir
+from bapo_exp.tracking.tracker import Tracker
+from bapo_exp.training.forward import PolicyData, policy_batch, policy_logps
+from bapo_exp.training.loop import LoopParts, train_loop
+from bapo_exp.training.optim import make_optimizer
+from bapo_exp.training.sampler import StepSampler
+
+log = logging.getLogger(__name__)
+
+
+def make_accelerator(cfg: Config):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+
+
+def tokenize_policy(tok, examples: list[PreferenceExample], base: dict[str, str]) -> PolicyData:
+    return PolicyData(
+        chosen=[tok.encode(e.prompt, e.chosen) for e in examples],
+        rejected=[tok.encode(e.prompt, e.rejected) for e in examples],
+        base=[tok.encode(e.prompt, base[e.prompt]) for e in examples],
+        pad_id=tok.pad_id,
+    )
+
+
+def online_ref_fn(model, table: RefTable):
+    """Reference 0 computed in the step (adapter disabled); extra references from the cache."""
+
+    def ref_fn(idx, batch):
+        logps, ntok = table.logps[:, :, idx].clone(), table.ntok[:, :, idx].clone()
+        with torch.no_grad(), model.disable_adapter():
+            lp, nt = policy_logps(model, batch, "sum")
+        b = len(idx)
+        for j in range(lp.shape[0] // b):
+            logps[0, j], ntok[0, j] = lp[j * b : (j + 1) * b], nt[j * b : (j + 1) * b]
+        return logps, ntok
+
+    return ref_fn
+
+
+def probe_fn(p_model, data: PolicyData, table: RefTable, idx: list[int], reduce: str):
+    """Drifts logp_theta(y) - logp_ref(y) of chosen, rejected and base on a fixed probe set."""
+
+    @torch.no_grad()
+    def probe() -> dict[str, float]:
+        was_training = p_model.training
+        p_model.eval()
+        lp, nt = policy_logps(p_model, policy_batch(data, idx, with_base=True), reduce)
+        p_model.train(was_training)
+        b, ref = len(idx), table.logps[0][:, idx]
+        out = {}
+        for j, name in enumerate(["chosen", "rejected", "base"]):
+            d = lp[j * b : (j + 1) * b] - ref[j]
+            out[f"probe/drift/{name}"] = float(d.mean())
+            out[f"probe/drift/{name}_per_token"] = float((d / nt[j * b : (j + 1) * b]).mean())
+        return out
+
+    return probe
+
+
+def plan(cfg: Config, n_train: int, world: int) -> dict:
+    global_batch = cfg.train.batch_size * cfg.train.grad_accum * world
+    per_epoch = n_train // global_batch if global_batch else 0
+    total = cfg.train.steps or max(1, int(cfg.train.epochs * per_epoch))
+    return {"global_batch": global_batch, "steps_per_epoch": per_epoch, "total_steps": total,
+            "n_train_pairs": n_train, "processes": world}  # fmt: skip
+
+
+def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
+    if cfg.method.name == "none":
+        return {"skipped": "method=none trains nothing"}
+    from bapo_exp.modeling.load import load_model, make_policy
+
+    spec = get_loss(cfg.method.name)
+    data = load_data(cfg, run)
+    acc = make_accelerator(cfg)
+    model, tokenizer = load_model(cfg.model, cfg.paths.cache_dir, trainable=True)
+    model = make_policy(model, cfg.model, cfg.train.init_adapter).model
+    # Reference 0 is the policy itself before training (adapter disabled): no second copy.
+    main = Reference(cfg.model, cfg.paths.cache_dir, model, tokenizer,
+                     include_adapter=cfg.train.init_adapter is not None)  # fmt: skip
+    base, table, _ = reference_tables(cfg, data, main)  # warm cache: no forward pass
+    gc.collect()
+    pdata = tokenize_policy(main.tokenization(), data.train, base)
+    the_plan = plan(cfg, len(data.train), acc.num_processes)
+    run.write_json("train/plan.json", the_plan)
+    optimizer, scheduler = make_optimizer(model, cfg.train, the_plan["total_steps"])
+    model, optimizer = acc.prepare(model, optimizer)
+    probe_idx = random.Random(cfg.seed).sample(
+        range(len(data.train)), min(cfg.train.probe_size, len(data.train))
+    )
+
+    def ref_fn(idx, batch):  # precomputed: a lookup, no reference model in memory
+        return table.logps[:, :, idx], table.ntok[:, :, idx]
+
+    if not cfg.reference.precompute:
+        if not hasattr(acc.unwrap_model(model), "disable_adapter") or cfg.train.init_adapter:
+            raise ValueError(
+                "reference.precompute=false needs a fresh LoRA adapter (the reference "
+                "is the policy with its adapter disabled); use precompute=true"
+            )
+        ref_fn = online_ref_fn(acc.unwrap_model(model), table)
+    metrics_path = run.path("train/metrics.jsonl")
+
+    def log_row(row: dict) -> None:
+        if acc.is_main_process:
+            run.append_jsonl("train/metrics.jsonl", row)
+            tracker.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+
+    def reset_log(rows: list[dict]) -> None:
+        if acc.is_main_process:
+            metrics_path.write_text("")
+            for row in rows:
+                run.append_jsonl("train/metrics.jsonl", row)
+
+    parts = LoopParts(
+        model=model, optimizer=optimizer, scheduler=scheduler, accelerator=acc, spec=spec,
+        loss_fn=functools.partial(spec.fn, **cfg.method.loss_kwargs()), beta=cfg.method.beta,
+        data=pdata, ref_fn=ref_fn, example_ids=[e.id for e in data.train],
+        sampler=StepSampler(len(data.train), the_plan["global_batch"], cfg.seed),
+        total_steps=the_plan["total_steps"], reduce=cfg.reference.reduce,
+        probe=probe_fn(model, pdata, table, probe_idx, cfg.reference.reduce),
+        log_row=log_row, reset_log=reset_log,
+    )  # fmt: skip
+    ckpt_root = Path(cfg.paths.ckpt_root) / run.root.name if cfg.paths.ckpt_root else run.root
+    last = train_loop(parts, cfg.train, ckpt_root / "checkpoints")
+    final = ckpt_root / "checkpoints" / "final"
+    if acc.is_main_process:
+        acc.unwrap_model(model).save_pretrained(final)
+        tokenizer.save_pretrained(final)
+    acc.wait_for_everyone()
+    return {**last, "ckpt_path": str(final.resolve()), **the_plan}

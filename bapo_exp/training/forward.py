@@ -1,0 +1,95 @@
+"""Per-step computation: one concatenated policy forward, reference log-probs, loss inputs.
+
+The method's ``LossSpec`` flags decide what is computed; nothing here branches on a name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bapo_exp.losses import LossSpec
+from bapo_exp.losses.metrics import anchor_drift, pair_metrics
+from bapo_exp.losses.types import AnchorLogps, PairLogps
+from bapo_exp.modeling.logps import sequence_logps
+from bapo_exp.modeling.tokenize import TokenizedSeq, collate
+
+# Reference log-probs of (chosen, rejected, base) for K references: (K, 3, B).
+RefFn = Callable[[list[int], dict[str, Tensor] | None], Tensor]
+
+
+@dataclass
+class PolicyData:
+    """Policy-tokenised sequences of every training (or held-out) example."""
+
+    chosen: list[TokenizedSeq]
+    rejected: list[TokenizedSeq]
+    base: list[TokenizedSeq]
+    pad_id: int
+
+
+def policy_batch(data: PolicyData, idx: Sequence[int], with_base: bool) -> dict[str, Tensor]:
+    """Collate chosen, rejected (and base) of ``idx`` into one right-padded batch (S*B, T)."""
+    seqs = [data.chosen[i] for i in idx] + [data.rejected[i] for i in idx]
+    if with_base:
+        seqs += [data.base[i] for i in idx]
+    return collate(seqs, pad_id=data.pad_id, side="right")
+
+
+def policy_logps(model: torch.nn.Module, batch: dict[str, Tensor], reduce: str) -> Tensor:
+    """Summed (or mean) response log-probs and token counts: ((S*B,), (S*B,))."""
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    )
+    return sequence_logps(out.logits, batch["input_ids"], batch["loss_mask"], reduce=reduce)
+
+
+def split3(x: Tensor, b: int) -> list[Tensor]:
+    return [x[i * b : (i + 1) * b] for i in range(x.shape[0] // b)]
+
+
+def loss_inputs(
+    spec: LossSpec, logps: Tensor, ntok: Tensor, ref: Tensor, ref_ntok: Tensor
+) -> tuple[dict, PairLogps, list[PairLogps], AnchorLogps | None]:
+    """Build exactly the keyword arguments the method's loss asks for.
+
+    Args:
+        logps, ntok: policy log-probs and token counts, (S*B,) with S = 2 or 3 blocks.
+        ref: reference log-probs (K, 3, B); ref_ntok: their token counts (K, 3, B).
+    """
+    b = ref.shape[-1]
+    blocks, counts = split3(logps, b), split3(ntok, b)
+    policy = PairLogps(blocks[0], blocks[1], counts[0], counts[1])
+    refs = [PairLogps(r[0], r[1], t[0], t[1]) for r, t in zip(ref, ref_ntok, strict=True)]
+    anchors = None
+    if len(blocks) == 3:
+        anchors = AnchorLogps(policy=blocks[2], reference=ref[0, 2], tokens=counts[2])
+    inputs: dict = {"policy": policy}
+    if spec.needs_reference:
+        inputs["references" if spec.multi_reference else "reference"] = (
+            refs if spec.multi_reference else refs[0]
+        )
+    if spec.needs_anchors:
+        inputs["anchors"] = anchors
+    return inputs, policy, refs, anchors
+
+
+def example_metrics(
+    spec_metrics: dict[str, Tensor],
+    policy: PairLogps,
+    main_ref: PairLogps,
+    anchors: AnchorLogps | None,
+    beta: float,
+) -> dict[str, Tensor]:
+    """Per-example metrics: the loss's own plus the method-independent ones (METHODS §6)."""
+    out = dict(spec_metrics)
+    out.update(pair_metrics(policy, main_ref, beta))
+    if anchors is not None:
+        out.update(anchor_drift(anchors))
+    return {k: v.detach().float() for k, v in out.items()}

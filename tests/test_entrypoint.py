@@ -1,0 +1,79 @@
+"""The Hydra entrypoint end to end, in subprocesses: errors, run-directory contract, skipping."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def bapo(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    extra = [f"paths.cache_dir={cache}"] if cache else []
+    return subprocess.run(
+        [sys.executable, "-m", "bapo_exp", *args, *extra],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_unknown_method_fails_listing_valid_methods() -> None:
+    out = bapo("method=nope")
+    assert out.returncode != 0
+    assert "method/nope" in out.stderr and "dpo" in out.stderr and "bapo" in out.stderr
+
+
+@pytest.mark.parametrize("override", ["train.lr=abc", "nonsense=1", "train.lrr=1"])
+def test_bad_overrides_fail_at_composition(override: str) -> None:
+    out = bapo("method=dpo", override)
+    assert out.returncode != 0 and "Traceback" not in out.stdout
+    assert "lr" in out.stderr or "nonsense" in out.stderr
+
+
+def test_missing_method_is_named() -> None:
+    out = bapo()
+    assert out.returncode != 0 and "method" in out.stderr
+
+
+@pytest.mark.integration
+def test_run_directory_contract_and_skip(tmp_path: Path, tiny_cache: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["debug=tiny", "method=bapo", f"hydra.run.dir={run_dir}"]
+    first = bapo(*args, cache=tiny_cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for rel in [".hydra/config.yaml", ".hydra/overrides.yaml", "env.json", "main.log"]:
+        assert (run_dir / rel).exists(), rel
+    for stage in ["reference", "train", "eval"]:
+        assert (run_dir / stage / "DONE").exists(), stage
+        assert isinstance(json.loads((run_dir / stage / "summary.json").read_text()), dict)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"git_sha", "git_dirty", "packages", "device"} <= set(env)
+    rows = [json.loads(x) for x in (run_dir / "train/metrics.jsonl").read_text().splitlines()]
+    assert rows and {"step", "loss", "pref_acc", "drift/base"} <= set(rows[-1])
+    train = json.loads((run_dir / "train/summary.json").read_text())
+    assert Path(train["ckpt_path"]).exists()
+    stamp = (run_dir / "train/summary.json").stat().st_mtime_ns
+
+    again = bapo(*args, cache=tiny_cache)
+    assert again.returncode == 0
+    assert "nothing to do" in again.stdout + again.stderr + (run_dir / "main.log").read_text()
+    assert (run_dir / "train/summary.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.integration
+def test_failing_stage_keeps_earlier_outputs(tmp_path: Path, tiny_cache: Path) -> None:
+    run_dir = tmp_path / "run"
+    ok = bapo("debug=tiny", "method=dpo", "stages=[reference]", f"hydra.run.dir={run_dir}",
+              cache=tiny_cache)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    bad = bapo("debug=tiny", "method=dpo", "train.batch_size=100000", f"hydra.run.dir={run_dir}",
+               cache=tiny_cache)  # fmt: skip
+    assert bad.returncode != 0
+    assert (run_dir / "reference/DONE").exists() and not (run_dir / "train/DONE").exists()
+    assert "Traceback" in (run_dir / "main.log").read_text()
