@@ -87,6 +87,16 @@ class DataConfig:
     n_heldout: int | None = None  # held-out pairs kept for evaluation (null = all)
     mix_seed: int = 0
     writer: str | None = None  # generated persona pairs: model config name of the writer
+    personas: dict[str, str] = field(default_factory=dict)  # persona_gen: id -> instruction
+    max_new_tokens: int = 256  # persona_gen: writer budget per answer
+    gen_batch_size: int = 8  # persona_gen: prompts per generate call
+    do_sample: bool = False  # persona_gen decoding (greedy by default)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    empty_responses: str = "error"  # error | drop (dropped pairs are counted in the report)
+    drop_duplicates: bool = True  # repeated (prompt, chosen, rejected), counted
+    drop_identical: bool = True  # chosen == rejected, counted
+    max_chars: int | None = None  # drop (and count) pairs longer than this
 
 
 @dataclass

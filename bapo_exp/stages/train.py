@@ -97,6 +97,7 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     spec = get_loss(cfg.method.name)
     data = load_data(cfg, run)
     acc = make_accelerator(cfg)
+    torch.manual_seed(cfg.seed)  # adapter init must not depend on which stages ran before
     model, tokenizer = load_model(cfg.model, cfg.paths.cache_dir, trainable=True)
     model = make_policy(model, cfg.model, cfg.train.init_adapter).model
     # Reference 0 is the policy itself before training (adapter disabled): no second copy.

@@ -1,0 +1,260 @@
+"""Batched, cached and resumable text generation (persona pairs, BAPO base responses).
+
+Prompts arrive already rendered (``template.render_prompt``). Each finished batch is appended to
+a JSONL cache, one line per prompt ``{"key", "prompt", "text"}``, where ``key`` hashes the
+prompt with the model and tokenizer identity, the decoding settings and the caller's extra key
+(writer name, template, ...). A re-run skips cached prompts; a run killed mid-write leaves a
+broken last line, which is ignored and cut off before new lines are appended.
+
+    from bapo_exp.modeling.generate import generate_texts
+    texts = generate_texts(model, tok, prompts, max_new_tokens=256, cache_path=Path("gen.jsonl"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def identity(model: Any, tokenizer: Any) -> dict[str, Any]:
+    """What identifies a (model, tokenizer) pair in cache keys (names, classes, chat template).
+
+    Weights are not hashed: pass ``cache_key_extra`` for anything that changes them in place
+    (a trained adapter, a checkpoint step).
+    """
+    config = getattr(model, "config", None)
+    return {
+        "model": getattr(config, "_name_or_path", "") or "",
+        "model_class": type(model).__name__,
+        "tokenizer": getattr(tokenizer, "name_or_path", "") or "",
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "chat_template": _sha(str(getattr(tokenizer, "chat_template", None) or "")),
+    }
+
+
+def settings_digest(
+    model: Any, tokenizer: Any, settings: dict[str, Any], extra: dict | None
+) -> str:
+    """Digest of everything but the prompt that determines a generation."""
+    material = {
+        "v": CACHE_VERSION,
+        **settings,
+        "id": identity(model, tokenizer),
+        "extra": extra or {},
+    }
+    return _sha(json.dumps(material, sort_keys=True, default=str))
+
+
+def cache_key(prompt: str, digest: str) -> str:
+    """Key of one prompt under one ``settings_digest``."""
+    return _sha(f"{digest}\0{prompt}")
+
+
+def read_cache(path: Path) -> dict[str, str]:
+    """Cached ``key -> text``. A broken last line (killed mid-write) is ignored and cut off;
+    a broken line elsewhere is skipped with a warning (its prompt is generated again)."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    done: dict[str, str] = {}
+    pos = good_end = 0
+    for line in data.splitlines(keepends=True):
+        pos += len(line)
+        row = None
+        if line.endswith(b"\n"):
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+        if (
+            isinstance(row, dict)
+            and isinstance(row.get("key"), str)
+            and isinstance(row.get("text"), str)
+        ):
+            done[row["key"]] = row["text"]
+            good_end = pos
+        elif pos < len(data):
+            log.warning("%s: skipping a corrupted line ending at byte %d", path, pos)
+            good_end = pos
+    if good_end < len(data):
+        log.warning("%s: ignoring a corrupted last line (interrupted write); truncating it", path)
+        with path.open("r+b") as fh:
+            fh.truncate(good_end)
+    return done
+
+
+@contextlib.contextmanager
+def _append_to(path: Path | None) -> Iterator[IO[str] | None]:
+    if path is None:
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        yield fh
+
+
+def _write_rows(fh: IO[str], rows: list[dict[str, str]]) -> None:
+    fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _pad_id(model: Any, tokenizer: Any) -> int:
+    for value in (
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        model.generation_config.eos_token_id,
+    ):
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+def encode_left_padded(
+    tokenizer: Any, prompts: list[str], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise rendered prompts (no special tokens added) and pad them on the left.
+
+    BOS is prepended only when the tokenizer adds one by default and the rendered text does not
+    already start with it (chat templates usually write it), as ``modeling.tokenize`` does.
+    Returns:
+        input_ids (B, T) and attention_mask (B, T).
+    """
+    bos = tokenizer.bos_token_id if _adds_bos(tokenizer) else None
+    rows = []
+    for p in prompts:
+        ids = list(tokenizer(p, add_special_tokens=False)["input_ids"])
+        if bos is not None and ids[:1] != [bos]:
+            ids = [bos, *ids]
+        if not ids:
+            raise ValueError(f"cannot generate from an empty prompt: {p!r}")
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids_t[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids_t, mask
+
+
+def _generation_config(model: Any, pad_id: int, settings: dict[str, Any]) -> Any:
+    gc = copy.deepcopy(model.generation_config)
+    gc.max_new_tokens = settings["max_new_tokens"]
+    gc.do_sample = settings["do_sample"]
+    gc.num_beams = 1
+    gc.num_return_sequences = 1
+    gc.pad_token_id = pad_id
+    if settings["do_sample"]:
+        gc.temperature, gc.top_p = settings["temperature"], settings["top_p"]
+    else:
+        gc.temperature = gc.top_p = gc.top_k = None
+    return gc
+
+
+def _generate_batch(
+    model: Any, tokenizer: Any, prompts: list[str], gc: Any, seed: int | None
+) -> list[str]:
+    ids, mask = encode_left_padded(tokenizer, prompts, gc.pad_token_id)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gc
+        )
+    return tokenizer.batch_decode(out[:, ids.shape[1] :].cpu(), skip_special_tokens=True)
+
+
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    cache_path: Path | None = None,
+    cache_key_extra: dict | None = None,
+    desc: str = "generate",
+) -> list[str]:
+    """Continue each rendered prompt; returns the new text only (prompt and special tokens
+    removed, whitespace kept), in the order of ``prompts``.
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer (left padding is done here).
+        prompts: rendered prompt strings; repeats are generated once.
+        max_new_tokens: generation budget per prompt.
+        batch_size: prompts per ``model.generate`` call (longest prompts first).
+        do_sample, temperature, top_p: greedy by default; sampling settings enter the key.
+        seed: sampling seed, per batch (a resumed run may sample the remaining prompts in other
+            batches than an uninterrupted one would; greedy output does not depend on it).
+        cache_path: JSONL cache; None = no cache.
+        cache_key_extra: more key material (writer name, template, adapter checksum, ...).
+        desc: progress bar label.
+    """
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(
+            f"batch_size and max_new_tokens must be >= 1: {batch_size}, {max_new_tokens}"
+        )
+    settings: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    if do_sample:
+        settings.update(temperature=temperature, top_p=top_p, seed=seed)
+    digest = settings_digest(model, tokenizer, settings, cache_key_extra)
+    keys = [cache_key(p, digest) for p in prompts]
+    done = read_cache(cache_path) if cache_path is not None else {}
+    todo = {k: p for k, p in zip(keys, prompts, strict=True) if k not in done}
+    order = sorted(todo, key=lambda k: -len(todo[k]))
+    gc = _generation_config(model, _pad_id(model, tokenizer), settings)
+    n_unique = len(set(keys))
+    log.info(
+        "%s: %d prompts, %d cached, %d to generate", desc, n_unique, n_unique - len(todo), len(todo)
+    )
+    bar = tqdm(total=n_unique, initial=n_unique - len(todo), desc=desc, unit="prompt")
+    with bar, _eval_mode(model), _append_to(cache_path) as fh:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            batch_seed = int(_sha(f"{seed}:{batch[0]}")[:8], 16) if do_sample else None
+            texts = _generate_batch(model, tokenizer, [todo[k] for k in batch], gc, batch_seed)
+            done.update(zip(batch, texts, strict=True))
+            if fh is not None:
+                _write_rows(fh, [{"key": k, "prompt": todo[k], "text": done[k]} for k in batch])
+            bar.update(len(batch))
+    return [done[k] for k in keys]

@@ -1,0 +1,52 @@
+"""The DATASETS registry and the conf/data presets that select its entries."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+from omegaconf import OmegaConf
+
+from bapo_exp.config import DataConfig
+from bapo_exp.data import DATASETS, build_dataset
+from bapo_exp.data.io import PENDING_DEFAULTS
+from tests.data import REPO, data_cfg
+
+PRESETS = sorted((REPO / "conf" / "data").glob("*.yaml"))
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(
+        KeyError, match=r"unknown dataset 'dps'; available: \['dsp', 'persona_gen', 'psoups'\]"
+    ):
+        build_dataset(data_cfg(name="dps"), data_root=".", cache_dir=".")
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_preset_matches_schema_and_registry(path):
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    assert raw.pop("defaults") == ["base_data"]
+    assert raw["name"] == path.stem and raw["name"] in DATASETS
+    known = {f.name for f in fields(DataConfig)}
+    pending = set(raw) - known
+    assert pending <= set(PENDING_DEFAULTS), (
+        f"keys in neither DataConfig nor PENDING_DEFAULTS: {pending}"
+    )
+    schema = OmegaConf.structured(DataConfig)
+    cfg = OmegaConf.to_object(OmegaConf.merge(schema, {k: v for k, v in raw.items() if k in known}))
+    assert isinstance(cfg, DataConfig)
+
+
+def test_every_preset_key_is_commented():
+    for path in PRESETS:
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("#"), f"{path.name}: header comment first"
+        for line in lines:
+            if line and not line.startswith((" ", "#", "-")) and line != "defaults:":
+                assert "#" in line, f"{path.name}: uncommented key: {line}"
+
+
+def test_persona_gen_defines_the_six_personas():
+    raw = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "data" / "persona_gen.yaml"))
+    assert sorted(raw["personas"]) == ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
+    assert all(isinstance(t, str) and len(t) > 20 for t in raw["personas"].values())
