@@ -1,0 +1,1 @@
+"""lm-eval task templates and local data readers (package data; lm-eval's YAML dialect)."""

@@ -1,0 +1,294 @@
+"""Load models and tokenizers, build the trainable policy, and expose the main reference.
+
+    model, tok = load_model(cfg.model, cfg.paths.cache_dir, trainable=True)
+    policy = make_policy(model, cfg.model, cfg.train.init_adapter)
+    with reference_context(policy) as ref:                  # online reference (no copy with LoRA)
+        ref_chosen, ref_rejected = ref.pair_logps(chosen_batch, rejected_batch)
+    ref, ref_tok = load_reference(cfg.model, cache_dir, init_adapter=...)   # reference stage
+
+Sources (``cfg.source``): ``tiny`` (built in code by ``ensure_tiny``), ``hf`` (hub id or local
+folder in ``cfg.pretrained``; hub files come from the Hugging Face cache, so set
+``HF_HUB_OFFLINE=1`` on nodes without internet) and ``gguf`` (``"package:file.gguf"`` or a
+``.gguf`` path, converted once to a local folder by ``modeling.gguf``).
+
+The main reference (METHODS §4, PITFALLS #2):
+- fresh LoRA adapter: the policy with its adapter disabled (``disable_adapter()``), never a copy;
+- full fine-tuning, or continuing a trained adapter (``init_adapter``): the policy as it was at
+  initialisation, frozen. Online, that needs a frozen copy (``keep_frozen_reference=True``, two
+  models in memory); with precomputed references (the default) the reference stage scores the
+  initial model with ``load_reference`` and no copy exists during training.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bapo_exp.config import LoraConfig, ModelConfig, ReferenceModelConfig
+from bapo_exp.modeling.ref_cache import model_fingerprint
+from bapo_exp.modeling.scoring import eval_mode, forward_logps, score_texts
+from bapo_exp.modeling.tokenize import Tokenization
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# LoRA targets used when ``cfg.lora.target_modules`` is empty: attention projections, as in
+# our config default. Other families fall back to PEFT's own per-architecture mapping.
+LORA_TARGET_MODULES: dict[str, list[str]] = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
+AnyModelConfig = ModelConfig | ReferenceModelConfig
+
+
+def resolve_model_path(cfg: AnyModelConfig, cache_dir: str | Path) -> str:
+    """Folder or hub id to ``from_pretrained`` from, building tiny / converting GGUF once."""
+    if cfg.source == "tiny":
+        from bapo_exp.modeling.tiny import ensure_tiny
+
+        return str(ensure_tiny(cfg.tiny, Path(cache_dir) / "models"))
+    if cfg.source == "gguf":
+        from bapo_exp.modeling.gguf import ensure_gguf_folder
+
+        return str(ensure_gguf_folder(cfg.pretrained, Path(cache_dir) / "models"))
+    if cfg.source == "hf":
+        return cfg.pretrained
+    raise ValueError(f"unknown model source {cfg.source!r}; valid: tiny, hf, gguf")
+
+
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """Give a tokenizer without a pad token its EOS as pad token (in place).
+
+    Safe because padding is never scored: ``collate`` marks it with ``attention_mask = 0`` and
+    ``loss_mask = 0``, while the EOS appended to each response is a real, masked-in token. The
+    padding side is not set here: ``collate`` and ``generate_texts`` choose it explicitly.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither pad nor EOS")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(cfg: AnyModelConfig, cache_dir: str | Path, *, path: str | None = None) -> Any:
+    """The tokenizer of ``cfg`` (``cfg.tokenizer`` if set, else the model's own)."""
+    from transformers import AutoTokenizer
+
+    source = cfg.tokenizer or path or resolve_model_path(cfg, cache_dir)
+    return ensure_pad_token(AutoTokenizer.from_pretrained(source))
+
+
+def load_model(
+    cfg: AnyModelConfig, cache_dir: str | Path, *, trainable: bool = False
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer as ``cfg`` says.
+
+    Args:
+        cfg: a ``ModelConfig`` or ``ReferenceModelConfig``.
+        cache_dir: where tiny and GGUF-converted folders are kept (``<cache_dir>/models``).
+        trainable: ``False`` (references): eval mode, no gradients. ``True``: train mode, and
+            gradient checkpointing (non-reentrant, ``use_cache`` off) if the config asks; the
+            parameters' ``requires_grad`` is then set by ``make_policy``.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer always has a pad token (``ensure_pad_token``).
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg, cache_dir)
+    tokenizer = load_tokenizer(cfg, cache_dir, path=path)
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {cfg.dtype!r}; valid: {sorted(DTYPES)}")
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=DTYPES[cfg.dtype],
+        attn_implementation=getattr(cfg, "attn_implementation", "sdpa"),
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.requires_grad_(False)
+    if not trainable:
+        return model.eval(), tokenizer
+    if getattr(cfg, "gradient_checkpointing", False):
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        model.config.use_cache = False
+    return model.train(), tokenizer
+
+
+def lora_target_modules(model: Any, lora: LoraConfig) -> list[str] | None:
+    """``lora.target_modules`` if set, else the family default (``None``: PEFT's mapping)."""
+    if lora.target_modules:
+        return list(lora.target_modules)
+    return LORA_TARGET_MODULES.get(getattr(model.config, "model_type", ""))
+
+
+def _frozen_copy(module: Any) -> Any:
+    frozen = copy.deepcopy(module)
+    frozen.requires_grad_(False)
+    return frozen.eval()
+
+
+@dataclass
+class Policy:
+    """The trainable model and how its main reference is obtained.
+
+    Attributes:
+        model: what the optimizer trains and the checkpoint saves (a ``PeftModel`` with LoRA).
+        finetune: ``lora`` or ``full``.
+        init_adapter: the trained adapter this run continues, if any (PITFALLS #2).
+        frozen_reference: the frozen initial model, kept only on request (online reference
+            with full fine-tuning or a continued adapter).
+    """
+
+    model: Any
+    finetune: str
+    init_adapter: str | None = None
+    frozen_reference: Any | None = None
+
+    @property
+    def reference_is_disabled_adapter(self) -> bool:
+        """True for a fresh LoRA adapter: the reference is the policy with the adapter off."""
+        return self.finetune == "lora" and self.init_adapter is None
+
+
+def make_policy(
+    model: Any,
+    cfg: ModelConfig,
+    init_adapter: str | None = None,
+    *,
+    keep_frozen_reference: bool = False,
+) -> Policy:
+    """Wrap ``model`` for training: a LoRA adapter (fresh or ``init_adapter``) or full weights.
+
+    Args:
+        model: from ``load_model``; modified in place by PEFT.
+        cfg: ``ModelConfig`` (``finetune``, ``lora``).
+        init_adapter: folder of a trained adapter to continue (then it is the reference).
+        keep_frozen_reference: keep a frozen copy of the initial model for an online reference
+            when the reference cannot be the adapter-disabled policy (ignored otherwise).
+    """
+    if cfg.finetune == "full":
+        if init_adapter:
+            raise ValueError("init_adapter needs finetune=lora; for full fine-tuning set "
+                             "model.pretrained to the checkpoint instead")  # fmt: skip
+        frozen = _frozen_copy(model) if keep_frozen_reference else None
+        model.requires_grad_(True)
+        return Policy(model.train(), "full", None, frozen)
+    if cfg.finetune != "lora":
+        raise ValueError(f"unknown finetune {cfg.finetune!r}; valid: lora, full")
+    import peft  # lazy: ~7 s
+
+    if init_adapter:
+        wrapped = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+        frozen = _frozen_copy(wrapped) if keep_frozen_reference else None
+        return Policy(wrapped.train(), "lora", init_adapter, frozen)
+    lora_cfg = peft.LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=lora_target_modules(model, cfg.lora),
+        task_type="CAUSAL_LM",
+    )
+    return Policy(peft.get_peft_model(model, lora_cfg).train(), "lora")
+
+
+class ReferenceModel:
+    """A frozen reference: every call runs in eval mode under ``torch.no_grad``.
+
+    Usable wherever a model is expected by ``scoring`` (``ref(input_ids=..., ...)``).
+
+    Args:
+        module: the model (for ``disable_adapter``: the policy's ``PeftModel``).
+        disable_adapter: run with the LoRA adapter disabled (fresh-adapter reference).
+    """
+
+    def __init__(self, module: Any, *, disable_adapter: bool = False) -> None:
+        self.module = module
+        self.disable_adapter = disable_adapter
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Eval mode, no grad, adapter disabled if asked; training modes restored after."""
+        adapter_off = self.module.disable_adapter() if self.disable_adapter else nullcontext()
+        with eval_mode(self.module), torch.no_grad(), adapter_off:
+            yield
+
+    def __call__(self, **inputs: Any) -> Any:
+        with self.frozen():
+            return self.module(**inputs)
+
+    def logps(self, batch: dict[str, Tensor], *, reduce: str = "sum") -> tuple[Tensor, Tensor]:
+        """``(logps (B,), n_tokens (B,))`` of a ``collate`` batch."""
+        return forward_logps(self, batch, reduce=reduce)
+
+    def pair_logps(
+        self, chosen: dict[str, Tensor], rejected: dict[str, Tensor], *, reduce: str = "sum"
+    ) -> tuple[Tensor, Tensor]:
+        """Reference log-probs of chosen and rejected batches, each (B,)."""
+        return self.logps(chosen, reduce=reduce)[0], self.logps(rejected, reduce=reduce)[0]
+
+    def score_texts(
+        self, tokenization: Tokenization, prompts: list[str], responses: list[str], **kw: Any
+    ) -> tuple[Tensor, Tensor]:
+        """``scoring.score_texts`` with this reference."""
+        return score_texts(self, tokenization, prompts, responses, **kw)
+
+    def fingerprint(self, source: str) -> str:
+        """Weights identity for the reference cache (a disabled adapter is not hashed)."""
+        return model_fingerprint(self.module, source, include_adapter=not self.disable_adapter)
+
+
+@contextmanager
+def reference_context(policy: Policy) -> Iterator[ReferenceModel]:
+    """Yield the main reference of ``policy`` (see the module docstring).
+
+    Raises:
+        RuntimeError: full fine-tuning / continued adapter without a kept frozen copy.
+    """
+    if policy.reference_is_disabled_adapter:
+        yield ReferenceModel(policy.model, disable_adapter=True)
+    elif policy.frozen_reference is not None:
+        yield ReferenceModel(policy.frozen_reference)
+    else:
+        raise RuntimeError(
+            f"the reference of a {policy.finetune} run"
+            + (f" continuing adapter {policy.init_adapter!r}" if policy.init_adapter else "")
+            + " is the frozen initial model: use precomputed references (load_reference in the"
+            " reference stage) or make_policy(..., keep_frozen_reference=True)"
+        )
+
+
+def load_reference(
+    cfg: AnyModelConfig, cache_dir: str | Path, *, init_adapter: str | None = None
+) -> tuple[ReferenceModel, Any]:
+    """Load a frozen reference (the initial model; with ``init_adapter``, base + that adapter).
+
+    Used by the reference stage (precomputed log-probs), for extra MRPO references, and for
+    evaluation, whose reference must always be the initial model (PITFALLS #5).
+    """
+    model, tokenizer = load_model(cfg, cache_dir, trainable=False)
+    if init_adapter:
+        import peft
+
+        model = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=False)
+        model.requires_grad_(False)
+        model.eval()
+    return ReferenceModel(model), tokenizer
