@@ -93,7 +93,9 @@ def build_tiny_model(cfg: TinyConfig, vocab_size: int):
         return LlamaForCausalLM(config)
 
 
-def ensure_tiny(cfg: TinyConfig, cache_dir: str | Path, corpus: Sequence[str] | None = None) -> Path:
+def ensure_tiny(
+    cfg: TinyConfig, cache_dir: str | Path, corpus: Sequence[str] | None = None
+) -> Path:
     """Build (once) and return the folder of a tiny model and tokenizer for ``cfg``."""
     corpus = list(corpus) if corpus is not None else DEFAULT_CORPUS
     out = Path(cache_dir) / f"tiny-{tiny_key(cfg, corpus)}"
