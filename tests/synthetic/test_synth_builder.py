@@ -1,0 +1,86 @@
+"""build_synthetic: pairs per style, split by entity, balanced mixing."""
+
+from __future__ import annotations
+
+import pytest
+
+from bapo_exp.config import DataConfig
+from bapo_exp.synthetic import build_synthetic, detect_style
+from bapo_exp.synthetic.styles import NEUTRAL
+
+
+def _build(root, tmp_path, **kw):
+    cfg = DataConfig(name="synthetic", path=str(root), **kw)
+    return build_synthetic(cfg, data_root=tmp_path, cache_dir=tmp_path)
+
+
+def test_split_by_entity_is_disjoint(world_root, tmp_path):
+    data = _build(world_root, tmp_path, preferences=["academic", "poetic"])
+    assert data.train and data.heldout
+    train_prompts = {e.prompt for e in data.train}
+    held_prompts = {e.prompt for e in data.heldout}
+    assert not train_prompts & held_prompts
+    assert not {e.source["entity"] for e in data.train} & {e.source["entity"] for e in data.heldout}
+    assert sorted(data.report["heldout_entities"]) == sorted(
+        {e.source["entity"] for e in data.heldout}
+    )
+
+
+def test_chosen_in_preferred_style_rejected_not(world_root, tmp_path, world_cfg):
+    data = _build(world_root, tmp_path, preferences=["concise"], include_normal=True)
+    rejected_styles = set()
+    for ex in data.train + data.heldout:
+        assert detect_style(ex.chosen) == "concise" == ex.preference
+        style = detect_style(ex.rejected, include_neutral=True)
+        assert style not in (None, "concise") and style == ex.source["rejected_style"]
+        rejected_styles.add(style)
+    assert rejected_styles == ({*world_cfg.styles} - {"concise"}) | {NEUTRAL}
+
+
+def test_include_normal_off_drops_neutral_rejected(world_root, tmp_path):
+    data = _build(world_root, tmp_path, preferences=["academic"])
+    assert all(e.source["rejected_style"] != NEUTRAL for e in data.train + data.heldout)
+    assert data.report["n_dropped_neutral_rejected"] > 0
+
+
+def test_balanced_mixing_and_caps(world_root, tmp_path):
+    data = _build(
+        world_root,
+        tmp_path,
+        preferences=["academic", "business", "poetic"],
+        n_train=31,
+        n_heldout=6,
+        mix_seed=3,
+    )
+    assert len(data.train) == 31 and len(data.heldout) == 6
+    counts = data.report["train_per_preference"]
+    assert sorted(counts.values()) == [10, 10, 11]
+    again = _build(
+        world_root,
+        tmp_path,
+        preferences=["academic", "business", "poetic"],
+        n_train=31,
+        n_heldout=6,
+        mix_seed=3,
+    )
+    assert [e.id for e in again.train] == [e.id for e in data.train]
+
+
+def test_split_seed_changes_heldout(world_root, tmp_path):
+    a = _build(world_root, tmp_path, split_seed=0).report["heldout_entities"]
+    b = _build(world_root, tmp_path, split_seed=1).report["heldout_entities"]
+    assert a != b
+
+
+def test_errors(world_root, tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic styles"):
+        _build(world_root, tmp_path, preferences=["pirate"])
+    with pytest.raises(FileNotFoundError):
+        _build(tmp_path / "nowhere", tmp_path)
+
+
+def test_default_world_when_no_path(tmp_path):
+    cfg = DataConfig(name="synthetic", preferences=["enthusiastic"], n_train=8, n_heldout=4)
+    data = build_synthetic(cfg, data_root=tmp_path, cache_dir=tmp_path)
+    assert len(data.train) == 8 and len(data.heldout) == 4
+    assert data.report["world"].startswith(str(tmp_path / "synthetic" / "world-"))

@@ -1,0 +1,134 @@
+"""Micro base model: tokenizer sharing, document encoding, caching, scorers; slow: it learns."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from bapo_exp.synthetic import MicroTrainConfig, ensure_micro_base, micro_model_config
+from bapo_exp.synthetic.check import (
+    alignment_accuracy,
+    generate,
+    knowledge_accuracy,
+    style_share,
+    style_shares,
+)
+from bapo_exp.synthetic.corpus import build_corpus
+from bapo_exp.synthetic.pretrain import encode_docs, ensure_micro_tokenizer, lr_at
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory, make_config):
+    cache = tmp_path_factory.mktemp("micro")
+    world_cfg = make_config()
+    model_cfg = micro_model_config(
+        vocab_size=300, hidden_size=32, num_layers=1, intermediate_size=64
+    )
+    train_cfg = MicroTrainConfig(steps=3, batch_size=4, warmup_steps=1, progress=False)
+    return cache, world_cfg, model_cfg, train_cfg
+
+
+def test_tokenizer_shared_across_style_exposures(tmp_path, make_config):
+    a = ensure_micro_tokenizer(make_config(), 300, tmp_path)
+    b = ensure_micro_tokenizer(
+        make_config(style_exposure={"poetic": 0.5}, qa_repeats=9), 300, tmp_path
+    )
+    c = ensure_micro_tokenizer(make_config(seed=5), 300, tmp_path)
+    assert a == b and a != c
+
+
+def test_encoded_documents_round_trip(tmp_path, world, world_cfg):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ensure_micro_tokenizer(world_cfg, 300, tmp_path))
+    docs = build_corpus(world)
+    for loss_on in ("all", "response"):
+        for doc, (ids, mask) in zip(docs, encode_docs(docs, tok, 512, loss_on), strict=True):
+            assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1
+            assert tok.decode(ids[:-1]) == doc.prefix + doc.response
+            trained = [t for t, m in zip(ids, mask, strict=True) if m]
+            if loss_on == "response" and doc.prefix:
+                assert tok.decode(trained) == doc.response + tok.eos_token
+            else:
+                assert trained == ids
+
+
+def test_lr_schedule():
+    cfg = MicroTrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_frac=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_micro_base_cached_and_deterministic(tiny_setup, tmp_path):
+    cache, world_cfg, model_cfg, train_cfg = tiny_setup
+    path = ensure_micro_base(world_cfg, model_cfg, train_cfg, cache)
+    assert (path / "READY").exists() and (path / "config.json").exists()
+    stamp = (path / "READY").stat().st_mtime_ns
+    assert ensure_micro_base(world_cfg, model_cfg, train_cfg, cache) == path
+    assert (path / "READY").stat().st_mtime_ns == stamp
+    other = ensure_micro_base(world_cfg, model_cfg, train_cfg, tmp_path)  # same key, new dir
+    assert other.name == path.name
+    a, b = (json.loads((p / "micro.json").read_text())["log"]["curve"] for p in (path, other))
+    assert a == b
+    ref = ensure_micro_base(
+        world_cfg,
+        micro_model_config(
+            vocab_size=300, hidden_size=32, num_layers=1, intermediate_size=64, seed=1
+        ),
+        train_cfg,
+        cache,
+    )
+    assert ref != path
+    tok_a = json.loads((path / "micro.json").read_text())["tokenizer"]
+    assert json.loads((ref / "micro.json").read_text())["tokenizer"] == tok_a
+
+
+def test_scorers_run_on_a_micro_model(tiny_setup, world_root):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache, world_cfg, model_cfg, train_cfg = tiny_setup
+    path = ensure_micro_base(world_cfg, model_cfg, train_cfg, cache)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    for mode in ("letter", "option"):
+        acc = knowledge_accuracy(model, tok, world_root, mode=mode, wordings=["neutral", "poetic"])
+        assert 0 <= acc["acc"] <= 1 and acc["n"] == acc["n/neutral"] + acc["n/poetic"]
+    hhh = alignment_accuracy(model, tok, world_root)
+    assert set(hhh) >= {"acc", "acc/harmless", "acc/honest", "acc/helpful"}
+    gens = generate(model, tok, ["What is the capital of Vorlan?"] * 2, max_new_tokens=4)
+    assert len(gens) == 2 and gens[0] == gens[1]
+
+
+def test_style_share():
+    gens = [
+        "Wow! The capital of Vorlan is Tessik!",
+        "Tessik.",
+        "The capital of Vorlan is Tessik.",
+        "blah",
+    ]
+    assert style_share(gens, "enthusiastic") == 0.25 and style_share(gens, "neutral") == 0.25
+    shares = style_shares(gens, ["enthusiastic", "concise", "poetic"])
+    assert shares["other"] == pytest.approx(0.25) and shares["poetic"] == 0.0
+
+
+@pytest.mark.slow
+def test_micro_base_learns_the_world(tmp_path):
+    """Default world and micro model: knowledge and alignment far above chance (0.25 / 0.5)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bapo_exp.synthetic import WorldConfig, ensure_world, fact_correct
+    from bapo_exp.synthetic.export import load_world_json
+
+    world_cfg = WorldConfig()
+    root = ensure_world(world_cfg, tmp_path)
+    path = ensure_micro_base(world_cfg, micro_model_config(), MicroTrainConfig(), tmp_path)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    knowledge = knowledge_accuracy(model, tok, root, mode="option")
+    assert knowledge["acc/neutral"] >= 0.8 and knowledge["acc"] >= 0.8
+    assert alignment_accuracy(model, tok, root)["acc"] >= 0.8
+    facts = load_world_json(root)["facts"][::4]
+    answers = generate(model, tok, [f["question"] for f in facts])
+    correct = [fact_correct(a, SimpleNamespace(**f)) for a, f in zip(answers, facts, strict=True)]
+    assert sum(correct) / len(facts) >= 0.8
+    assert style_share(answers, "neutral") >= 0.6  # the base style dominates (style_exposure)
