@@ -62,6 +62,17 @@ def split_groups(keys: Sequence[Hashable], *, heldout_frac: float, seed: int) ->
     return set(uniq[:k])
 
 
+def split_note(keys: Sequence[Hashable], held: set, *, heldout_frac: float, seed: int) -> dict:
+    """The report's ``split`` entry for a by-prompt split made by ``split_groups``."""
+    return {
+        "method": "by_prompt",
+        "seed": seed,
+        "heldout_frac": heldout_frac,
+        "n_train_prompts": len(set(keys) - held),
+        "n_heldout_prompts": len(held),
+    }
+
+
 def equal_shares(n_total: int, preferences: Sequence[str]) -> dict[str, int]:
     """Split ``n_total`` into equal integer shares; the remainder goes one each to the first
     preferences in sorted order (so the result does not depend on the listing order)."""

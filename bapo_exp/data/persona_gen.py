@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bapo_exp.config import DataConfig
-from bapo_exp.data.heterogeneity import SplitPools, split_groups
+from bapo_exp.data.heterogeneity import SplitPools, split_groups, split_note
 from bapo_exp.data.io import read_prompts, resolve_path, setting
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import DataError, check_preferences
@@ -166,12 +166,8 @@ def build(
         "generation_cache": str(cache_path),
         "preferences": prefs,
         "contrasts": contrasts,
-        "split": {
-            "method": "by_prompt",
-            "seed": cfg.split_seed,
-            "heldout_frac": cfg.heldout_frac,
-            "n_train_prompts": len({p for _, p in prompts} - held),
-            "n_heldout_prompts": len(held),
-        },
+        "split": split_note(
+            [p for _, p in prompts], held, heldout_frac=cfg.heldout_frac, seed=cfg.split_seed
+        ),
     }
     return pools

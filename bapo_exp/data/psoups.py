@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bapo_exp.config import DataConfig
-from bapo_exp.data.heterogeneity import SplitPools, split_groups
+from bapo_exp.data.heterogeneity import SplitPools, split_groups, split_note
 from bapo_exp.data.io import read_json, read_records, resolve_path, setting
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import (
@@ -175,12 +175,8 @@ def build(cfg: DataConfig, *, data_root: str, cache_dir: str, load_writer=None) 
         "strip_persona_prompt": cfg.strip_persona_prompt,
         "n_rows": {p: sum(1 for r in rows if r.persona == p) for p in prefs},
         "persona_prompt_not_found": missing,
-        "split": {
-            "method": "by_prompt",
-            "seed": cfg.split_seed,
-            "heldout_frac": cfg.heldout_frac,
-            "n_train_prompts": len({s for s, _ in stripped} - held),
-            "n_heldout_prompts": len(held),
-        },
+        "split": split_note(
+            [s for s, _ in stripped], held, heldout_frac=cfg.heldout_frac, seed=cfg.split_seed
+        ),
     }
     return pools
