@@ -21,9 +21,8 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
+    # [] = the family default (modeling.load.LORA_TARGET_MODULES, else PEFT's own mapping)
+    target_modules: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +65,7 @@ class ReferenceModelConfig:
     pretrained: str = MISSING
     tokenizer: str | None = None
     dtype: str = "float32"
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
     use_chat_template: bool = True
     prompt_template: str = "{prompt}\n"
     max_prompt_tokens: int = 256
