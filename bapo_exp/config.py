@@ -39,6 +39,24 @@ class TinyConfig:
 
 
 @dataclass
+class MicroConfig:
+    """``source: micro``: a micro Llama pretrained by the project on the synthetic world.
+
+    The architecture is ``tiny``; the world is ``world`` (knobs of ``bapo_exp.synthetic.
+    WorldConfig``, normally ``${data.world}``); ``style_exposure`` (when set) replaces the
+    world's: how much of each preference style this base saw in pretraining.
+    """
+
+    world: dict[str, Any] = field(default_factory=dict)
+    style_exposure: dict[str, float] | None = None
+    steps: int = 800  # pretraining steps (MicroTrainConfig)
+    seed: int = 0  # pretraining data order (the init seed is tiny.seed)
+    lr: float = 3.0e-3
+    batch_size: int = 32
+    threads: int | None = 1  # torch intra-op threads once loaded (null = leave as is)
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING  # file stem in conf/model/
     source: str = "hf"  # hf (hub id or local folder) | tiny (built in code) | gguf (packaged file)
@@ -54,6 +72,7 @@ class ModelConfig:
     max_prompt_tokens: int = 256  # prompts are truncated from the left
     max_response_tokens: int = 256  # responses are truncated from the right
     tiny: TinyConfig = field(default_factory=TinyConfig)
+    micro: MicroConfig = field(default_factory=MicroConfig)
 
 
 @dataclass
@@ -71,6 +90,7 @@ class ReferenceModelConfig:
     max_prompt_tokens: int = 256
     max_response_tokens: int = 256
     tiny: TinyConfig = field(default_factory=TinyConfig)
+    micro: MicroConfig = field(default_factory=MicroConfig)
 
 
 @dataclass
@@ -88,6 +108,9 @@ class DataConfig:
     mix_seed: int = 0
     writer: str | None = None  # generated persona pairs: model config name of the writer
     personas: dict[str, str] = field(default_factory=dict)  # persona_gen: id -> instruction
+    # preference -> instruction text for the implicit persona judge (design, METHODS §6);
+    # persona_gen falls back to `personas`
+    instructions: dict[str, str] = field(default_factory=dict)
     max_new_tokens: int = 256  # persona_gen: writer budget per answer
     gen_batch_size: int = 8  # persona_gen: prompts per generate call
     do_sample: bool = False  # persona_gen decoding (greedy by default)
@@ -97,6 +120,7 @@ class DataConfig:
     drop_duplicates: bool = True  # repeated (prompt, chosen, rejected), counted
     drop_identical: bool = True  # chosen == rejected, counted
     max_chars: int | None = None  # drop (and count) pairs longer than this
+    world: dict[str, Any] = field(default_factory=dict)  # synthetic: WorldConfig knobs
 
 
 @dataclass
@@ -202,11 +226,15 @@ class EvalConfig:
     batch_size: int = 8
     num_fewshot: int = 0  # MMLU: 0 (default) or 5 from the dev split
     mmlu_subjects: list[str] | None = None  # null = all 57
+    mc_format: str = "auto"  # auto (letter: real suites; options: synthetic) | letter | options
     ckpt: str | None = None  # score this checkpoint instead of the run's own
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None
-    judge: str | None = None  # model config name for the implicit judge; null = main reference
+    judge: str | None = None  # conf/model/ name of the judge; null = main reference; "none" = off
+    judge_template: str = "{prompt} {instruction}"  # judge's prompt with the instruction (design)
+    style_check: str | None = None  # "module:function" exact style check; null = by data.name
+    significance_z: float = 1.0  # standard errors a rate must clear for a verdict (design)
 
 
 @dataclass
@@ -253,8 +281,27 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
 }
 
 
+def _synthetic_world_dir(cache_dir: str, knobs: Any) -> str:
+    """``${synthetic_world:<cache_dir>,<knobs>}``: the cache-keyed folder of a synthetic world."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.synthetic.export import world_dir  # lazy: only when a config uses it
+
+    plain = OmegaConf.to_container(knobs, resolve=True) if OmegaConf.is_config(knobs) else knobs
+    return str(world_dir(plain or {}, cache_dir))
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used by ``conf/`` (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("synthetic_world"):
+        OmegaConf.register_new_resolver("synthetic_world", _synthetic_world_dir)
+
+
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent)."""
+    """Store every schema in Hydra's ConfigStore (idempotent), and register the resolvers."""
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="model", name="base_model", node=ModelConfig)

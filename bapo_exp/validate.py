@@ -6,12 +6,13 @@ from bapo_exp.config import Config
 from bapo_exp.stages import STAGE_MODULES
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.source": ("hf", "tiny", "gguf"),
+    "model.source": ("hf", "tiny", "gguf", "micro"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.finetune": ("lora", "full"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("auto", "fp32", "bf16"),
     "reference.reduce": ("sum", "mean"),
+    "eval.mc_format": ("auto", "letter", "options"),
     "logger.name": ("none", "wandb"),
     "logger.mode": ("auto", "offline", "online", "disabled"),
 }

@@ -36,10 +36,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+def _synthetic(cfg: DataConfig, **kwargs: Any) -> SplitPools:
+    """Synthetic-world pairs (lazy import: ``bapo_exp.synthetic`` imports this package)."""
+    from bapo_exp.synthetic.builder import build_synthetic
+
+    return build_synthetic(cfg, **kwargs)
+
+
 DATASETS: dict[str, Callable[..., SplitPools]] = {
     "dsp": dsp.build,
     "psoups": psoups.build,
     "persona_gen": persona_gen.build,
+    "synthetic": _synthetic,
 }
 
 

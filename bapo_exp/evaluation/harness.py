@@ -28,7 +28,19 @@ from bapo_exp.evaluation.tasks import utils as task_utils
 
 log = logging.getLogger(__name__)
 
-SUITES = ("mmlu", "scienceqa", "hhh")
+SUITES = ("mmlu", "scienceqa", "hhh", "synthetic_knowledge", "synthetic_alignment")
+MC_FORMATS = ("auto", "letter", "options")
+# eval.mc_format=auto (design): the papers' letter format for the real MMLU, option text for the
+# synthetic world (a micro model knows its facts but cannot read letters; issue #9).
+AUTO_FORMAT = {"mmlu": "letter", "synthetic_knowledge": "options"}
+# Option scoring of real MMLU = lm-eval's mmlu_continuation: "Question: ...\nAnswer:" + " option".
+MMLU_OPTIONS = {
+    "doc_to_text": "Question: {{question.strip()}}\nAnswer:",
+    "doc_to_choice": "choices",
+}
+# The synthetic world's own prompt: the framework's plain template "{prompt}\n", the answer
+# directly after it (no delimiter), exactly as in the micro base's pretraining corpus.
+PLAIN_PROMPT = {"doc_to_text": "{{question.strip()}}\n", "target_delimiter": ""}
 TEMPLATES_DIR = Path(__file__).resolve().parent / "tasks"
 KEEP_BLOCKS = (
     "results",
@@ -52,9 +64,39 @@ def _entry(name: str, tasks: list[str], weighting: str = "size") -> dict[str, An
     return {"name": name, "tasks": tasks, "weighting": weighting}
 
 
+def mc_format_of(suite: str, mc_format: str) -> str:
+    """The multiple-choice format a suite is scored in (``letter`` or ``options``)."""
+    if mc_format not in MC_FORMATS:
+        raise ValueError(f"eval.mc_format={mc_format!r}; choose one of {list(MC_FORMATS)}")
+    return AUTO_FORMAT.get(suite, "letter") if mc_format == "auto" else mc_format
+
+
+def _mmlu_prompt(subject: str, fmt: str, synthetic: bool) -> dict[str, Any]:
+    """Template overrides of one MMLU-format subject task (description, prompt, choices)."""
+    topic = subject.replace("_", " ")
+    if fmt == "letter":
+        head = f"The following are multiple choice questions (with answers) about {topic}.\n\n"
+        return {"description": head}
+    if synthetic:
+        return {"description": "", **PLAIN_PROMPT, "doc_to_choice": "choices"}
+    return {"description": f"The following are questions (with answers) about {topic}.\n\n",
+            **MMLU_OPTIONS}  # fmt: skip
+
+
 def _mmlu_configs(
-    data_root: Path, num_fewshot: int, subjects: Sequence[str] | None
+    data_root: Path,
+    num_fewshot: int,
+    subjects: Sequence[str] | None,
+    fmt: str = "letter",
+    suite: str = "mmlu",
 ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """MMLU-format tasks: one per subject, one group per category, one for the suite.
+
+    ``suite="synthetic_knowledge"`` names everything after the suite (categories are the
+    answer wordings: ``world_facts`` = neutral, ``world_facts_<style>``) and uses the plain
+    prompt in ``options`` format.
+    """
+    synthetic = suite != "mmlu"
     available = task_utils.mmlu_subjects(data_root)
     chosen = list(subjects) if subjects else available
     unknown = sorted(set(chosen) - set(available))
@@ -70,36 +112,42 @@ def _mmlu_configs(
     files: dict[str, dict] = {}
     layout: dict[str, dict] = {}
     for subject in chosen:
-        name = f"mmlu_{subject}"
+        name = f"{suite}_{subject}"
         files[name] = {
             "include": str(TEMPLATES_DIR / "mmlu_template.yaml"),
             "task": name,
             "task_alias": subject,
-            "tag": f"mmlu_{category[subject]}_tasks",
+            "tag": f"{suite}_{category[subject]}_tasks",
             "num_fewshot": num_fewshot,
-            "description": "The following are multiple choice questions (with answers) about "
-            f"{subject.replace('_', ' ')}.\n\n",
+            **_mmlu_prompt(subject, fmt, synthetic),
             "dataset_kwargs": {"mmlu_dir": str(data_root / "mmlu" / "data"), "subject": subject},
         }
-        layout[f"mmlu/subject/{subject}"] = _entry(name, [name])
+        layout[f"{suite}/subject/{subject}"] = _entry(name, [name])
     for cat in cats:
-        members = [f"mmlu_{s}" for s in chosen if category[s] == cat]
-        files[f"_mmlu_{cat}"] = {
-            "group": f"mmlu_{cat}",
+        members = [f"{suite}_{s}" for s in chosen if category[s] == cat]
+        files[f"_{suite}_{cat}"] = {
+            "group": f"{suite}_{cat}",
             "group_alias": cat,
-            "task": [f"mmlu_{cat}_tasks"],
+            "task": [f"{suite}_{cat}_tasks"],
             "aggregate_metric_list": _aggregate(True),
             "metadata": {"version": 1.0},
         }
-        layout[f"mmlu/{cat}"] = _entry(f"mmlu_{cat}", members)
-    files["_mmlu"] = {
-        "group": "mmlu",
-        "task": [f"mmlu_{cat}" for cat in cats],
+        layout[f"{suite}/{_wording(cat) if synthetic else cat}"] = _entry(f"{suite}_{cat}", members)
+    files[f"_{suite}"] = {
+        "group": suite,
+        "task": [f"{suite}_{cat}" for cat in cats],
         "aggregate_metric_list": _aggregate(True),
         "metadata": {"version": 1.0},
     }
-    layout["mmlu"] = _entry("mmlu", [f"mmlu_{s}" for s in chosen])
+    layout[suite] = _entry(suite, [f"{suite}_{s}" for s in chosen])
     return files, layout
+
+
+def _wording(category: str) -> str:
+    """Synthetic category -> summary key: ``world_facts`` -> ``neutral``, ``world_facts_poetic``
+    -> ``poetic`` (bapo_exp.synthetic.evalsets.CATEGORY)."""
+    rest = category.removeprefix("world_facts").lstrip("_")
+    return rest or "neutral"
 
 
 def _scienceqa_configs(data_root: Path) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -114,29 +162,58 @@ def _scienceqa_configs(data_root: Path) -> tuple[dict[str, dict], dict[str, dict
     return files, {"scienceqa": _entry("scienceqa", ["scienceqa"])}
 
 
-def _hhh_configs(data_root: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+def _hhh_configs(data_root: Path, suite: str = "hhh") -> tuple[dict[str, dict], dict[str, dict]]:
+    """HHH-format tasks per subset and their mean. ``synthetic_alignment``: the world's files,
+    whose prompt is the plain ``"{input}\\n"``, answered with no delimiter (as in pretraining)."""
     base = data_root / "hhh_alignment" / "bigbench"
     subsets = task_utils.hhh_subsets(data_root)
+    extra = {"target_delimiter": ""} if suite != "hhh" else {}
     files: dict[str, dict] = {}
     layout: dict[str, dict] = {}
     for subset in subsets:
-        name = f"hhh_{subset}"
+        name = f"{suite}_{subset}"
         files[name] = {
             "include": str(TEMPLATES_DIR / "hhh_template.yaml"),
             "task": name,
             "task_alias": subset,
             "num_fewshot": 0,
+            **extra,
             "dataset_kwargs": {"task_file": str(base / subset / "task.json")},
         }
-        layout[f"hhh/{subset}"] = _entry(name, [name])
-    files["_hhh"] = {
-        "group": "hhh",
-        "task": [f"hhh_{s}" for s in subsets],
+        layout[f"{suite}/{subset}"] = _entry(name, [name])
+    files[f"_{suite}"] = {
+        "group": suite,
+        "task": [f"{suite}_{s}" for s in subsets],
         "aggregate_metric_list": _aggregate(False),  # mean of the subsets, as BIG-bench reports
         "metadata": {"version": 1.0},
     }
-    layout["hhh"] = _entry("hhh", [f"hhh_{s}" for s in subsets], weighting="mean")
+    layout[suite] = _entry(suite, [f"{suite}_{s}" for s in subsets], weighting="mean")
     return files, layout
+
+
+def _suite_configs(
+    suite: str, root: Path, num_fewshot: int, subjects: Sequence[str] | None, mc_format: str
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    fmt = mc_format_of(suite, mc_format)
+    if suite == "mmlu":
+        return _mmlu_configs(root, num_fewshot, subjects, fmt)
+    if suite == "synthetic_knowledge":
+        _require_world(root, suite)
+        return _mmlu_configs(root, num_fewshot, None, fmt, suite)
+    if suite == "scienceqa":
+        return _scienceqa_configs(root)
+    if suite == "synthetic_alignment":
+        _require_world(root, suite)
+        return _hhh_configs(root, suite)
+    return _hhh_configs(root)
+
+
+def _require_world(root: Path, suite: str) -> None:
+    if not (root / "world.json").exists():
+        raise FileNotFoundError(
+            f"eval suite {suite} needs a synthetic world as data root, but {root} has no "
+            "world.json: run with data=synthetic paths=synthetic (data_root = the world folder)"
+        )
 
 
 def build_tasks(
@@ -146,6 +223,7 @@ def build_tasks(
     *,
     num_fewshot: int = 0,
     mmlu_subjects: Sequence[str] | None = None,
+    mc_format: str = "auto",
 ) -> dict[str, dict[str, dict]]:
     """Write lm-eval task/group YAMLs for ``suites`` into ``task_dir``.
 
@@ -155,6 +233,10 @@ def build_tasks(
         task_dir: include directory for ``TaskManager(include_path=...)``.
         num_fewshot: MMLU shots from the dev split (0 or 5); other suites are zero-shot.
         mmlu_subjects: restrict MMLU to these subjects (default: every subject found).
+        mc_format: MMLU-format scoring: ``letter`` (" A".." D" after the listed options, the
+            papers' protocol), ``options`` (each option's text as the continuation, like
+            lm-eval's ``mmlu_continuation``) or ``auto`` (letter for ``mmlu``, options for
+            ``synthetic_knowledge``).
 
     Returns:
         ``{suite: layout}``; a layout maps each flat-summary prefix (``mmlu/humanities``) to
@@ -166,12 +248,7 @@ def build_tasks(
         raise ValueError(f"unknown eval suites {unknown}; available: {list(SUITES)}")
     layouts: dict[str, dict[str, dict]] = {}
     for suite in suites:
-        if suite == "mmlu":
-            files, layout = _mmlu_configs(root, num_fewshot, mmlu_subjects)
-        elif suite == "scienceqa":
-            files, layout = _scienceqa_configs(root)
-        else:
-            files, layout = _hhh_configs(root)
+        files, layout = _suite_configs(suite, root, num_fewshot, mmlu_subjects, mc_format)
         out = Path(task_dir) / suite
         out.mkdir(parents=True, exist_ok=True)
         for stem, cfg in files.items():
@@ -249,19 +326,21 @@ def evaluate(
     num_fewshot: int = 0,
     mmlu_subjects: Sequence[str] | None = None,
     out_dir: Path | None = None,
+    mc_format: str = "auto",
 ) -> dict[str, dict]:
     """Run each suite through ``lm_eval.simple_evaluate`` on the in-memory model.
 
     Args:
         model: ``transformers`` causal LM (plain or peft-wrapped) or an ``lm_eval`` ``LM``.
         tokenizer: its tokenizer (unused for an ``LM``).
-        suites: subset of ``("mmlu", "scienceqa", "hhh")``, run in that order.
+        suites: subset of :data:`SUITES`, run in that order.
         data_root: local data folder (the shared data or a synthetic world's root).
         limit: items per task (per MMLU subject, per HHH subset); ``None`` = all.
         batch_size: forward batch size for ``HFLM``.
         num_fewshot: MMLU shots (0 default, 5 from the dev split).
         mmlu_subjects: MMLU subjects to run (default: all found under ``data_root``).
         out_dir: if given, ``<out_dir>/<suite>.json`` receives each suite's record.
+        mc_format: ``auto`` | ``letter`` | ``options`` (see :func:`build_tasks`).
 
     Returns:
         ``{suite: record}``: lm-eval's ``results``, ``groups``, ``group_subtasks``,
@@ -277,6 +356,7 @@ def evaluate(
         "limit": limit,
         "num_fewshot": num_fewshot,
         "mmlu_subjects": list(mmlu_subjects) if mmlu_subjects else None,
+        "mc_format": {s: mc_format_of(s, mc_format) for s in suites},
     }
     was_training = getattr(model, "training", False) is True  # HFLM switches to eval mode
     lm = make_lm(model, tokenizer, batch_size)
@@ -285,8 +365,9 @@ def evaluate(
     try:
         with tempfile.TemporaryDirectory(prefix="bapo_eval_tasks_") as task_dir:
             layouts = build_tasks(
-                data_root, suites, task_dir, num_fewshot=num_fewshot, mmlu_subjects=mmlu_subjects
-            )
+                data_root, suites, task_dir, num_fewshot=num_fewshot,
+                mmlu_subjects=mmlu_subjects, mc_format=mc_format,
+            )  # fmt: skip
             manager = TaskManager(include_path=task_dir, include_defaults=False)
             for suite in suites:
                 results[suite] = _run_suite(lm, manager, suite, layouts[suite], settings)

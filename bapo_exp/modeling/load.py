@@ -61,7 +61,13 @@ def resolve_model_path(cfg: AnyModelConfig, cache_dir: str | Path) -> str:
         return str(ensure_gguf_folder(cfg.pretrained, Path(cache_dir) / "models"))
     if cfg.source == "hf":
         return cfg.pretrained
-    raise ValueError(f"unknown model source {cfg.source!r}; valid: tiny, hf, gguf")
+    if cfg.source == "micro":  # pretrained once on the synthetic world (bapo_exp.synthetic)
+        from bapo_exp.synthetic.pretrain import ensure_micro_from_config
+
+        if cfg.micro.threads:  # a 0.56M model gains nothing from threads; on a busy CPU they spin
+            torch.set_num_threads(cfg.micro.threads)
+        return str(ensure_micro_from_config(cfg.tiny, cfg.micro, Path(cache_dir) / "models"))
+    raise ValueError(f"unknown model source {cfg.source!r}; valid: tiny, hf, gguf, micro")
 
 
 def ensure_pad_token(tokenizer: Any) -> Any:

@@ -12,6 +12,7 @@ from bapo_exp.synthetic.styles import (
     STYLE_TEMPLATES,
     detect_style,
     fact_correct,
+    in_style,
     render,
 )
 from bapo_exp.synthetic.world import Fact, World, WorldConfig, generate_world, world_key
@@ -30,6 +31,7 @@ __all__ = [
     "ensure_world",
     "fact_correct",
     "generate_world",
+    "in_style",
     "load_world_json",
     "micro_model_config",
     "render",

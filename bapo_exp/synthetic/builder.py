@@ -1,27 +1,33 @@
-"""Dataset builder for the synthetic world (same signature as the other dataset builders).
+"""Dataset builder for the synthetic world (the ``synthetic`` entry of ``DATASETS``).
 
-    from bapo_exp.config import DataConfig
-    from bapo_exp.synthetic import build_synthetic
-    cfg = DataConfig(name="synthetic", path="<world dir>", preferences=["academic"])
-    data = build_synthetic(cfg, data_root=".", cache_dir="runs/cache")
+    from bapo_exp.data import build_dataset
+    cfg = DataConfig(name="synthetic", preferences=["academic"], world={"seed": 0})
+    data = build_dataset(cfg, data_root=".", cache_dir="runs/cache")
 
 Pairs come from the world's ``pairs.jsonl``. The split is **by entity** (design): every
 question about a held-out entity is held out, so no prompt, and no entity, is on both sides;
-held-out prompts ask about facts the micro base model learnt in pretraining.
+held-out prompts ask about facts the micro base model learnt in pretraining. The builder
+returns per-preference ``SplitPools``; ``build_dataset`` cleans and mixes them like every
+other source.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bapo_exp.data.types import PreferenceData, PreferenceExample
-from bapo_exp.synthetic.export import ensure_world, load_world_json, read_jsonl
+from bapo_exp.data.heterogeneity import SplitPools
+from bapo_exp.data.types import PreferenceExample
+from bapo_exp.synthetic.export import (
+    load_world_json,
+    read_jsonl,
+    world_config,
+    world_dir,
+    write_world,
+)
 from bapo_exp.synthetic.styles import NEUTRAL
-from bapo_exp.synthetic.world import WorldConfig
 
 
 def split_entities(entities: list[str], heldout_frac: float, seed: int) -> set[str]:
@@ -30,21 +36,6 @@ def split_entities(entities: list[str], heldout_frac: float, seed: int) -> set[s
     random.Random(f"split:{seed}").shuffle(order)
     n_held = min(max(1, round(heldout_frac * len(order))), len(order) - 1)
     return set(order[:n_held])
-
-
-def mix(records: list[dict], preferences: list[str], n: int | None, seed: int) -> list[dict]:
-    """Union the pairs of ``preferences``, balanced: each contributes ``n // k`` (+1 for the
-    first ``n % k``) when ``n`` is set; the result is shuffled with ``seed``."""
-    rng = random.Random(f"mix:{seed}")
-    by_pref = {p: [r for r in records if r["preference"] == p] for p in preferences}
-    for p in preferences:
-        rng.shuffle(by_pref[p])
-    if n is not None:
-        k = len(preferences)
-        by_pref = {p: by_pref[p][: n // k + (i < n % k)] for i, p in enumerate(preferences)}
-    out = [r for p in preferences for r in by_pref[p]]
-    rng.shuffle(out)
-    return out
 
 
 def _example(record: dict, key: str) -> PreferenceExample:
@@ -60,35 +51,24 @@ def _example(record: dict, key: str) -> PreferenceExample:
     )
 
 
-def _world_root(path: str | None, cache_dir: str | Path) -> Path:
+def world_root(path: str | None, knobs: dict | None, cache_dir: str | Path) -> Path:
+    """The world folder: ``path`` (written there from ``knobs`` when it is not a world yet),
+    else the cache-keyed folder of ``knobs`` under ``<cache_dir>/synthetic``."""
     if path is None:
-        return ensure_world(WorldConfig(), Path(cache_dir) / "synthetic")
+        return world_dir(knobs, cache_dir)
     root = Path(path)
-    if not (root / "READY").exists():
-        raise FileNotFoundError(
-            f"{root} is not a synthetic world; create it with "
-            "bapo_exp.synthetic.write_world(WorldConfig(...), root)"
-        )
-    return root
+    if (root / "READY").exists():
+        return root
+    if knobs:
+        return write_world(world_config(knobs), root)
+    raise FileNotFoundError(
+        f"{root} is not a synthetic world (no READY); set data.world to write one there, "
+        "or data.path=null for the cache-keyed default"
+    )
 
 
-def _report(root, meta, preferences, held, n_all, n_kept, train, heldout) -> dict:
-    return {
-        "dataset": "synthetic",
-        "world": str(root),
-        "world_key": meta["key"],
-        "preferences": preferences,
-        "split": "by entity (every question about a held-out entity is held out)",
-        "heldout_entities": sorted(held),
-        "n_pairs_available": n_all,
-        "n_dropped_neutral_rejected": n_all - n_kept,
-        "n_train": len(train),
-        "n_heldout": len(heldout),
-        "train_per_preference": dict(Counter(r["preference"] for r in train)),
-        "heldout_per_preference": dict(Counter(r["preference"] for r in heldout)),
-        "train_prompts": len({r["prompt"] for r in train}),
-        "heldout_prompts": len({r["prompt"] for r in heldout}),
-    }
+def _by_preference(records: list[dict], preferences: list[str], key: str) -> dict:
+    return {p: [_example(r, key) for r in records if r["preference"] == p] for p in preferences}
 
 
 def build_synthetic(
@@ -97,24 +77,24 @@ def build_synthetic(
     data_root: str | Path,
     cache_dir: str | Path,
     load_writer: Callable[..., Any] | None = None,
-) -> PreferenceData:
-    """Preference pairs of the synthetic world for ``cfg.preferences`` (styles).
+) -> SplitPools:
+    """Preference pairs of the synthetic world for ``cfg.preferences`` (styles), split by entity.
 
     Args:
-        cfg: a ``DataConfig``. ``path`` = world directory (``None``: the default world, written
-            under ``cache_dir/synthetic``); ``preferences`` = style names (empty: all);
-            ``include_normal`` also keeps pairs whose rejected response is the neutral (base)
-            style; ``heldout_frac``/``split_seed`` split by entity; ``n_train``/``n_heldout``
-            cap the pairs after balanced mixing with ``mix_seed``.
+        cfg: a ``DataConfig``. ``path`` = world directory (``None``: the cache-keyed world of
+            ``world``); ``world`` = ``WorldConfig`` knobs; ``preferences`` = style names (empty:
+            all); ``include_normal`` also keeps pairs whose rejected response is in the neutral
+            (base) style; ``heldout_frac``/``split_seed`` split by entity. Capping and mixing
+            (``n_train``, ``n_heldout``, ``mix_seed``) are ``build_dataset``'s.
         data_root: unused (the world is self-contained); kept for the shared signature.
-        cache_dir: where the default world is written.
+        cache_dir: where the cache-keyed world is written.
         load_writer: unused (no generated responses here).
 
     Returns:
-        ``PreferenceData`` with train and held-out pairs and a report (counts, split).
+        ``SplitPools`` (per preference, pairs in file order) with a report (world, split).
     """
     del data_root, load_writer
-    root = _world_root(cfg.path, cache_dir)
+    root = world_root(cfg.path, getattr(cfg, "world", None), cache_dir)
     meta = load_world_json(root)
     styles = list(meta["config"]["styles"])
     preferences = list(cfg.preferences) or styles
@@ -126,14 +106,25 @@ def build_synthetic(
     if not cfg.include_normal:
         records = [r for r in records if r["rejected_style"] != NEUTRAL]
     held = split_entities(meta["entities"], cfg.heldout_frac, cfg.split_seed)
-    train = mix(
-        [r for r in records if r["entity"] not in held], preferences, cfg.n_train, cfg.mix_seed
-    )
-    heldout = mix(
-        [r for r in records if r["entity"] in held], preferences, cfg.n_heldout, cfg.mix_seed
-    )
-    report = _report(root, meta, preferences, held, n_all, len(records), train, heldout)
+    train = [r for r in records if r["entity"] not in held]
+    heldout = [r for r in records if r["entity"] in held]
+    report = {
+        "dataset": "synthetic",
+        "world": str(root),
+        "world_key": meta["key"],
+        "preferences": preferences,
+        "split": {
+            "method": "by_entity",
+            "seed": cfg.split_seed,
+            "heldout_frac": cfg.heldout_frac,
+            "heldout_entities": sorted(held),
+            "n_train_prompts": len({r["prompt"] for r in train}),
+            "n_heldout_prompts": len({r["prompt"] for r in heldout}),
+        },
+        "n_pairs_available": n_all,
+        "n_dropped_neutral_rejected": n_all - len(records),
+    }
     key = meta["key"]
-    return PreferenceData(
-        [_example(r, key) for r in train], [_example(r, key) for r in heldout], report
+    return SplitPools(
+        _by_preference(train, preferences, key), _by_preference(heldout, preferences, key), report
     )

@@ -136,6 +136,27 @@ def ensure_world(cfg: WorldConfig, cache_dir: str | Path) -> Path:
     return write_world(cfg, Path(cache_dir) / f"world-{world_key(cfg)}")
 
 
+def world_config(knobs: dict | None) -> WorldConfig:
+    """``WorldConfig(**knobs)`` with a clear error naming unknown knobs (``data.world``)."""
+    knobs = dict(knobs or {})
+    valid = set(WorldConfig.__dataclass_fields__)
+    unknown = sorted(set(knobs) - valid)
+    if unknown:
+        raise ValueError(f"unknown synthetic world knobs {unknown}; valid: {sorted(valid)}")
+    cfg = WorldConfig(**knobs)
+    cfg.validate()
+    return cfg
+
+
+def world_dir(knobs: dict | None, cache_dir: str | Path) -> Path:
+    """The world of ``knobs`` written (once) at ``<cache_dir>/synthetic/world-<key>``.
+
+    Used by the ``${synthetic_world:...}`` config resolver, so the folder exists as soon as a
+    config naming it is resolved (data, eval suites and the micro base read it).
+    """
+    return ensure_world(world_config(knobs), Path(cache_dir) / "synthetic")
+
+
 def load_world_json(root: str | Path) -> dict:
     root = Path(root)
     if not (root / "READY").exists():

@@ -272,3 +272,23 @@ def _save(model, tok, meta: dict, out: Path) -> Path:
     (tmp / "micro.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     (tmp / "READY").write_text("ok\n")
     return _publish(tmp, out)
+
+
+def micro_world_config(micro) -> WorldConfig:
+    """The world a micro base is pretrained on: ``micro.world`` knobs, with ``style_exposure``
+    replaced by ``micro.style_exposure`` when set (the facts and test files stay the same)."""
+    from bapo_exp.synthetic.export import world_config
+
+    knobs = dict(micro.world)
+    if micro.style_exposure is not None:
+        knobs["style_exposure"] = dict(micro.style_exposure)
+    return world_config(knobs)
+
+
+def ensure_micro_from_config(tiny: TinyConfig, micro, cache_dir: str | Path) -> Path:
+    """``ensure_micro_base`` for a model config's ``tiny`` (architecture) and ``micro``
+    (``bapo_exp.config.MicroConfig``: world, exposure, pretraining steps/seed/lr/batch)."""
+    train = MicroTrainConfig(
+        steps=micro.steps, seed=micro.seed, lr=micro.lr, batch_size=micro.batch_size
+    )
+    return ensure_micro_base(micro_world_config(micro), tiny, train, cache_dir)

@@ -170,3 +170,14 @@ def fact_correct(text: str, fact: FactLike) -> bool:
         return same_entity and parsed.value.lower() == fact.value.lower()
     pattern = rf"\b{re.escape(fact.value)}\b"
     return re.search(pattern, text, flags=re.IGNORECASE) is not None
+
+
+def in_style(text: str, preference: str) -> bool:
+    """Exact judge of generated personalisation: ``text`` is one full answer in ``preference``.
+
+    ``preference`` is a style name (``"neutral"`` allowed); truncated or free text is never in
+    style. Registered by the eval stage for ``data.name == "synthetic"``.
+    """
+    if preference not in STYLE_TEMPLATES:
+        raise ValueError(f"unknown style {preference!r}; valid: {list(STYLE_TEMPLATES)}")
+    return detect_style(text, include_neutral=True) == preference

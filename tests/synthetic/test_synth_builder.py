@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bapo_exp.config import DataConfig
+from bapo_exp.data import build_dataset
 from bapo_exp.synthetic import build_synthetic, detect_style
 from bapo_exp.synthetic.styles import NEUTRAL
 
 
 def _build(root, tmp_path, **kw):
+    """Through the DATASETS registry, as the stages call it (cleaning and mixing included)."""
     cfg = DataConfig(name="synthetic", path=str(root), **kw)
-    return build_synthetic(cfg, data_root=tmp_path, cache_dir=tmp_path)
+    return build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
 
 
 def test_split_by_entity_is_disjoint(world_root, tmp_path):
@@ -21,7 +23,7 @@ def test_split_by_entity_is_disjoint(world_root, tmp_path):
     held_prompts = {e.prompt for e in data.heldout}
     assert not train_prompts & held_prompts
     assert not {e.source["entity"] for e in data.train} & {e.source["entity"] for e in data.heldout}
-    assert sorted(data.report["heldout_entities"]) == sorted(
+    assert sorted(data.report["split"]["heldout_entities"]) == sorted(
         {e.source["entity"] for e in data.heldout}
     )
 
@@ -53,7 +55,7 @@ def test_balanced_mixing_and_caps(world_root, tmp_path):
         mix_seed=3,
     )
     assert len(data.train) == 31 and len(data.heldout) == 6
-    counts = data.report["train_per_preference"]
+    counts = data.report["counts"]["train"]
     assert sorted(counts.values()) == [10, 10, 11]
     again = _build(
         world_root,
@@ -67,8 +69,8 @@ def test_balanced_mixing_and_caps(world_root, tmp_path):
 
 
 def test_split_seed_changes_heldout(world_root, tmp_path):
-    a = _build(world_root, tmp_path, split_seed=0).report["heldout_entities"]
-    b = _build(world_root, tmp_path, split_seed=1).report["heldout_entities"]
+    a = _build(world_root, tmp_path, split_seed=0).report["split"]["heldout_entities"]
+    b = _build(world_root, tmp_path, split_seed=1).report["split"]["heldout_entities"]
     assert a != b
 
 
@@ -79,8 +81,23 @@ def test_errors(world_root, tmp_path):
         _build(tmp_path / "nowhere", tmp_path)
 
 
-def test_default_world_when_no_path(tmp_path):
+def test_default_world_when_no_path(tmp_path, world_cfg):
+    from dataclasses import asdict
+
+    knobs = asdict(world_cfg)
     cfg = DataConfig(name="synthetic", preferences=["enthusiastic"], n_train=8, n_heldout=4)
-    data = build_synthetic(cfg, data_root=tmp_path, cache_dir=tmp_path)
+    cfg.world = knobs
+    data = build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
     assert len(data.train) == 8 and len(data.heldout) == 4
     assert data.report["world"].startswith(str(tmp_path / "synthetic" / "world-"))
+    pools = build_synthetic(cfg, data_root=tmp_path, cache_dir=tmp_path)
+    assert set(pools.train) == {"enthusiastic"}  # per-preference SplitPools, unmixed
+
+
+def test_world_knobs_checked_and_written_at_path(tmp_path):
+    cfg = DataConfig(name="synthetic", path=str(tmp_path / "w"), world={"n_entitys": 3})
+    with pytest.raises(ValueError, match="unknown synthetic world knobs"):
+        build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
+    cfg.world = {"n_entities": 12, "n_harmful_train": 8, "n_harmful_test": 6}
+    build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
+    assert (tmp_path / "w" / "READY").exists()

@@ -75,3 +75,16 @@ def test_fact_correct():
     assert not fact_correct("The capital of Vorlan is Morvi.", fact)
     assert not fact_correct("The capital of Brimo is Tessik.", fact)
     assert not fact_correct("Tessiko is nice", fact)
+
+
+def test_in_style_is_exact():
+    from bapo_exp.synthetic.styles import PREFERENCE_STYLES, in_style, render
+
+    for style in (*PREFERENCE_STYLES, "neutral"):
+        text = render(style, 1, "capital", "Vorlan", "Tessik")
+        assert in_style(text, style)
+        assert in_style("  " + text + "\n", style)
+        assert not any(in_style(text, other) for other in PREFERENCE_STYLES if other != style)
+        assert not in_style(text[:-3], style)  # truncated generation
+    with pytest.raises(ValueError, match="unknown style"):
+        in_style("Answer: teal.", "pirate")
