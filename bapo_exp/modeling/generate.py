@@ -41,9 +41,12 @@ def identity(model: Any, tokenizer: Any) -> dict[str, Any]:
     (a trained adapter, a checkpoint step).
     """
     config = getattr(model, "config", None)
+    # A PEFT wrapper is not another model: y_b written by the reference stage (plain model)
+    # must be found by the train stage (the same model wrapped, fresh adapter = no change).
+    unwrapped = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {
         "model": getattr(config, "_name_or_path", "") or "",
-        "model_class": type(model).__name__,
+        "model_class": type(unwrapped).__name__,
         "tokenizer": getattr(tokenizer, "name_or_path", "") or "",
         "tokenizer_class": type(tokenizer).__name__,
         "vocab_size": len(tokenizer),

@@ -59,6 +59,22 @@ def keep_lines(path: Path, n: int, tail: str = "") -> None:
     path.write_text("".join(lines[:n]) + tail)
 
 
+def test_identity_ignores_a_peft_wrapper(tiny):
+    """The train stage wraps the model in PEFT; it must hit the reference stage's y_b cache."""
+    from peft import LoraConfig, get_peft_model
+
+    from bapo_exp.modeling.generate import identity
+
+    model, tokenizer, _ = tiny
+    plain = identity(model, tokenizer)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    try:
+        assert identity(wrapped, tokenizer) == plain
+        assert plain["model_class"] == "LlamaForCausalLM"
+    finally:
+        wrapped.unload()
+
+
 def test_render_prompt_chat_and_plain(tiny):
     _, tok, _ = tiny
     assert (
