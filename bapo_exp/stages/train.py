@@ -18,7 +18,7 @@ from bapo_exp.config import Config
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.losses import get_loss
 from bapo_exp.references import Reference, RefTable
-from bapo_exp.stages.common import load_data, reference_tables
+from bapo_exp.stages.common import load_data, main_process_first, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
 from bapo_exp.training.forward import PolicyData, policy_batch, policy_logps
@@ -46,17 +46,36 @@ def tokenize_policy(tok, examples: list[PreferenceExample], base: dict[str, str]
     )
 
 
-def online_ref_fn(model, table: RefTable):
-    """Reference 0 computed in the step (adapter disabled); extra references from the cache."""
+def online_ref_fn(ref_model, table: RefTable, reduce: str):
+    """Reference 0 computed in the step; extra (MRPO) references from the cache.
+
+    Args:
+        ref_model: a ``ReferenceModel``: the policy with its adapter disabled (fresh LoRA) or a
+            frozen copy of the initial model (full fine-tuning, continued adapter).
+        table: the cached tables (K, 3, N); row 0 is replaced by the online values.
+    """
 
     def ref_fn(idx, batch):
         logps, ntok = table.logps[:, :, idx].clone(), table.ntok[:, :, idx].clone()
-        with torch.no_grad(), model.disable_adapter():
-            lp, nt = policy_logps(model, batch, "sum")
+        lp, nt = policy_logps(ref_model, batch, reduce)  # eval mode, no grad (ReferenceModel)
         b = len(idx)
         for j in range(lp.shape[0] // b):
             logps[0, j], ntok[0, j] = lp[j * b : (j + 1) * b], nt[j * b : (j + 1) * b]
         return logps, ntok
+
+    return ref_fn
+
+
+def reference_fn(cfg: Config, policy, table: RefTable):
+    """Precomputed: a table lookup, no reference model in memory. Online: see ``online_ref_fn``."""
+    if not cfg.reference.precompute:
+        from bapo_exp.modeling.load import reference_context
+
+        with reference_context(policy) as ref_model:  # raises if no frozen copy was kept
+            return online_ref_fn(ref_model, table, cfg.reference.reduce)
+
+    def ref_fn(idx, batch):
+        return table.logps[:, :, idx], table.ntok[:, :, idx]
 
     return ref_fn
 
@@ -95,48 +114,32 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     from bapo_exp.modeling.load import load_model, make_policy
 
     spec = get_loss(cfg.method.name)
-    data = load_data(cfg, run)
     acc = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # adapter init must not depend on which stages ran before
     model, tokenizer = load_model(cfg.model, cfg.paths.cache_dir, trainable=True)
-    model = make_policy(model, cfg.model, cfg.train.init_adapter).model
+    online_copy = not cfg.reference.precompute  # full FT / continued adapter: a frozen copy
+    policy = make_policy(model, cfg.model, cfg.train.init_adapter,
+                         keep_frozen_reference=online_copy)  # fmt: skip
+    model = policy.model
     # Reference 0 is the policy itself before training (adapter disabled): no second copy.
     main = Reference(cfg.model, cfg.paths.cache_dir, model, tokenizer,
                      include_adapter=cfg.train.init_adapter is not None)  # fmt: skip
-    base, table, _ = reference_tables(cfg, data, main)  # warm cache: no forward pass
+    with main_process_first():  # rank 0 fills the caches, the others then read them
+        data = load_data(cfg, run)
+        base, table, _ = reference_tables(cfg, data, main)  # warm cache: no forward pass
     gc.collect()
     pdata = tokenize_policy(main.tokenization(), data.train, base)
     the_plan = plan(cfg, len(data.train), acc.num_processes)
     run.write_json("train/plan.json", the_plan)
+    if policy.frozen_reference is not None:  # PITFALLS #4: the copy goes where the policy goes
+        policy.frozen_reference.to(acc.device)
+    ref_fn = reference_fn(cfg, policy, table)
     optimizer, scheduler = make_optimizer(model, cfg.train, the_plan["total_steps"])
     model, optimizer = acc.prepare(model, optimizer)
     probe_idx = random.Random(cfg.seed).sample(
         range(len(data.train)), min(cfg.train.probe_size, len(data.train))
     )
-
-    def ref_fn(idx, batch):  # precomputed: a lookup, no reference model in memory
-        return table.logps[:, :, idx], table.ntok[:, :, idx]
-
-    if not cfg.reference.precompute:
-        if not hasattr(acc.unwrap_model(model), "disable_adapter") or cfg.train.init_adapter:
-            raise ValueError(
-                "reference.precompute=false needs a fresh LoRA adapter (the reference "
-                "is the policy with its adapter disabled); use precompute=true"
-            )
-        ref_fn = online_ref_fn(acc.unwrap_model(model), table)
-    metrics_path = run.path("train/metrics.jsonl")
-
-    def log_row(row: dict) -> None:
-        if acc.is_main_process:
-            run.append_jsonl("train/metrics.jsonl", row)
-            tracker.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
-
-    def reset_log(rows: list[dict]) -> None:
-        if acc.is_main_process:
-            metrics_path.write_text("")
-            for row in rows:
-                run.append_jsonl("train/metrics.jsonl", row)
-
+    log_row, reset_log = metric_writers(run, tracker, acc.is_main_process)
     parts = LoopParts(
         model=model, optimizer=optimizer, scheduler=scheduler, accelerator=acc, spec=spec,
         loss_fn=functools.partial(spec.fn, **cfg.method.loss_kwargs()), beta=cfg.method.beta,
@@ -149,8 +152,26 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     ckpt_root = Path(cfg.paths.ckpt_root) / run.root.name if cfg.paths.ckpt_root else run.root
     last = train_loop(parts, cfg.train, ckpt_root / "checkpoints")
     final = ckpt_root / "checkpoints" / "final"
+    state = acc.get_state_dict(model)  # collective: gathers FSDP shards into a full state dict
     if acc.is_main_process:
-        acc.unwrap_model(model).save_pretrained(final)
+        acc.unwrap_model(model).save_pretrained(final, state_dict=state)
         tokenizer.save_pretrained(final)
     acc.wait_for_everyone()
     return {**last, "ckpt_path": str(final.resolve()), **the_plan}
+
+
+def metric_writers(run: RunDir, tracker: Tracker, is_main: bool):
+    """``log_row`` (append to metrics.jsonl + tracker) and ``reset_log`` (rewrite on resume)."""
+
+    def log_row(row: dict) -> None:
+        if is_main:
+            run.append_jsonl("train/metrics.jsonl", row)
+            tracker.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+
+    def reset_log(rows: list[dict]) -> None:
+        if is_main:
+            run.path("train/metrics.jsonl").write_text("")
+            for row in rows:
+                run.append_jsonl("train/metrics.jsonl", row)
+
+    return log_row, reset_log

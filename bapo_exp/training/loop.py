@@ -3,16 +3,23 @@
 Per step: for each micro-batch, one concatenated policy forward -> ``sequence_logps`` ->
 ``spec.fn(**inputs)`` -> ``.mean()`` -> backward; then clip, step, log, checkpoint.
 It runs under ``accelerate`` (one process, or DDP with ``accelerate launch``).
+
+Stopping: SIGTERM (Slurm preemption, ``scancel``) or SIGINT (Ctrl-C) finishes the current
+step, writes a checkpoint and exits with ``128 + signal`` (a second Ctrl-C stops at once);
+kill -9 loses the steps since the last periodic checkpoint. Either way, re-launching the same
+run directory resumes (bitwise on CPU).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +44,44 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(FloatingPointError):
     """A NaN or infinite loss or gradient: the run stops, the last good checkpoint stays."""
+
+
+class Preempted(SystemExit):
+    """SIGTERM or SIGINT: a checkpoint was written at the step boundary; exit code 128+signal."""
+
+
+@contextmanager
+def stop_requests() -> Iterator[dict[str, int | None]]:
+    """Catch SIGTERM and SIGINT while training: ``flag["signal"]`` is set, the loop stops later.
+
+    A second SIGINT raises ``KeyboardInterrupt`` at once. Handlers are restored on exit; off the
+    main thread (where Python cannot install handlers) nothing is caught.
+    """
+    flag: dict[str, int | None] = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if flag["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["signal"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def agreed_stop(acc, flag: dict[str, int | None]) -> int | None:
+    """The signal to stop on, agreed by every process (one all-reduce per step under DDP)."""
+    sig = flag["signal"] or 0
+    if acc.num_processes > 1:
+        sig = int(acc.reduce(torch.tensor([sig], device=acc.device), reduction="sum").max())
+        sig = flag["signal"] or (signal.SIGTERM if sig else 0)
+    return sig or None
 
 
 @dataclass
@@ -128,15 +173,54 @@ def train_step(p: LoopParts, cfg: TrainConfig, step: int) -> dict[str, float]:
     return row
 
 
-def state_payload(p: LoopParts, step: int) -> dict:
+def all_rng_states(acc) -> list[dict]:
+    """Every process's RNG states, rank order (dropout draws differ per process)."""
+    if acc.num_processes == 1:
+        return [ckpt.rng_state()]
+    from accelerate.utils import gather_object
+
+    return gather_object([ckpt.rng_state()])
+
+
+def is_sharded(acc) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.FSDP
+
+
+def save(p: LoopParts, ckpt_dir: Path, step: int, keep: int) -> None:
+    """Collective: every process hands in its RNG state; the main process writes."""
+    if is_sharded(p.accelerator):  # rank 0 would save its own shards as if they were the model
+        raise NotImplementedError(
+            "resumable checkpoints under FSDP are not implemented (the parameters and AdamW "
+            "states are sharded); set train.ckpt_every above train.steps, or use DDP"
+        )
+    rng = all_rng_states(p.accelerator)
+    if p.accelerator.is_main_process:
+        ckpt.save_checkpoint(ckpt_dir, step, state_payload(p, step, rng), keep)
+    p.accelerator.wait_for_everyone()
+
+
+def state_payload(p: LoopParts, step: int, rng: list[dict]) -> dict:
     return {
         "step": step,
         "model": ckpt.trainable_state(p.accelerator.unwrap_model(p.model)),
         "optimizer": p.optimizer.state_dict(),
         "scheduler": p.scheduler.state_dict(),
-        "rng": ckpt.rng_state(),
+        "rng": rng,
         "history": p.history,
     }
+
+
+def own_rng(state: dict, acc) -> dict:
+    """This process's saved RNG state (older checkpoints hold one dict)."""
+    rng = state["rng"]
+    if isinstance(rng, dict):
+        return rng
+    if len(rng) != acc.num_processes:
+        log.warning("checkpoint has RNG states of %d processes, this run has %d: resume is not "
+                    "bitwise", len(rng), acc.num_processes)  # fmt: skip
+    return rng[min(acc.process_index, len(rng) - 1)]
 
 
 def restore(p: LoopParts, ckpt_dir: Path) -> int:
@@ -150,7 +234,7 @@ def restore(p: LoopParts, ckpt_dir: Path) -> int:
         raise RuntimeError(f"checkpoint has unknown parameters: {missing.unexpected_keys[:5]}")
     p.optimizer.load_state_dict(state["optimizer"])
     p.scheduler.load_state_dict(state["scheduler"])
-    ckpt.set_rng_state(state["rng"])
+    ckpt.set_rng_state(own_rng(state, p.accelerator))
     p.history[:] = state["history"]
     log.info("resumed from checkpoint at step %d", state["step"])
     return state["step"]
@@ -165,7 +249,12 @@ def peak_memory_mb() -> float:
 
 
 def train_loop(p: LoopParts, cfg: TrainConfig, ckpt_dir: Path) -> dict[str, float]:
-    """Run (or resume) until ``p.total_steps``; returns the last logged row."""
+    """Run (or resume) until ``p.total_steps``; returns the last logged row.
+
+    Raises:
+        Preempted: after SIGTERM/SIGINT, once the checkpoint of the current step is written.
+        NonFiniteError: a NaN/inf loss or gradient (the last good checkpoint stays).
+    """
     from tqdm.auto import tqdm
 
     start = restore(p, ckpt_dir)
@@ -173,17 +262,29 @@ def train_loop(p: LoopParts, cfg: TrainConfig, ckpt_dir: Path) -> dict[str, floa
     p.model.train()
     bar = tqdm(range(start, p.total_steps), initial=start, total=p.total_steps, desc="train",
                disable=not p.accelerator.is_main_process)  # fmt: skip
-    for step in bar:
-        row = train_step(p, cfg, step)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == p.total_steps:
-            if p.probe is not None:
-                row.update(p.probe())
-            row.update({"step": done, "peak_mem_mb": peak_memory_mb()})
-            p.history.append(row)
-            p.log_row(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", margin=f"{row['reward_margin']:.3f}")
-        if done % cfg.ckpt_every == 0 and done < p.total_steps and p.accelerator.is_main_process:
-            ckpt.save_checkpoint(ckpt_dir, done, state_payload(p, done), cfg.keep_checkpoints)
-        p.accelerator.wait_for_everyone()
+    with stop_requests() as flag:
+        for step in bar:
+            row = train_step(p, cfg, step)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == p.total_steps:
+                log_step(p, row, done)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", margin=f"{row['reward_margin']:.3f}")
+            sig = agreed_stop(p.accelerator, flag)
+            periodic = done % cfg.ckpt_every == 0
+            if done < p.total_steps and (periodic or sig):
+                save(p, ckpt_dir, done, cfg.keep_checkpoints)
+            if sig and done < p.total_steps:
+                name = signal.Signals(sig).name
+                log.warning("%s: stopped after step %d with a checkpoint; re-launch the same run "
+                            "directory to resume", name, done)  # fmt: skip
+                raise Preempted(128 + sig)
+            p.accelerator.wait_for_everyone()
     return p.history[-1] if p.history else {}
+
+
+def log_step(p: LoopParts, row: dict, done: int) -> None:
+    if p.probe is not None:
+        row.update(p.probe())
+    row.update({"step": done, "peak_mem_mb": peak_memory_mb()})
+    p.history.append(row)
+    p.log_row(row)
