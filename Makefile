@@ -49,6 +49,39 @@ smoke: install  ## A few CPU steps of each method through the real entrypoint
 train: install  ## One run: make train ARGS="method=bapo data.preferences=[academy]"
 	$(PY) -m bapo_exp $(ARGS)
 
+# --- Paper figures (issue #8): run a preset's grid, then draw its figure from runs/ -----------
+# make fig2 | fig3 | fig5 | fig-heterogeneity | fig-mrpo_references | fig-frontier
+# Cluster: make fig2 LAUNCHER=slurm   Extra overrides: make fig5 ARGS="train.steps=50"
+# A failed cell does not stop the grid; the figure is drawn from the finished cells and make
+# exits non-zero (see runs/<folder>/multirun_report.json). Re-running skips finished cells.
+.PHONY: fig2 fig3 fig5 fig-heterogeneity fig-mrpo_references fig-frontier
+FIGURES_OUT ?= notebooks/figures
+GRID = $(PY) -m bapo_exp -m hydra/launcher=$(LAUNCHER) $(ARGS) experiment=
+# $(call figure,<results folder>,<figure>,<name>,<presets...>): run each preset, then plot.
+define figure
+	@rc=0; for x in base_model $(4); do $(GRID)$$x || rc=1; done; \
+	$(PY) -m bapo_exp.analysis runs/$(1) --figure $(2) --name $(3) --out $(FIGURES_OUT) || rc=1; \
+	exit $$rc
+endef
+
+fig2: install  ## Fig. 2 analogue: knowledge retention per preference, DPO vs BAPO
+	$(call figure,retention,knowledge,fig2_knowledge_retention,fig2_knowledge_retention)
+
+fig3: install  ## Fig. 3 analogue: HHH alignment retention (same cells as fig2)
+	$(call figure,retention,alignment,fig3_alignment_retention,fig3_alignment_retention)
+
+fig5: install  ## Fig. 5 analogue: chosen / base / rejected log-prob drift during training
+	$(call figure,fig5_drift,drift,fig5_drift,fig5_drift)
+
+fig-heterogeneity: install  ## Forgetting vs number of mixed preferences and measured distance
+	$(call figure,heterogeneity,heterogeneity,heterogeneity,heterogeneity)
+
+fig-mrpo_references: install  ## DPO vs MRPO with 2 and 3 references
+	$(call figure,mrpo_references,retention,mrpo_references,mrpo_references_dpo mrpo_references)
+
+fig-frontier: install  ## Retention vs generated personalisation across beta, anchor weight, steps
+	$(call figure,frontier,frontier,frontier,frontier frontier_anchor)
+
 wandb-sync: install  ## Upload offline W&B runs under runs/
 	$(VENV)/bin/wandb sync --sync-all runs/
 

@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import Config, register_configs
+from bapo_exp.multirun import register_resolvers
 from bapo_exp.stages import get_stage
 from bapo_exp.tracking.env import env_snapshot
 from bapo_exp.tracking.run_dir import RunDir
@@ -24,6 +25,7 @@ from bapo_exp.validate import validate
 
 log = logging.getLogger("bapo_exp")
 register_configs()
+register_resolvers()  # ${cell_dir:...}: deterministic multirun cell folders (conf/hydra)
 # conf/ sits beside the package (editable install); an absolute path works for `python -m`.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -64,7 +66,9 @@ def main(dcfg: DictConfig) -> float | None:
         raise ValueError(f"missing config values: {sorted(missing)}")
     cfg: Config = OmegaConf.to_object(dcfg)
     validate(cfg)
-    run = RunDir.from_hydra()
+    from bapo_exp.stages.common import process_view  # lazy (torch); accelerate launch: rank>0
+
+    cfg, run = process_view(cfg, RunDir.from_hydra())  # reads only, runs only the train stage
     if all(run.is_done(s) for s in cfg.stages) and not cfg.force:
         log.info("nothing to do: every stage of %s is done in %s", cfg.stages, run.root)
         return run.objective(cfg.objective)

@@ -1,0 +1,151 @@
+"""Collect every run under a results folder into one tidy DataFrame (one row per run).
+
+    from bapo_exp.analysis import load_runs
+    df = load_runs("runs/fig5_drift")
+
+A run is a folder holding ``.hydra/config.yaml`` (written by Hydra for every job). Its row is
+the flattened config (``method.name``, ``data.preferences``, ``seed`` ...), then each stage's
+``<stage>/summary.json`` as ``<stage>/<key>`` (``eval/hhh/acc``, ``train/loss``), then the
+measured heterogeneity of METHODS §7 (``het/nll_distance``, ``het/ref_margin``,
+``het/n_preferences``). What a run is comes from its files, never from its directory name.
+Runs whose stages are not all done are kept with ``status == "incomplete"`` and the missing
+stages listed in ``missing``; ``complete_only=True`` drops them after a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+CONFIG = Path(".hydra") / "config.yaml"
+SUMMARY_STAGES = ("reference", "train", "eval")
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Folders under ``root`` (itself included) that hold ``.hydra/config.yaml``.
+
+    Hidden folders other than ``.hydra`` (``.submitit``, ``.multirun``) are not searched.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results folder not found: {root}")
+    found = []
+    for cfg in root.rglob("config.yaml"):
+        rel = cfg.relative_to(root).parts
+        if rel[-2:] != (".hydra", "config.yaml"):
+            continue
+        if any(p.startswith(".") for p in rel[:-2]):
+            continue
+        found.append(cfg.parent.parent)
+    return sorted(found)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> dotted keys. A list of scalars becomes a comma-joined string (hashable,
+    readable in a legend: ``"academy,business"``); a list of dicts becomes its JSON text."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj):
+            return {prefix: ",".join(str(v) for v in obj)}
+        return {prefix: json.dumps(obj, sort_keys=True)}
+    return {prefix: obj}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    cfg = OmegaConf.load(run_dir / CONFIG)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:  # an interpolation that only resolves inside Hydra (e.g. ${hydra:...})
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def heterogeneity(run_dir: Path) -> dict[str, float]:
+    """Pair-weighted means over the preferences of ``reference/heterogeneity.json``."""
+    path = run_dir / "reference" / "heterogeneity.json"
+    if not path.exists():
+        return {}
+    per_pref = _read_json(path)
+    total = sum(float(v.get("n_pairs", 0)) for v in per_pref.values())
+    out: dict[str, float] = {"het/n_preferences": float(len(per_pref))}
+    for key in ("nll_distance", "ref_margin"):
+        pairs = [(float(v[key]), float(v.get("n_pairs", 0))) for v in per_pref.values() if key in v]
+        if pairs and total > 0:
+            out[f"het/{key}"] = sum(x * n for x, n in pairs) / total
+    return out
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """One run's row: config columns, ``<stage>/<metric>`` columns, status."""
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    row: dict[str, Any] = {"run_dir": str(run_dir), **flatten(cfg)}
+    prefs = cfg.get("data", {}).get("preferences")
+    if isinstance(prefs, list):
+        row["data.n_preferences"] = len(prefs)
+    refs = cfg.get("method", {}).get("references")
+    row["method.n_references"] = 1 + len(refs) if isinstance(refs, list) else 1
+    name = row.get("method.name")
+    row["method.label"] = f"{name}-K{row['method.n_references']}" if refs else name
+    for stage in SUMMARY_STAGES:
+        path = run_dir / stage / "summary.json"
+        if path.exists():
+            for key, value in _read_json(path).items():
+                row[f"{stage}/{key}"] = value
+    row.update(heterogeneity(run_dir))
+    stages = list(cfg.get("stages") or SUMMARY_STAGES)
+    missing = [s for s in stages if not (run_dir / s / "DONE").exists()]
+    row["status"] = "incomplete" if missing else "complete"
+    row["missing"] = ",".join(missing)
+    return row
+
+
+def load_runs(root: str | Path, complete_only: bool = False) -> pd.DataFrame:
+    """One tidy row per run under ``root`` (see the module docstring).
+
+    Args:
+        root: a results folder, e.g. ``runs/fig2_knowledge_retention``, or one run directory.
+        complete_only: drop runs with a missing stage (they are logged first).
+
+    Returns:
+        DataFrame with ``run_dir``, ``status``, ``missing``, config and metric columns.
+    """
+    rows = [read_run(d) for d in find_run_dirs(root)]
+    df = pd.DataFrame(rows, columns=None if rows else ["run_dir", "status", "missing"])
+    incomplete = df[df["status"] != "complete"]
+    for _, r in incomplete.iterrows():
+        log.warning("incomplete run (missing %s): %s", r["missing"], r["run_dir"])
+    if complete_only:
+        df = df[df["status"] == "complete"].reset_index(drop=True)
+    return df
+
+
+def load_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """``train/metrics.jsonl`` of one run, one row per logged step (empty if none)."""
+    path = Path(run_dir) / "train" / "metrics.jsonl"
+    if not path.exists():
+        return pd.DataFrame()
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON ({exc})") from exc
+    return pd.DataFrame(rows)

@@ -1,0 +1,172 @@
+"""A Hydra callback that lets every cell of a grid run and reports the failed ones at the end.
+
+python -m bapo_exp -m experiment=fig5_drift      # conf/hydra/default.yaml installs it
+
+Hydra 1.3 already runs the remaining jobs of a batch when one raises, but then re-raises only the
+first failure, and ``on_multirun_end`` is never called (``BasicSweeper.sweep`` reads every
+``JobReturn.return_value``; the joblib and submitit launchers behave the same). This callback:
+
+- ``on_job_start`` (in the job's process, also on a Slurm node): writes the cell's record
+  ``<sweep dir>/.multirun/<job num>.json`` with status ``running`` and which stages were already
+  done (a cell whose stages were all done is ``skipped``: main.py logs "nothing to do");
+- ``on_job_end``: the record's final status ``completed`` / ``skipped`` / ``failed`` with the
+  error; with ``defer_failures`` a failed job is handed back to the sweeper as completed, so later
+  batches still run (design: the failure lives in the record, main.log and the final report);
+- ``on_multirun_end``: writes ``<sweep dir>/multirun_report.json`` and logs one line per failed
+  or unfinished cell, then exits non-zero if any cell failed. A record left ``running`` is a job
+  that was killed (OOM, a Slurm timeout past ``max_num_timeout``): its cell is ``unfinished``.
+
+Two multiruns sharing one sweep directory at the same time would mix their records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import traceback
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bapo_exp.tracking.run_dir import write_json_atomic
+
+log = logging.getLogger(__name__)
+RECORDS = ".multirun"
+REPORT = "multirun_report.json"
+
+
+MAX_DIRNAME = 160  # characters of one path component kept readable (filesystems allow 255 bytes)
+SAFE = "=,[]{}:._-+@"  # kept as typed; everything else ('/', spaces, quotes, '%') is %-escaped
+
+
+def cell_dirname(override_dirname: str) -> str:
+    """A cell's directory name from Hydra's ``override_dirname`` (sorted ``key=value`` pairs).
+
+    Percent-encoding keeps the name one path component (a hub id's '/' cannot nest folders) and
+    is injective, so distinct cells keep distinct names; a name longer than ``MAX_DIRNAME`` is
+    cut and suffixed with the SHA-1 of the whole string. An empty string (no overrides) -> "cell".
+    Registered as the ``cell_dir`` resolver for ``hydra.sweep.subdir``.
+    """
+    if not override_dirname:
+        return "cell"
+    name = urllib.parse.quote(override_dirname, safe=SAFE)
+    if len(name) > MAX_DIRNAME:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
+        name = f"{name[: MAX_DIRNAME - 14]}~{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    """Register ``${cell_dir:...}`` (idempotent)."""
+    if not OmegaConf.has_resolver("cell_dir"):
+        OmegaConf.register_new_resolver("cell_dir", cell_dirname)
+
+
+def _records_dir(config: DictConfig) -> Path:
+    return Path(str(config.hydra.sweep.dir)) / RECORDS
+
+
+def _is_multirun(config: DictConfig) -> bool:
+    return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The per-job records of the last multirun in ``sweep_dir``, by job number."""
+    folder = Path(sweep_dir) / RECORDS
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+    return sorted(records, key=lambda r: r["num"])
+
+
+def build_report(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts per status and the cells that need attention (failed or unfinished)."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        status = "unfinished" if rec["status"] == "running" else rec["status"]
+        rec["status"] = status
+        counts[status] = counts.get(status, 0) + 1
+    bad = [r for r in records if r["status"] in ("failed", "unfinished")]
+    return {"n_jobs": len(records), "counts": counts, "problems": bad, "jobs": records}
+
+
+class MultirunReport(Callback):
+    """Record each job's outcome; report failed cells once every cell has had its turn.
+
+    Args:
+        defer_failures: hand a failed job back to the sweeper as completed (its failure is in
+            the report), so that batched sweeps go on and every failure is listed, not the first.
+        exit_on_failure: exit with status 1 at the end of a multirun in which a cell failed.
+    """
+
+    def __init__(self, defer_failures: bool = True, exit_on_failure: bool = True) -> None:
+        self.defer_failures = defer_failures
+        self.exit_on_failure = exit_on_failure
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        shutil.rmtree(_records_dir(config), ignore_errors=True)  # records of an earlier launch
+
+    def _record_path(self, config: DictConfig) -> Path:
+        return _records_dir(config) / f"{int(config.hydra.job.num):06d}.json"
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        out = Path(str(config.hydra.runtime.output_dir))
+        stages = list(OmegaConf.select(config, "stages", default=[]) or [])
+        done = [s for s in stages if (out / s / "DONE").exists()]
+        record = {
+            "num": int(config.hydra.job.num),
+            "run_dir": str(out),
+            "overrides": list(config.hydra.overrides.task),
+            "stages": stages,
+            "done_before": done,
+            "all_done_before": bool(stages) and len(done) == len(stages),
+            "force": bool(OmegaConf.select(config, "force", default=False)),
+            "status": "running",
+        }
+        write_json_atomic(self._record_path(config), record)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        path = self._record_path(config)
+        record = json.loads(path.read_text()) if path.exists() else {"num": config.hydra.job.num}
+        if job_return.status == JobStatus.FAILED:
+            exc = job_return._return_value
+            record["status"] = "failed"
+            record["error"] = _error_text(exc)
+            record["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+            log.error("cell failed: %s -> %s", record.get("run_dir"), record["error"])
+            if self.defer_failures:
+                job_return.status = JobStatus.COMPLETED
+                job_return.return_value = None
+        else:
+            skipped = record.get("all_done_before") and not record.get("force")
+            record["status"] = "skipped" if skipped else "completed"
+        write_json_atomic(path, record)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        report = build_report(read_records(sweep_dir))
+        write_json_atomic(sweep_dir / REPORT, report)
+        log.info(
+            "multirun: %d jobs %s -> %s", report["n_jobs"], report["counts"], sweep_dir / REPORT
+        )
+        for rec in report["problems"]:
+            log.error("%s cell: %s  %s", rec["status"], rec["run_dir"], rec.get("error", ""))
+        if self.exit_on_failure and report["problems"]:
+            # SystemExit passes through Hydra's callback wrapper (it only catches Exception).
+            raise SystemExit(
+                f"{len(report['problems'])} of {report['n_jobs']} cells failed or "
+                f"did not finish; see {sweep_dir / REPORT}"
+            )

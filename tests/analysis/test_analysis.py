@@ -1,0 +1,111 @@
+"""load_runs, aggregation over seeds, forgetting, plots and the CLI on hand-written runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bapo_exp.analysis import add_forgetting, aggregate, load_runs, plots, read_run
+from bapo_exp.analysis.cli import main as cli_main
+from tests.analysis.conftest import cfg, make_run
+
+
+def test_load_runs_one_row_per_run_from_files_not_names(toy_runs: Path) -> None:
+    df = load_runs(toy_runs)
+    assert len(df) == 8
+    row = df[(df["method.name"] == "bapo") & (df["seed"] == 2)].iloc[0]
+    assert row["eval/hhh/acc"] == 0.9 and row["data.preferences"] == "academy"
+    assert row["het/nll_distance"] == 1.0 and row["het/n_preferences"] == 1
+    broken = df[df["seed"] == 7].iloc[0]  # incomplete runs are listed, with what is missing
+    assert broken["status"] == "incomplete" and broken["missing"] == "train,eval"
+    assert (df["status"] == "complete").sum() == 7
+    assert len(load_runs(toy_runs, complete_only=True)) == 7
+
+
+def test_hidden_folders_are_not_runs(toy_runs: Path) -> None:
+    make_run(toy_runs, ".submitit/123/x", cfg("dpo", 9), {"hhh/acc": 0.0})
+    assert 9 not in set(load_runs(toy_runs)["seed"])
+
+
+def test_mrpo_label_counts_references(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", cfg("mrpo", 0, refs=("a", "b")), {"hhh/acc": 0.5})
+    row = read_run(run)
+    assert row["method.n_references"] == 3 and row["method.label"] == "mrpo-K3"
+
+
+def test_bad_summary_names_its_file(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", cfg("dpo", 0), None)
+    (run / "eval" / "summary.json").write_text("{oops")
+    with pytest.raises(ValueError, match="eval/summary.json"):
+        load_runs(tmp_path)
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_runs(tmp_path / "nope")
+
+
+def test_aggregate_mean_standard_error_and_n(toy_runs: Path) -> None:
+    df = load_runs(toy_runs, complete_only=True)
+    table = aggregate(df[df["method.name"] != "none"], ["method.name"], ["eval/hhh/acc"])
+    dpo = table.set_index("method.name").loc["dpo"]
+    assert dpo["eval/hhh/acc"] == pytest.approx(0.6)
+    assert dpo["eval/hhh/acc_se"] == pytest.approx(0.1 / math.sqrt(3))  # sd 0.1 over 3 seeds
+    assert dpo["n"] == 3 and dpo["seeds"] == "0,1,2"
+    one = aggregate(df[df["seed"] == 0], ["method.name"], ["eval/hhh/acc"])
+    assert one["eval/hhh/acc_se"].isna().all()  # one run: no spread to report
+
+
+def test_forgetting_is_base_minus_trained(toy_runs: Path) -> None:
+    df = add_forgetting(load_runs(toy_runs, complete_only=True), ["eval/hhh/acc"])
+    row = df[(df["method.name"] == "dpo") & (df["seed"] == 0)].iloc[0]
+    assert row["forget/hhh/acc"] == pytest.approx(0.95 - 0.50)
+    assert df[df["method.name"] == "none"]["forget/hhh/acc"].iloc[0] == pytest.approx(0.0)
+
+
+def test_drift_table_prefers_the_probe_set(toy_runs: Path) -> None:
+    df = load_runs(toy_runs, complete_only=True)
+    long = plots.drift_table(df[df["method.name"] == "dpo"])
+    base = long[long["key"] == "drift/base"]
+    assert sorted(base["value"].unique()) == [-6.0, -4.0, -2.0]  # probe/drift/base, not drift/base
+    assert set(long["key"]) == {"drift/base", "drift/chosen", "drift/rejected"}
+
+
+@pytest.mark.parametrize("figure", ["alignment", "drift", "heterogeneity", "frontier"])
+def test_cli_prints_table_and_writes_png_and_pdf(
+    toy_runs: Path, tmp_path: Path, figure: str, capsys
+) -> None:
+    metrics = ["--metrics", "eval/hhh/acc"]
+    out = tmp_path / "figs"
+    assert cli_main([str(toy_runs), "--figure", figure, "--out", str(out), *metrics]) == 0
+    printed = capsys.readouterr().out
+    assert "dpo" in printed and "bapo" in printed and "wrote" in printed
+    files = sorted(out.iterdir())
+    assert {f.suffix for f in files} == {".png", ".pdf"}
+    assert all(f.stat().st_size > 1000 for f in files)
+
+
+def test_frontier_falls_back_to_likelihood_personalisation(
+    toy_runs: Path, tmp_path: Path, capsys
+) -> None:
+    cli_main(
+        [str(toy_runs), "--figure", "frontier", "--out", str(tmp_path), "--metrics", "eval/hhh/acc"]
+    )
+    assert "eval/personal/pref_acc" in capsys.readouterr().out  # no gen/* keys in these runs
+
+
+def test_cli_unknown_metric_is_an_error_not_a_traceback(toy_runs: Path, tmp_path: Path) -> None:
+    code = cli_main(
+        [
+            str(toy_runs),
+            "--figure",
+            "alignment",
+            "--out",
+            str(tmp_path),
+            "--metrics",
+            "eval/nope/acc",
+        ]
+    )
+    assert code == 2
