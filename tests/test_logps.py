@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from bapo_exp.modeling.logps import sequence_logps, token_logps
+from bapo_exp.modeling.logps import (
+    kept_sequence_logps,
+    picked_logps,
+    response_rows,
+    sequence_logps,
+    token_logps,
+)
 
 PAD = 0
 # (prompt ids, response ids incl. a final "EOS" id 1): different lengths on purpose.
@@ -160,3 +166,54 @@ def test_invalid_inputs_are_clear_errors():
         sequence_logps(logits, ids, torch.tensor([[0, 1, 1]]), reduce="max")
     with pytest.raises(ValueError, match="expected logits"):
         sequence_logps(logits, ids[:, :2], torch.tensor([[0, 1]]))
+
+
+def test_kept_rows_give_the_full_logits_values_and_gradients():
+    """``kept_sequence_logps`` on ``logits[response_rows]`` equals ``sequence_logps``."""
+    gen = torch.Generator().manual_seed(4)
+    for side in ("left", "right"):
+        ids, _, loss_mask, _ = batch(side)
+        logits = torch.randn(*ids.shape, 64, generator=gen, dtype=torch.float64)
+        logits.requires_grad_(True)
+        keep = response_rows(loss_mask)
+        assert keep.sum() == loss_mask.sum() and not keep[:, -1].any()
+        kept, n_kept = kept_sequence_logps(logits[keep], ids, loss_mask)
+        full, n_full = sequence_logps(logits, ids, loss_mask)
+        assert_close(kept, full, atol=1e-12, rtol=0)
+        assert torch.equal(n_kept, n_full)
+        (g_kept,) = torch.autograd.grad(kept.sum(), logits)
+        (g_full,) = torch.autograd.grad(full.sum(), logits)
+        assert_close(g_kept, g_full)
+        assert g_kept[~keep].abs().max() == 0  # prompt and padding rows get no gradient
+        mean, _ = kept_sequence_logps(logits[keep], ids, loss_mask, reduce="mean")
+        assert_close(mean, full / n_full)
+
+
+def test_picked_logps_is_float32_for_bf16_and_chunk_invariant():
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(7, 64, generator=gen) * 4
+    targets = torch.randint(0, 64, (7,), generator=gen)
+    naive = torch.log_softmax(logits.double(), -1).gather(-1, targets[:, None]).squeeze(-1)
+    assert_close(picked_logps(logits, targets).double(), naive, atol=1e-5, rtol=0)
+    assert torch.equal(picked_logps(logits, targets, 3), picked_logps(logits, targets))
+    low = picked_logps(logits.bfloat16(), targets)
+    assert low.dtype == torch.float32
+    assert torch.equal(low, picked_logps(logits.bfloat16().float(), targets))
+
+
+def test_kept_rows_invalid_inputs_are_clear_errors():
+    ids, mask = torch.zeros(1, 3, dtype=torch.long), torch.tensor([[0, 1, 1]])
+    with pytest.raises(ValueError, match=r"expected \(2, V\) logits"):
+        kept_sequence_logps(torch.zeros(3, 5), ids, mask)
+    with pytest.raises(ValueError, match="position 0"):
+        kept_sequence_logps(torch.zeros(3, 5), ids, torch.tensor([[1, 1, 1]]))
+    with pytest.raises(ValueError, match="reduce"):
+        kept_sequence_logps(torch.zeros(2, 5), ids, mask, reduce="max")
+
+
+def test_picked_logps_gradcheck_in_float64():
+    """The hand-written backward of the fused log-softmax pick, against finite differences."""
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(5, 11, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (5,), generator=gen)
+    assert torch.autograd.gradcheck(lambda z: picked_logps(z, targets, 2), (logits,))

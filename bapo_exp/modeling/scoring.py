@@ -6,8 +6,9 @@ This is how every reference scores y_w, y_l and y_b: each reference has its own
 ``Tokenization``, so a reference with another tokenizer scores the *text* with its own ids.
 
 Memory and time: sequences are sorted by length (less padding), padded on the left, and the
-LM head runs only on the last positions that hold response tokens (``logits_to_keep``), so
-no (B, T, V) logits are built for the prompt (PITFALLS: the vocab-sized logits).
+LM head runs only on the positions that predict response tokens (a boolean
+``logits_to_keep``), so no (B, T, V) logits are built (PITFALLS: the vocab-sized logits).
+The policy's training forward (``training/forward.py``) uses the same ``model_logps``.
 
 ``FORWARD_COUNTER`` counts model forward passes made here, so tests can assert that a cached
 reference does none; ``on_forward`` is an optional per-call callback with the batch size.
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bapo_exp.modeling.logps import sequence_logps
+from bapo_exp.modeling.logps import kept_sequence_logps, response_rows, sequence_logps
 from bapo_exp.modeling.tokenize import Tokenization, TokenizedSeq, collate
 
 
@@ -64,46 +65,69 @@ def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def model_logps(
+    model: Any, batch: dict[str, Tensor], *, reduce: str = "sum", response_only: bool = True
+) -> tuple[Tensor, Tensor]:
+    """One forward pass and the response log-probs of each sequence (no counting).
+
+    With ``response_only`` (default) the model gets ``logits_to_keep`` = the boolean
+    ``response_rows`` mask, so the LM head and the float32 log-softmax run on the N response
+    positions only: logits are (N, V) instead of (B, T, V). Passing the mask through the
+    model's own forward keeps every wrapper in the path (PEFT and a disabled adapter, DDP's
+    gradient hooks, accelerate's autocast, ``ReferenceModel``) and the model's own logit
+    transforms (scaling, soft-capping). ``response_only=False`` builds the full logits (the
+    reference path the fast one is tested against).
+
+    Raises:
+        ValueError: if the model ignores a boolean ``logits_to_keep`` (its logits are not
+            (N, V)); pass ``response_only=False`` for such a model.
+    """
+    ids, mask = batch["input_ids"], batch["loss_mask"]
+    inputs = {"input_ids": ids, "attention_mask": batch["attention_mask"],
+              "position_ids": batch["position_ids"], "use_cache": False}  # fmt: skip
+    if not response_only:
+        return sequence_logps(model(**inputs).logits, ids, mask, reduce=reduce)
+    keep = response_rows(mask)
+    logits = model(**inputs, logits_to_keep=keep).logits
+    if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):
+        raise ValueError(
+            f"{type(model).__name__} ignored logits_to_keep as a boolean mask (logits "
+            f"{tuple(logits.shape)}, expected ({int(keep.sum())}, V)); use response_only=False"
+        )
+    return kept_sequence_logps(logits, ids, mask, reduce=reduce)
+
+
 def forward_logps(
     model: Any,
     batch: dict[str, Tensor],
     *,
     reduce: str = "sum",
     on_forward: Callable[[int], None] | None = None,
+    response_only: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """One forward pass and the response log-probs of each sequence.
+    """``model_logps``, counted in ``FORWARD_COUNTER`` (reference scoring).
 
-    Gradients flow if the caller has them enabled (usable for the policy too). Logits are
-    computed only for the suffix of positions that predicts response tokens.
+    Gradients flow if the caller has them enabled.
 
     Args:
         model: causal LM called as ``model(input_ids=, attention_mask=, position_ids=,
-            logits_to_keep=)`` (a ``PreTrainedModel``, ``PeftModel`` or ``ReferenceModel``).
+            use_cache=, logits_to_keep=)`` (a ``PreTrainedModel``, ``PeftModel`` or
+            ``ReferenceModel``).
         batch: output of ``collate`` (any padding side), on the model's device.
         reduce: ``sum`` or ``mean`` over response tokens.
         on_forward: called with the batch size after the forward pass.
+        response_only: LM head on response positions only (see ``model_logps``).
 
     Returns:
         ``(logps, n_tokens)``: (B,) float32 and (B,) int64.
     """
-    ids, mask = batch["input_ids"], batch["loss_mask"]
-    seq_len = ids.shape[1]
-    first = mask.long().argmax(dim=1)  # first response position of each row
-    first = torch.where(mask.any(dim=1), first, torch.full_like(first, seq_len))
-    start = max(int(first.min()) - 1, 0)  # the position predicting the first response token
-    keep = seq_len - start
-    out = model(
-        input_ids=ids,
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        logits_to_keep=keep,
-    )
+    out = model_logps(model, batch, reduce=reduce, response_only=response_only)
+    n = batch["input_ids"].shape[0]
     FORWARD_COUNTER.passes += 1
-    FORWARD_COUNTER.sequences += ids.shape[0]
+    FORWARD_COUNTER.sequences += n
     if on_forward is not None:
-        on_forward(ids.shape[0])
-    logits = out.logits[:, -keep:]
-    return sequence_logps(logits, ids[:, start:], mask[:, start:], reduce=reduce)
+        on_forward(n)
+    return out
 
 
 def score_seqs(

@@ -14,7 +14,7 @@ from torch import Tensor
 from bapo_exp.losses import LossSpec
 from bapo_exp.losses.metrics import anchor_drift, pair_metrics
 from bapo_exp.losses.types import AnchorLogps, PairLogps
-from bapo_exp.modeling.logps import sequence_logps
+from bapo_exp.modeling.scoring import model_logps
 from bapo_exp.modeling.tokenize import TokenizedSeq, collate
 
 # Reference log-probs of (chosen, rejected, base) for K references: (K, 3, B).
@@ -39,15 +39,19 @@ def policy_batch(data: PolicyData, idx: Sequence[int], with_base: bool) -> dict[
     return collate(seqs, pad_id=data.pad_id, side="right")
 
 
-def policy_logps(model: torch.nn.Module, batch: dict[str, Tensor], reduce: str) -> Tensor:
-    """Summed (or mean) response log-probs and token counts: ((S*B,), (S*B,))."""
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    )
-    return sequence_logps(out.logits, batch["input_ids"], batch["loss_mask"], reduce=reduce)
+def policy_logps(
+    model: torch.nn.Module, batch: dict[str, Tensor], reduce: str, *, response_only: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Summed (or mean) response log-probs and token counts: ((S*B,), (S*B,)).
+
+    One forward through the model's own ``__call__`` (PEFT, DDP and autocast stay in the
+    path). The LM head and the float32 log-softmax run only on the positions that predict
+    response tokens (``response_only``, default); ``response_only=False`` builds the full
+    (S*B, T, V) logits. Both give the same values and gradients (tests/training/
+    test_forward_logps.py); prompts are a quarter or more of the tokens, so the head is the
+    part that shrinks.
+    """
+    return model_logps(model, batch, reduce=reduce, response_only=response_only)
 
 
 def split3(x: Tensor, b: int) -> list[Tensor]:

@@ -1,0 +1,199 @@
+"""Model FLOPs utilisation of our DPO step against an fp32 matmul peak measured here.
+
+Run:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/mfu.py [--quick] [--threads 2]
+      [--steps 8] [--pairs 8] [--max-len 128]
+
+1. Peak: ``torch.mm`` at the model's own shapes (attention and MLP projections over the batch's
+   padded tokens, the LM head over its response rows) and one 1024^3 square; best of N runs
+   each, in GFLOP/s; the peak is the best of those.
+2. Training: the 7.2M tiny Llama, DPO with precomputed references, the loop's ``train_step``.
+   MFU = 6 * N * real tokens / step time / peak, with N = every parameter that does a matmul
+   per token: all linear layers *and the LM head* (tied to the input embedding here, but it
+   still does a (V, H) matmul), not the input embedding (a lookup), norms excluded. This is the
+   issue's definition and credits the head for prompt tokens we no longer compute (our head
+   runs on response rows only); the executed-FLOPs figure (6 * body * padded tokens + 6 * head
+   * response tokens + attention) is reported beside it.
+3. Reference forward (no grad, ``score_seqs``): 2 * N * tokens / time / peak.
+4. What limits it: one profiled step, self CPU time by kind (matmul, attention, optimizer,
+   elementwise and the rest).
+Figures use the best (min) step time against the best matmul run, both under the same load,
+and the median beside. Writes benchmarks/results/mfu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from common import (
+    PAD_ID,
+    TINY_BENCH,
+    finish,
+    machine,
+    matmul_params,
+    our_parts,
+    set_threads,
+    synthetic_pairs,
+    time_our_steps,
+    tiny_bench_model,
+)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=128)
+    return p.parse_args()
+
+
+def mm_gflops(m: int, k: int, n: int, repeats: int) -> float:
+    """Best-of-``repeats`` fp32 GFLOP/s of an (m, k) @ (k, n) ``torch.mm``."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9
+
+
+def matmul_peak(tokens: int, resp: int, repeats: int) -> dict:
+    h, i, v = TINY_BENCH["hidden_size"], TINY_BENCH["intermediate_size"], TINY_BENCH["vocab_size"]
+    shapes = {
+        "qkvo": (tokens, h, h),
+        "gate_up": (tokens, h, i),
+        "down": (tokens, i, h),
+        "lm_head": (resp, h, v),
+        "lm_head_grad_w": (v, resp, h),
+        "square_1024": (1024, 1024, 1024),
+    }
+    rates = {name: round(mm_gflops(*s, repeats), 1) for name, s in shapes.items()}
+    return {"gflops_by_shape": rates, "shapes": shapes, "peak_gflops": max(rates.values())}
+
+
+def profile_breakdown(parts, train_cfg, step: int) -> dict[str, float]:
+    """Share of self CPU time of one step by kind of op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bapo_exp.training.loop import train_step
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(parts, train_cfg, step)
+    kinds = {"matmul": 0.0, "attention": 0.0, "optimizer": 0.0, "other": 0.0}
+    for ev in prof.key_averages():
+        name = ev.key
+        if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"):
+            kind = "matmul" if name in ("aten::mm", "aten::addmm", "aten::bmm") else None
+        elif "scaled_dot_product" in name:
+            kind = "attention"
+        elif "_foreach" in name or "adam" in name.lower():
+            kind = "optimizer"
+        else:
+            kind = "other"
+        if kind:
+            kinds[kind] += ev.self_cpu_time_total
+    total = sum(kinds.values())
+    return {k: round(v / total, 3) for k, v in kinds.items()}
+
+
+def main() -> None:
+    args = parse_args()
+    steps = args.steps or (4 if args.quick else 8)
+    set_threads(args.threads)
+    info = machine(args.threads)
+    pairs = synthetic_pairs(args.pairs, args.max_len, TINY_BENCH["vocab_size"], seed=0)
+    counts = pairs.token_counts()
+    padded = counts["sequences"] * counts["max_len"]  # one batch, padded to its longest
+    model = tiny_bench_model(0)
+    n = matmul_params(model)
+    parts, train_cfg = our_parts(model, pairs, "dpo")
+    peak = matmul_peak(padded, counts["response_tokens"], 5 if args.quick else 20)
+    stamps = time_our_steps(parts, train_cfg, 2 + steps)
+    wall = [b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
+    cpu = [b[1] - a[1] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
+    n_mm = n["body_linear"] + n["lm_head"]
+    layers, h = TINY_BENCH["num_hidden_layers"], TINY_BENCH["hidden_size"]
+    attn = 6 * 2 * layers * h * counts["sequences"] * counts["max_len"] ** 2  # QK^T and PV, x3
+    executed = 6 * n["body_linear"] * padded + 6 * n["lm_head"] * counts["response_tokens"] + attn
+    model_flops = 6 * n_mm * counts["tokens"]
+    ref = reference_forward(parts, pairs, 2 if args.quick else 5)
+    pk = peak["peak_gflops"] * 1e9
+    best, med = min(wall), statistics.median(wall)
+    res = {
+        "params": n,
+        "n_matmul": n_mm,
+        "tokens": counts,
+        "padded_tokens": padded,
+        "step_s_best": best,
+        "step_s_median": med,
+        "cpu_s_median": statistics.median(cpu),
+        "model_flops_per_step": model_flops,
+        "executed_flops_per_step": executed,
+        "mfu_best": model_flops / best / pk,
+        "mfu_median": model_flops / med / pk,
+        # On-CPU time: robust to other jobs' load; per-thread peak assumes linear scaling.
+        "mfu_cpu_time": model_flops / statistics.median(cpu) / (pk / args.threads),
+        "executed_utilisation_best": executed / best / pk,
+        "reference_forward_s_best": ref,
+        "reference_mfu_best": 2 * n_mm * counts["tokens"] / ref / pk,
+        "target_mfu": 0.6,
+    }
+    res["target_met"] = res["mfu_best"] >= 0.6
+    res["profile_share"] = profile_breakdown(parts, train_cfg, 2 + steps)
+    table = [
+        {"quantity": k, "value": res[k]}
+        for k in (
+            "step_s_best",
+            "step_s_median",
+            "mfu_best",
+            "mfu_median",
+            "mfu_cpu_time",
+            "executed_utilisation_best",
+            "reference_mfu_best",
+        )
+    ]
+    table.append({"quantity": "matmul_peak_gflops", "value": peak["peak_gflops"]})
+    table += [{"quantity": f"share_{k}", "value": v} for k, v in res["profile_share"].items()]
+    payload = {
+        "benchmark": "mfu",
+        "machine": info,
+        "peak": peak,
+        "result": res,
+        "settings": {
+            "steps": steps,
+            "pairs": args.pairs,
+            "max_len": args.max_len,
+            "model": TINY_BENCH,
+            "dtype": "float32",
+        },
+    }
+    finish("mfu", payload, table, ["quantity", "value"])
+
+
+def reference_forward(parts, pairs, repeats: int) -> float:
+    """Best wall time of one no-grad reference forward over the step's 2*B sequences."""
+    import torch
+
+    from bapo_exp.modeling.scoring import score_seqs
+
+    seqs = parts.data.chosen + parts.data.rejected
+    best = float("inf")
+    model = parts.accelerator.unwrap_model(parts.model)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            score_seqs(model, seqs, pad_id=PAD_ID, batch_size=len(seqs), side="right")
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+if __name__ == "__main__":
+    main()
