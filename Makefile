@@ -40,8 +40,10 @@ lint: install  ## ruff check + format check
 format: install  ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-demo: install  ## The main job: the embedded default study (see README)
-	$(PY) -m bapo_exp debug=tiny method=bapo
+demo: install  ## The main job: the embedded synthetic study (README "The demo"), table + figure
+	$(PY) -m bapo_exp experiment=demo method=none stages=[eval] hydra.run.dir=runs/demo/base_model
+	$(PY) -m bapo_exp -m experiment=demo hydra/launcher=$(LAUNCHER)
+	$(PY) -m bapo_exp.analysis runs/demo --out runs/demo/figures
 
 smoke: install  ## A few CPU steps of each method through the real entrypoint
 	$(PY) -m bapo_exp -m debug=tiny method=dpo,bapo name=smoke

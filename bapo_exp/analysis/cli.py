@@ -7,6 +7,7 @@ python -m bapo_exp.analysis runs/fig2_knowledge_retention          # figure from
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -65,7 +66,38 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as exc:  # a metric or figure the runs cannot give
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    with pd.option_context("display.width", 200, "display.max_columns", 50):
-        sys.stdout.write(table.to_string(index=False, float_format="%.4f") + "\n")
-    sys.stdout.write("".join(f"wrote {f}\n" for f in files))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = os.path.commonprefix([f.stem for f in files]).rstrip("_") or figure
+    csv = args.out / f"{stem}_table.csv"
+    table.to_csv(csv, index=False)
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        sys.stdout.write(compact(table).to_string(index=False) + "\n")
+    sys.stdout.write(base_line(df, [c for c in table if f"{c}_se" in table]))
+    sys.stdout.write("".join(f"wrote {f}\n" for f in [*files, csv]))
     return 0
+
+
+def base_line(df: pd.DataFrame, metrics: list[str]) -> str:
+    """The untrained base model's scores on the same metrics (the reference line)."""
+    base = df[df["method.name"] == "none"]
+    have = [m for m in metrics if m in base]
+    if base.empty or not have:
+        return "base model: no method=none run found (see the preset header)\n"
+    means = {m: pd.to_numeric(base[m], errors="coerce").mean() for m in have}
+    shown = [f"{m.removeprefix('eval/')}={v:.3f}" for m, v in means.items() if pd.notna(v)]
+    return "base model: " + ", ".join(shown) + "\n"
+
+
+def compact(table: pd.DataFrame) -> pd.DataFrame:
+    """The aggregated table for a terminal: ``mean +- se`` per metric (mean alone for one run),
+    ``eval/`` and ``/acc`` dropped from the column names; the full table is in the CSV."""
+    metrics = [c for c in table if f"{c}_se" in table]
+    keys = [c for c in table if c not in metrics and not c.endswith(("_se", "_n"))]
+    out = table[keys].copy()
+    for m in metrics:
+        name = m.removeprefix("eval/").removeprefix("train/")
+        out[name] = [
+            f"{v:.3f}" if pd.isna(se) else f"{v:.3f}+-{se:.3f}"
+            for v, se in zip(table[m], table[f"{m}_se"], strict=True)
+        ]
+    return out

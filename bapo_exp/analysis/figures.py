@@ -17,6 +17,12 @@ KNOWLEDGE = ("eval/mmlu/humanities/acc", "eval/scienceqa/acc")  # BAPO paper Fig
 ALIGNMENT = ("eval/hhh/honest/acc", "eval/hhh/harmless/acc")  # BAPO paper Fig. 3
 # Generated personalisation first (what a user sees, METHODS §6), likelihood last (fallback).
 SUITE_MEANS = ("eval/mmlu/acc", "eval/scienceqa/acc", "eval/hhh/acc")  # reduced eval runs
+# The embedded demo (issue #9): the synthetic world's own suites.
+SYNTHETIC = (
+    "eval/synthetic_knowledge/neutral/acc",
+    "eval/synthetic_knowledge/acc",
+    "eval/synthetic_alignment/acc",
+)
 PERSONALISATION = ("eval/gen/style_share", "eval/gen/win_rate", "eval/personal/pref_acc")
 
 
@@ -39,6 +45,11 @@ FIGURES: dict[str, FigureSpec] = {
     "frontier": FigureSpec(
         "frontier", by=("method.label", "method.beta", "method.anchor.weight", "train.steps")
     ),
+    "demo": FigureSpec(
+        "frontier",
+        SYNTHETIC,
+        by=("method.label", "method.anchor.weight", "data.preferences", "train.steps"),
+    ),
 }
 # Preset name (cfg.name) -> figure, for --figure auto. "_seeds" variants share their base's.
 PRESET_FIGURES = {
@@ -50,6 +61,7 @@ PRESET_FIGURES = {
     "frontier": "frontier",
     "frontier_anchor": "frontier",
     "mrpo_references_dpo": "retention",
+    "demo": "demo",
 }
 
 

@@ -121,16 +121,25 @@ def drift_curves(
     return save(fig, out)
 
 
+def _pref_key(prefs) -> str:
+    """``data.preferences`` as one label (a list in the config, a string in some tables)."""
+    return "+".join(map(str, prefs)) if isinstance(prefs, list | tuple) else str(prefs)
+
+
 def _curves(ax, table: pd.DataFrame, x: str, y: str, hue: str) -> None:
-    for h in sorted(table[hue].unique(), key=str):
+    styles = [("-", "o", 4), ("--", "s", 7), (":", "^", 6), ("-.", "D", 5)]  # overlaps stay visible
+    for i, h in enumerate(sorted(table[hue].unique(), key=str)):
         sub = table[table[hue] == h].sort_values(x)
+        line, marker, size = styles[i % len(styles)]
         ax.errorbar(
             sub[x],
             sub[y],
             xerr=sub.get(f"{x}_se"),
             yerr=sub.get(f"{y}_se"),
-            marker="o",
-            ms=4,
+            ls=line,
+            marker=marker,
+            ms=size,
+            mfc="none" if i % 2 else None,
             capsize=2,
             label=str(h),
         )
@@ -170,9 +179,20 @@ def frontier(
         c for c in ("method.beta", "method.anchor.weight", "train.steps") if c in df
     ]
     trained = df[df["method.name"] != BASE_METHOD]
-    table = aggregate(trained, [hue, *strength], [x, *metrics])
     base = df[df["method.name"] == BASE_METHOD]
+    prefs = trained.get("data.preferences", pd.Series(dtype=object)).map(_pref_key)
+    if prefs.nunique() > 1:  # preferences are different frontiers: one figure each
+        return [
+            path
+            for p in sorted(prefs.unique())
+            for path in frontier(
+                pd.concat([trained[prefs == p], base]), x, metrics, f"{out}_{p}", strength, hue
+            )
+        ]
+    table = aggregate(trained, [hue, *strength], [x, *metrics])
     fig, axes = new_figure(len(metrics))
+    if prefs.nunique() == 1:
+        fig.suptitle(f"preference: {prefs.iloc[0]}")
     for ax, m in zip(axes, metrics, strict=True):
         _curves(ax, table, x, m, hue)
         if not base.empty and x in base and m in base:

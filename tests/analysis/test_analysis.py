@@ -83,8 +83,10 @@ def test_cli_prints_table_and_writes_png_and_pdf(
     printed = capsys.readouterr().out
     assert "dpo" in printed and "bapo" in printed and "wrote" in printed
     files = sorted(out.iterdir())
-    assert {f.suffix for f in files} == {".png", ".pdf"}
-    assert all(f.stat().st_size > 1000 for f in files)
+    assert {f.suffix for f in files} == {".png", ".pdf", ".csv"}
+    assert all(f.stat().st_size > 1000 for f in files if f.suffix != ".csv")
+    (csv,) = [f for f in files if f.suffix == ".csv"]  # the full aggregated table
+    assert "_se" in csv.read_text().splitlines()[0] and len(csv.read_text().splitlines()) > 1
 
 
 def test_frontier_falls_back_to_likelihood_personalisation(
@@ -93,7 +95,7 @@ def test_frontier_falls_back_to_likelihood_personalisation(
     cli_main(
         [str(toy_runs), "--figure", "frontier", "--out", str(tmp_path), "--metrics", "eval/hhh/acc"]
     )
-    assert "eval/personal/pref_acc" in capsys.readouterr().out  # no gen/* keys in these runs
+    assert "personal/pref_acc" in capsys.readouterr().out  # no gen/* keys in these runs
 
 
 def test_cli_unknown_metric_is_an_error_not_a_traceback(toy_runs: Path, tmp_path: Path) -> None:
@@ -109,3 +111,21 @@ def test_cli_unknown_metric_is_an_error_not_a_traceback(toy_runs: Path, tmp_path
         ]
     )
     assert code == 2
+
+
+def test_frontier_draws_one_figure_per_preference_and_prints_the_base(
+    tmp_path: Path, capsys
+) -> None:
+    root = tmp_path / "two"
+    for pref, acc in (("concise", 0.9), ("poetic", 0.7)):
+        for method in ("dpo", "bapo"):
+            make_run(root, f"{pref}_{method}", cfg(method, 0, prefs=(pref,)),
+                     {"hhh/acc": acc, "gen/style_share": 0.5})  # fmt: skip
+    make_run(root, "base", cfg("none", 0) | {"stages": ["eval"]}, {"hhh/acc": 0.95}, done=("eval",))
+    out = tmp_path / "figs"
+    assert cli_main([str(root), "--figure", "frontier", "--out", str(out),
+                     "--metrics", "eval/hhh/acc", "--name", "f"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "base model: hhh/acc=0.950" in printed
+    assert sorted(f.name for f in out.glob("*.png")) == ["f_concise.png", "f_poetic.png"]
+    assert (out / "f_table.csv").exists()

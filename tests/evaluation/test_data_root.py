@@ -83,7 +83,8 @@ def test_category_mapping_formats(tmp_path) -> None:
 
 def test_errors_name_the_valid_choices(tmp_path) -> None:
     root = write_world(tmp_path / "w")
-    with pytest.raises(ValueError, match="available: \\['mmlu', 'scienceqa', 'hhh'\\]"):
+    valid = "available: \\['mmlu', 'scienceqa', 'hhh', 'synthetic_knowledge'"
+    with pytest.raises(ValueError, match=valid):
         build_tasks(root, ["mmlu", "bbq"], tmp_path / "t")
     with pytest.raises(ValueError, match="alpha_facts"):
         build_tasks(root, ["mmlu"], tmp_path / "t", mmlu_subjects=["nope"])
