@@ -85,7 +85,7 @@ def base_line(df: pd.DataFrame, metrics: list[str]) -> str:
         return "base model: no method=none run found (see the preset header)\n"
     means = {m: pd.to_numeric(base[m], errors="coerce").mean() for m in have}
     shown = [f"{m.removeprefix('eval/')}={v:.3f}" for m, v in means.items() if pd.notna(v)]
-    return "base model: " + ", ".join(shown) + "\n"
+    return "base model: " + ", ".join(shown) + "\n" if shown else ""  # e.g. drift: not scored
 
 
 def compact(table: pd.DataFrame) -> pd.DataFrame:

@@ -38,8 +38,11 @@ FIGURES: dict[str, FigureSpec] = {
     "knowledge": FigureSpec("bars", KNOWLEDGE),
     "alignment": FigureSpec("bars", ALIGNMENT),
     "retention": FigureSpec("bars"),
+    # the fixed probe set: measured for every method (a DPO batch has no base responses)
     "drift": FigureSpec(
-        "drift", ("train/drift/chosen", "train/drift/base", "train/drift/rejected")
+        "drift",
+        ("train/probe/drift/chosen", "train/probe/drift/base", "train/probe/drift/rejected"),
+        fallback=("train/drift/chosen", "train/drift/base", "train/drift/rejected"),
     ),
     "heterogeneity": FigureSpec("heterogeneity"),
     "frontier": FigureSpec(
