@@ -27,13 +27,13 @@ import importlib
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bapo_exp.atomic import write_text_atomic
 from bapo_exp.data.types import PreferenceExample
 
 log = logging.getLogger(__name__)
@@ -209,10 +209,7 @@ def verdict(metrics: dict, z: float) -> dict:
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     """Write rows atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def item_rows(items: Sequence[GenItem], gens: Sequence[str], bases: Sequence[str]) -> list[dict]:

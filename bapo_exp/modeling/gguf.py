@@ -26,9 +26,9 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
+
+from bapo_exp.atomic import build_folder, is_ready
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +113,7 @@ def ensure_gguf_folder(spec: str, cache_dir: str | Path) -> Path:
     """
     path = resolve_gguf_file(spec)
     out = Path(cache_dir) / f"gguf-{path.stem}-{gguf_key(path)}"
-    if (out / "READY").exists():
+    if is_ready(out):
         return out
     log.info("converting %s -> %s (once; ~30 s for a 135M model)", path, out)
-    shutil.rmtree(out, ignore_errors=True)  # a folder without READY is not trusted
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        convert_gguf(path, tmp)
-        (tmp / "READY").write_text(spec + "\n")
-        if out.exists():  # another process finished first; keep its folder
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return build_folder(out, lambda tmp: convert_gguf(path, tmp), stamp=spec)

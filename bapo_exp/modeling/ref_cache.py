@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bapo_exp.atomic import write_text_atomic
 from bapo_exp.modeling.scoring import score_texts
 from bapo_exp.modeling.tokenize import Tokenization
 
@@ -216,10 +217,7 @@ class ReferenceCache:
             json.dumps({"k": k, "lp": lp, "n": n, "c": _checksum(k, lp, n)})
             for k, (lp, n) in entries.items()
         ]
-        path = self._shard_path(prefix)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(self._shard_path(prefix), "\n".join(lines) + "\n")
         self._dirty.discard(prefix)
 
     def _write_meta(self) -> None:

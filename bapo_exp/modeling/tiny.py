@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from bapo_exp.atomic import build_folder
 from bapo_exp.config import TinyConfig
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -99,17 +98,10 @@ def ensure_tiny(
     """Build (once) and return the folder of a tiny model and tokenizer for ``cfg``."""
     corpus = list(corpus) if corpus is not None else DEFAULT_CORPUS
     out = Path(cache_dir) / f"tiny-{tiny_key(cfg, corpus)}"
-    if (out / "READY").exists():
-        return out
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
-    model = build_tiny_model(cfg, vocab_size=len(tokenizer))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "READY").write_text(json.dumps(asdict(cfg)))
-    if out.exists():  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
+
+    def build(tmp: Path) -> None:
+        tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+        build_tiny_model(cfg, vocab_size=len(tokenizer)).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return build_folder(out, build, stamp=json.dumps(asdict(cfg)))

@@ -21,11 +21,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from bapo_exp.atomic import build_folder, is_ready
 from bapo_exp.synthetic.corpus import build_corpus, corpus_stats
 from bapo_exp.synthetic.evalsets import (
     hhh_parent_task,
@@ -114,21 +113,13 @@ def write_world(cfg: WorldConfig, root: str | Path) -> Path:
     """
     root = Path(root)
     key = world_key(cfg)
-    ready = root / "READY"
-    if ready.exists() and ready.read_text().strip() == key:
+    if is_ready(root, key):
         return root
     if root.exists() and any(root.iterdir()) and not (root / "world.json").exists():
         raise FileExistsError(f"{root} exists and is not a synthetic world; refusing to overwrite")
-    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _write_all(generate_world(cfg), key, tmp)
-    (tmp / "READY").write_text(key + "\n")
-    if ready.exists() and ready.read_text().strip() == key:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
-    return root
+    return build_folder(
+        root, lambda tmp: _write_all(generate_world(cfg), key, tmp), key, match_stamp=True
+    )
 
 
 def ensure_world(cfg: WorldConfig, cache_dir: str | Path) -> Path:

@@ -19,13 +19,12 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bapo_exp.atomic import build_folder, is_ready
 from bapo_exp.config import TinyConfig
 from bapo_exp.modeling.tiny import build_tiny_model, corpus_digest, train_tokenizer
 from bapo_exp.synthetic.corpus import Doc, build_corpus, tokenizer_corpus
@@ -73,27 +72,14 @@ def _hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _publish(tmp: Path, out: Path) -> Path:
-    if (out / "READY").exists():  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    return out
-
-
 def ensure_micro_tokenizer(world_cfg: WorldConfig, vocab_size: int, cache_dir: str | Path) -> Path:
     """Train (once) the world's BPE tokenizer; keyed by its training text and vocab size."""
     lines = tokenizer_corpus(generate_world(world_cfg))
     key = _hash({"corpus": corpus_digest(lines), "vocab": vocab_size, "v": MICRO_VERSION})
     out = Path(cache_dir) / f"microtok-{key}"
-    if (out / "READY").exists():
-        return out
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    train_tokenizer(lines, vocab_size).save_pretrained(tmp)
-    (tmp / "READY").write_text(key + "\n")
-    return _publish(tmp, out)
+    return build_folder(
+        out, lambda tmp: train_tokenizer(lines, vocab_size).save_pretrained(tmp), stamp=key
+    )
 
 
 def encode_docs(docs: list[Doc], tok, max_len: int, loss_on: str = "all"):
@@ -225,7 +211,7 @@ def ensure_micro_base(
 
     tok_dir = ensure_micro_tokenizer(world_cfg, model_cfg.vocab_size, cache_dir)
     out = Path(cache_dir) / f"micro-{micro_key(world_cfg, model_cfg, train_cfg, tok_dir)}"
-    if (out / "READY").exists():
+    if is_ready(out):
         return out
     tok = AutoTokenizer.from_pretrained(tok_dir)
     docs = build_corpus(generate_world(world_cfg))
@@ -265,13 +251,13 @@ def ensure_micro_base(
 def _save(model, tok, meta: dict, out: Path) -> Path:
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "micro.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    (tmp / "READY").write_text("ok\n")
-    return _publish(tmp, out)
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "micro.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+    return build_folder(out, build, stamp="ok")
 
 
 def micro_world_config(micro) -> WorldConfig:

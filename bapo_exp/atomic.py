@@ -1,0 +1,65 @@
+"""Files and cache folders that a kill never leaves half-written.
+
+    write_text_atomic(path, text)                      # temporary file, then rename
+    build_folder(out, lambda tmp: ..., stamp=key)      # build once into tmp, then publish
+
+A cache folder is finished when it holds ``READY`` (written last, inside the temporary folder);
+a folder without it is never trusted and is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+READY = "READY"
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_ready(out: Path, stamp: str | None = None) -> bool:
+    """``out`` is a finished folder (and, if ``stamp`` is given, holds that stamp)."""
+    marker = out / READY
+    if not marker.exists():
+        return False
+    return stamp is None or marker.read_text().strip() == stamp
+
+
+def build_folder(
+    out: Path, build: Callable[[Path], None], stamp: str, match_stamp: bool = False
+) -> Path:
+    """Return ``out``, building it first with ``build(tmp)`` unless it is already finished.
+
+    ``build`` fills a fresh temporary folder beside ``out``; ``READY`` (holding ``stamp``) is
+    written after it, then the folder is renamed into place. When another process finished
+    ``out`` in the meantime, its folder is kept. ``match_stamp``: a finished folder counts only
+    if its ``READY`` holds ``stamp`` (otherwise it is rebuilt).
+    """
+    expected = stamp if match_stamp else None
+    if is_ready(out, expected):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        build(tmp)
+        (tmp / READY).write_text(stamp + "\n")
+        if not is_ready(out, expected):  # else another process won the race: keep its folder
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
