@@ -8,10 +8,14 @@ Stage functions receive these dataclasses (``OmegaConf.to_object``), never ``Dic
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# conf/ sits beside the package (editable install); an absolute path works for `python -m`.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 NOT_LOSS = {"loss": False}  # field metadata: not a keyword argument of the loss function
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bapo_exp.config import Config, register_configs
+from bapo_exp.config import CONF_DIR, Config, register_configs
 from bapo_exp.multirun import register_resolvers
 from bapo_exp.stages import get_stage
 from bapo_exp.tracking.env import env_snapshot
@@ -26,8 +25,6 @@ from bapo_exp.validate import validate
 log = logging.getLogger("bapo_exp")
 register_configs()
 register_resolvers()  # ${cell_dir:...}: deterministic multirun cell folders (conf/hydra)
-# conf/ sits beside the package (editable install); an absolute path works for `python -m`.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def seed_everything(seed: int) -> None:
@@ -60,7 +57,7 @@ def run_stages(cfg: Config, run: RunDir, config_dict: dict) -> None:
             log.info("stage %s: done -> %s", name, run.root / name / "summary.json")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float | None:
     if missing := OmegaConf.missing_keys(dcfg):
         raise ValueError(f"missing config values: {sorted(missing)}")

@@ -59,6 +59,17 @@ def _aggregate(weight_by_size: bool) -> list[dict[str, Any]]:
     return [{"metric": m, "weight_by_size": weight_by_size} for m in MC_METRICS]
 
 
+def _group(name: str, tasks: list[str], weight_by_size: bool, **extra: Any) -> dict[str, Any]:
+    """An lm-eval group file: ``tasks`` (task names or tags) aggregated into ``name``."""
+    return {
+        "group": name,
+        **extra,
+        "task": tasks,
+        "aggregate_metric_list": _aggregate(weight_by_size),
+        "metadata": {"version": 1.0},
+    }
+
+
 def _entry(name: str, tasks: list[str], weighting: str = "size") -> dict[str, Any]:
     """Where a flat summary prefix finds its numbers: lm-eval name, leaf tasks, weighting."""
     return {"name": name, "tasks": tasks, "weighting": weighting}
@@ -125,20 +136,11 @@ def _mmlu_configs(
         layout[f"{suite}/subject/{subject}"] = _entry(name, [name])
     for cat in cats:
         members = [f"{suite}_{s}" for s in chosen if category[s] == cat]
-        files[f"_{suite}_{cat}"] = {
-            "group": f"{suite}_{cat}",
-            "group_alias": cat,
-            "task": [f"{suite}_{cat}_tasks"],
-            "aggregate_metric_list": _aggregate(True),
-            "metadata": {"version": 1.0},
-        }
+        files[f"_{suite}_{cat}"] = _group(
+            f"{suite}_{cat}", [f"{suite}_{cat}_tasks"], True, group_alias=cat
+        )
         layout[f"{suite}/{_wording(cat) if synthetic else cat}"] = _entry(f"{suite}_{cat}", members)
-    files[f"_{suite}"] = {
-        "group": suite,
-        "task": [f"{suite}_{cat}" for cat in cats],
-        "aggregate_metric_list": _aggregate(True),
-        "metadata": {"version": 1.0},
-    }
+    files[f"_{suite}"] = _group(suite, [f"{suite}_{cat}" for cat in cats], True)
     layout[suite] = _entry(suite, [f"{suite}_{s}" for s in chosen])
     return files, layout
 
@@ -181,12 +183,8 @@ def _hhh_configs(data_root: Path, suite: str = "hhh") -> tuple[dict[str, dict], 
             "dataset_kwargs": {"task_file": str(base / subset / "task.json")},
         }
         layout[f"{suite}/{subset}"] = _entry(name, [name])
-    files[f"_{suite}"] = {
-        "group": suite,
-        "task": [f"{suite}_{s}" for s in subsets],
-        "aggregate_metric_list": _aggregate(False),  # mean of the subsets, as BIG-bench reports
-        "metadata": {"version": 1.0},
-    }
+    # mean of the subsets, as BIG-bench reports
+    files[f"_{suite}"] = _group(suite, [f"{suite}_{s}" for s in subsets], False)
     layout[suite] = _entry(suite, [f"{suite}_{s}" for s in subsets], weighting="mean")
     return files, layout
 

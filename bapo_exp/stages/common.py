@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bapo_exp.config import Config
+from bapo_exp.config import CONF_DIR, Config
 from bapo_exp.data.types import PreferenceData
 from bapo_exp.references import Reference, RefTable, base_responses, references_of, score_examples
 from bapo_exp.tracking.run_dir import RunDir
@@ -17,18 +17,26 @@ from bapo_exp.tracking.run_dir import RunDir
 log = logging.getLogger(__name__)
 
 
+def named_model(name: str):
+    """``conf/model/<name>.yaml`` as a ``ModelConfig`` (inside or outside a Hydra app)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    if GlobalHydra.instance().is_initialized():
+        return OmegaConf.to_object(compose(config_name=f"model/{name}").model)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name=f"model/{name}").model)
+
+
 def load_data(cfg: Config, run: RunDir | None = None) -> PreferenceData:
     """Build the configured preference data (validated); write its report to the run dir."""
     from bapo_exp.data import build_dataset
 
-    def load_writer(name: str):
-        from hydra import compose  # the writer is another model config of conf/model/
-        from omegaconf import OmegaConf
-
+    def load_writer(name: str):  # the writer is another model config of conf/model/
         from bapo_exp.modeling.load import load_model
 
-        model_cfg = OmegaConf.to_object(compose(config_name=f"model/{name}").model)
-        return load_model(model_cfg, cfg.paths.cache_dir)
+        return load_model(named_model(name), cfg.paths.cache_dir)
 
     data = build_dataset(cfg.data, data_root=cfg.paths.data_root, cache_dir=cfg.paths.cache_dir,
                          load_writer=load_writer)  # fmt: skip

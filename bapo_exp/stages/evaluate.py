@@ -24,7 +24,7 @@ from bapo_exp.config import Config
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
 from bapo_exp.references import Reference, base_responses, score_examples
-from bapo_exp.stages.common import load_data
+from bapo_exp.stages.common import load_data, named_model
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
 from bapo_exp.training.forward import policy_batch, policy_logps
@@ -74,7 +74,7 @@ def likelihood_personalisation(cfg: Config, model, tokenizer, data, base, table)
         pol = PairLogps(lp[:b], lp[b : 2 * b], nt[:b], nt[b : 2 * b])
         ref = table.logps[0][:, idx]
         ref_pair = PairLogps(ref[0], ref[1], table.ntok[0][0, idx], table.ntok[0][1, idx])
-        metrics = pair_metrics(pol, ref_pair, cfg.method.beta if cfg.method.name != "none" else 0.1)
+        metrics = pair_metrics(pol, ref_pair, cfg.method.beta)  # only trained runs get here
         metrics["drift/base"] = lp[2 * b :] - ref[2]
         for k, v in metrics.items():
             values.setdefault(k, []).extend(v.float().tolist())
@@ -90,19 +90,6 @@ def main_reference(cfg: Config, ckpt: str | None, model, tokenizer) -> Reference
     if ckpt is None or (hasattr(model, "disable_adapter") and not cfg.train.init_adapter):
         return Reference(cfg.model, cfg.paths.cache_dir, model, tokenizer)
     return Reference(cfg.model, cfg.paths.cache_dir)
-
-
-def named_model(name: str):
-    """``conf/model/<name>.yaml`` as a ``ModelConfig`` (inside or outside a Hydra app)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    if GlobalHydra.instance().is_initialized():
-        return OmegaConf.to_object(compose(config_name=f"model/{name}").model)
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name=f"model/{name}").model)
 
 
 def make_judge(cfg: Config, main: Reference):
