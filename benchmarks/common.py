@@ -170,21 +170,15 @@ def step_stats(stamps: list[tuple[float, float]], warmup: int, pairs: int) -> di
 
 # ---------------------------------------------------------------- models
 def tiny_bench_model(seed: int = 0):
-    """The benchmark tiny Llama (tied embeddings), fp32, seeded."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The benchmark tiny Llama (``TINY_BENCH``, tied embeddings, pad 0 / EOS 2), fp32, seeded."""
+    from bapo_exp.config import TinyConfig
+    from bapo_exp.modeling.tiny import build_tiny_model
 
-    config = LlamaConfig(
-        **TINY_BENCH,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        pad_token_id=PAD_ID,
-        bos_token_id=1,
-        eos_token_id=EOS_ID,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return LlamaForCausalLM(config)
+    b = TINY_BENCH
+    cfg = TinyConfig(hidden_size=b["hidden_size"], num_layers=b["num_hidden_layers"],
+                     num_heads=b["num_attention_heads"], intermediate_size=b["intermediate_size"],
+                     max_position_embeddings=512, seed=seed)  # fmt: skip
+    return build_tiny_model(cfg, vocab_size=b["vocab_size"])
 
 
 def tiny_tokenizer():

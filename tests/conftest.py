@@ -14,6 +14,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+# Environment of entrypoint subprocesses: offline, no tracker.
+SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                  "WANDB_MODE": "disabled"}  # fmt: skip
 
 
 def require_shared(*parts: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import re
 import shlex
 import subprocess
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF, REPO
+from tests.conftest import CONF, REPO, SUBPROCESS_ENV
 
 PRESETS = sorted(p for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("demo"))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+ENV = SUBPROCESS_ENV
 
 
 def compose_with_hydra(overrides: list[str]):

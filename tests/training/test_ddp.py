@@ -15,18 +15,17 @@ can grow; ``TOL`` allows 1e-4 on the loss, far below how far the loss moves (ass
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_shared
+from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
 
 pytestmark = pytest.mark.integration
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+ENV = SUBPROCESS_ENV
 STEPS, TOL = 8, 1e-4
 # LoRA dropout off: each process would draw its own dropout masks (a different random stream).
 ARGS = ["debug=tiny", "method=bapo", "logger=none",

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_shared
+from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
 
 pytestmark = pytest.mark.integration
 
 # One intra-op thread: bitwise equality needs the same reduction order in every process, and on
 # a loaded machine (this CI box is shared) multi-threaded runs diverged at the 1e-7 level after
 # a re-launch while one-thread runs did not (design of the test, not of the loop).
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-       "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+ENV = {**SUBPROCESS_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 STEPS = 30
 ARGS = ["debug=tiny", "method=bapo", "logger=none", "stages=[reference,train]",
         "data.preferences=[academy]", f"train.steps={STEPS}", "train.ckpt_every=3",
