@@ -67,7 +67,7 @@ class ModelConfig:
     pretrained: str = MISSING  # hub id, local folder, or for gguf "package:file" / a .gguf path
     tokenizer: str | None = None  # default: same as pretrained
     dtype: str = "float32"  # float32 | bfloat16 | float16
-    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
+    attn_implementation: str = "sdpa_unpadded"  # sdpa_unpadded | sdpa | eager | flash_attention_2
     gradient_checkpointing: bool = False
     finetune: str = "lora"  # lora | full
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -88,7 +88,7 @@ class ReferenceModelConfig:
     pretrained: str = MISSING
     tokenizer: str | None = None
     dtype: str = "float32"
-    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
+    attn_implementation: str = "sdpa_unpadded"  # sdpa_unpadded | sdpa | eager | flash_attention_2
     use_chat_template: bool = True
     prompt_template: str = "{prompt}\n"
     max_prompt_tokens: int = 256

@@ -35,6 +35,8 @@ from bapo_exp.config import LoraConfig, ModelConfig, ReferenceModelConfig
 from bapo_exp.modeling.ref_cache import model_fingerprint
 from bapo_exp.modeling.scoring import eval_mode, forward_logps, score_texts
 from bapo_exp.modeling.tokenize import Tokenization
+from bapo_exp.modeling.unpad import UNPADDED
+from bapo_exp.modeling.unpad import register as register_unpadded
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -113,10 +115,11 @@ def load_model(
     tokenizer = load_tokenizer(cfg, cache_dir, path=path)
     if cfg.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; valid: {sorted(DTYPES)}")
+    attn = getattr(cfg, "attn_implementation", "sdpa")
+    if attn == UNPADDED:
+        register_unpadded()
     model = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=DTYPES[cfg.dtype],
-        attn_implementation=getattr(cfg, "attn_implementation", "sdpa"),
+        path, dtype=DTYPES[cfg.dtype], attn_implementation=attn
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

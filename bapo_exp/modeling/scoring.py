@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from bapo_exp.modeling.logps import kept_sequence_logps, response_rows, sequence_logps
 from bapo_exp.modeling.tokenize import Tokenization, TokenizedSeq, collate
+from bapo_exp.modeling.unpad import expect_unpadded_calls, is_unpadded, unpadded_inputs
 
 
 @dataclass
@@ -78,6 +79,9 @@ def model_logps(
     transforms (scaling, soft-capping). ``response_only=False`` builds the full logits (the
     reference path the fast one is tested against).
 
+    A model loaded with ``attn_implementation="sdpa_unpadded"`` (the default) gets the batch
+    flattened to its real tokens (``modeling.unpad``): no linear layer runs on padding.
+
     Raises:
         ValueError: if the model ignores a boolean ``logits_to_keep`` (its logits are not
             (N, V)); pass ``response_only=False`` for such a model.
@@ -88,7 +92,13 @@ def model_logps(
     if not response_only:
         return sequence_logps(model(**inputs).logits, ids, mask, reduce=reduce)
     keep = response_rows(mask)
-    logits = model(**inputs, logits_to_keep=keep).logits
+    if is_unpadded(model):  # padding-free: real tokens only, same kept rows (modeling/unpad.py)
+        flat_keep = keep[batch["attention_mask"].bool()].unsqueeze(0)
+        with expect_unpadded_calls(model):
+            out = model(**unpadded_inputs(batch), use_cache=False, logits_to_keep=flat_keep)
+        logits = out.logits
+    else:
+        logits = model(**inputs, logits_to_keep=keep).logits
     if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):
         raise ValueError(
             f"{type(model).__name__} ignored logits_to_keep as a boolean mask (logits "

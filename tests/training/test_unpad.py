@@ -1,0 +1,156 @@
+"""Padding-free forward (``attn_implementation="sdpa_unpadded"``): same values and gradients
+as the padded path, on real tokens only, and a clear error where it cannot apply."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from bapo_exp.modeling.tokenize import TokenizedSeq, collate
+from bapo_exp.modeling.unpad import UNPADDED, is_unpadded, register, unpadded_inputs
+from bapo_exp.training.forward import policy_logps
+from tests.training.test_forward_logps import PAIRS, VOCAB, float64_reference, make_batch
+
+register()
+
+
+def llama_config(**kw):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       tie_word_embeddings=True, pad_token_id=0, **kw)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def padded():
+    """A small Llama with grouped-query attention and a non-trivial distribution, on sdpa."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(llama_config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4.0)
+    return model.eval()
+
+
+def unpadded_copy(model):
+    out = copy.deepcopy(model)
+    out.set_attn_implementation(UNPADDED)
+    assert is_unpadded(out) and not is_unpadded(model)
+    return out
+
+
+def test_flat_inputs_hold_the_real_tokens_in_order_for_either_padding_side():
+    seqs = [TokenizedSeq(ids=[5, 6, 7], n_prompt=1), TokenizedSeq(ids=[8, 9], n_prompt=1)]
+    for side in ("right", "left"):
+        flat = unpadded_inputs(collate(seqs, pad_id=0, side=side))
+        assert flat["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+        assert flat["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+        assert flat["attention_mask"].tolist() == [[1, 1, 1, 1, 1]]
+        # Right-padded (2, 3) slots of each token: row 0 fills 0..2, row 1 fills 3..4.
+        assert flat["unpad_index"].tolist() == [0, 1, 2, 3, 4]
+        assert flat["unpad_shape"] == (2, 3)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_values_match_the_padded_path_and_a_float64_reference(padded, side):
+    batch = make_batch(side)
+    fast = unpadded_copy(padded)
+    with torch.no_grad():
+        flat, n_flat = policy_logps(fast, batch, "sum")
+        pad, n_pad = policy_logps(padded, batch, "sum")
+    expected = float64_reference(padded, batch)
+    assert expected.abs().min() > 1.0
+    assert_close(flat.double(), expected, atol=2e-5, rtol=1e-6)
+    assert_close(flat, pad, atol=1e-5, rtol=1e-6)
+    assert n_flat.tolist() == n_pad.tolist() == [len(r) for _, r in PAIRS]
+
+
+def grads(model, batch) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    logps, _ = policy_logps(model, batch, "sum")
+    (logps * torch.linspace(-1.0, 2.0, logps.shape[0], dtype=logps.dtype)).sum().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradients_equal_the_padded_path_in_float64(padded):
+    model = copy.deepcopy(padded).double()
+    batch = make_batch("left")
+    want, got = grads(model, batch), grads(unpadded_copy(model), batch)
+    assert want.keys() == got.keys() and "model.layers.0.self_attn.k_proj.weight" in got
+    for name in want:
+        assert_close(got[name], want[name], atol=1e-12, rtol=1e-10, msg=name)
+    assert max(g.abs().max() for g in got.values()) > 1e-3
+
+
+def test_lora_policy_and_disabled_adapter_match_the_padded_path(padded):
+    peft = pytest.importorskip("peft")
+    from bapo_exp.modeling.load import ReferenceModel
+
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    torch.manual_seed(0)
+    slow = peft.get_peft_model(copy.deepcopy(padded), lora)
+    with torch.no_grad():
+        for name, p in slow.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    fast = copy.deepcopy(slow)
+    fast.base_model.model.set_attn_implementation(UNPADDED)
+    assert is_unpadded(fast) and is_unpadded(ReferenceModel(fast, disable_adapter=True))
+    batch = make_batch("right")
+    with torch.no_grad():
+        assert_close(policy_logps(fast, batch, "sum")[0], policy_logps(slow, batch, "sum")[0],
+                     atol=1e-5, rtol=1e-6)  # fmt: skip
+    ref_fast = ReferenceModel(fast, disable_adapter=True).logps(batch)[0]
+    ref_slow = ReferenceModel(slow, disable_adapter=True).logps(batch)[0]
+    assert_close(ref_fast, ref_slow, atol=1e-5, rtol=1e-6)
+
+
+def test_calls_without_a_flat_batch_are_plain_sdpa(padded):
+    """Generation and full-logits scoring go through transformers' sdpa: identical outputs."""
+    fast, batch = unpadded_copy(padded), make_batch("left")
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    with torch.no_grad():
+        assert torch.equal(fast(**inputs).logits, padded(**inputs).logits)
+        gen = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        assert torch.equal(fast.generate(ids, attention_mask=attn, **gen),
+                           padded.generate(ids, attention_mask=attn, **gen))  # fmt: skip
+
+
+class DropsUnpadKeywords(torch.nn.Module):
+    """A model that does not pass extra keywords on to its attention layers."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.module = inner
+
+    def forward(self, unpad_index=None, unpad_shape=None, **inputs):
+        return self.module(**inputs)
+
+
+def test_a_model_that_drops_the_keywords_is_a_clear_error(padded):
+    with pytest.raises(RuntimeError, match="0 attention layers took the padding-free path"):
+        policy_logps(DropsUnpadKeywords(unpadded_copy(padded)), make_batch("right"), "sum")
+
+
+def test_a_response_token_first_in_its_sequence_is_refused():
+    batch = collate([TokenizedSeq(ids=[5, 6], n_prompt=0)], pad_id=0)
+    with pytest.raises(ValueError, match="first token"):
+        unpadded_inputs(batch)
+
+
+def test_a_sliding_window_shorter_than_the_batch_is_refused():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(**llama_config().to_dict() | {"sliding_window": 3})
+    config.model_type = "mistral"
+    model = MistralForCausalLM(config)
+    model.set_attn_implementation(UNPADDED)
+    with pytest.raises(ValueError, match="sliding window of 3 tokens"):
+        policy_logps(model, make_batch("right"), "sum")
