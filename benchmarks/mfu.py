@@ -6,13 +6,16 @@ Run:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/mfu.py [--quick] [--threads 2
 1. Peak: ``torch.mm`` at the model's own shapes (attention and MLP projections over the batch's
    padded tokens, the LM head over its response rows) and one 1024^3 square; best of N runs
    each, in GFLOP/s; the peak is the best of those.
-2. Training: the 7.2M tiny Llama, DPO with precomputed references, the loop's ``train_step``.
+2. Training: the 7.2M tiny Llama, DPO with precomputed references, the loop's ``train_step``,
+   with the library's default padding-free attention (``sdpa_unpadded``) and, side by side in
+   alternating rounds, the padded ``sdpa`` path.
    MFU = 6 * N * real tokens / step time / peak, with N = every parameter that does a matmul
    per token: all linear layers *and the LM head* (tied to the input embedding here, but it
    still does a (V, H) matmul), not the input embedding (a lookup), norms excluded. This is the
    issue's definition and credits the head for prompt tokens we no longer compute (our head
-   runs on response rows only); the executed-FLOPs figure (6 * body * padded tokens + 6 * head
-   * response tokens + attention) is reported beside it.
+   runs on response rows only); the executed-FLOPs figure (6 * body * tokens it runs on: real
+   tokens padding-free, padded positions otherwise; + 6 * head * response tokens + attention
+   on the padded (B, T, T)) is reported beside it.
 3. Reference forward (no grad, ``score_seqs``): 2 * N * tokens / time / peak.
 4. What limits it: one profiled step, self CPU time by kind (matmul, attention, optimizer,
    elementwise and the rest).
@@ -27,6 +30,7 @@ import statistics
 import time
 
 from common import (
+    OURS_ATTN,
     PAD_ID,
     TINY_BENCH,
     finish,
@@ -65,12 +69,17 @@ def mm_gflops(m: int, k: int, n: int, repeats: int) -> float:
     return 2 * m * k * n / best / 1e9
 
 
-def matmul_peak(tokens: int, resp: int, repeats: int) -> dict:
+def matmul_peak(token_counts: tuple[int, ...], resp: int, repeats: int) -> dict:
+    """Best GFLOP/s over the step's own matmul shapes (body at every token count given)."""
     h, i, v = TINY_BENCH["hidden_size"], TINY_BENCH["intermediate_size"], TINY_BENCH["vocab_size"]
-    shapes = {
-        "qkvo": (tokens, h, h),
-        "gate_up": (tokens, h, i),
-        "down": (tokens, i, h),
+    shapes = {}
+    for tokens in token_counts:
+        shapes |= {
+            f"qkvo_{tokens}": (tokens, h, h),
+            f"gate_up_{tokens}": (tokens, h, i),
+            f"down_{tokens}": (tokens, i, h),
+        }
+    shapes |= {
         "lm_head": (resp, h, v),
         "lm_head_grad_w": (v, resp, h),
         "square_1024": (1024, 1024, 1024),
@@ -104,6 +113,58 @@ def profile_breakdown(parts, train_cfg, step: int) -> dict[str, float]:
     return {k: round(v / total, 3) for k, v in kinds.items()}
 
 
+def step_times(parts, train_cfg, steps: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``steps`` timed steps after 2 warm-up steps."""
+    stamps = time_our_steps(parts, train_cfg, 2 + steps)
+    wall = [b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
+    cpu = [b[1] - a[1] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
+    return wall, cpu
+
+
+def timed_modes(pairs, steps: int, rounds: int = 2) -> tuple[dict, dict]:
+    """Step times of the default (padding-free) and the padded attention, side by side:
+    ``rounds`` rounds, the order alternating (ABBA), each mode on its own seeded model."""
+    modes = (OURS_ATTN, "sdpa")
+    parts = {m: our_parts(tiny_bench_model(0, attn=m), pairs, "dpo") for m in modes}
+    times = {m: ([], []) for m in modes}
+    for rnd in range(rounds):
+        for m in modes if rnd % 2 == 0 else modes[::-1]:
+            wall, cpu = step_times(*parts[m], steps)
+            times[m][0].extend(wall)
+            times[m][1].extend(cpu)
+    return parts, times
+
+
+def flops(n: dict, counts: dict, body_tokens: int) -> dict[str, float]:
+    """Model FLOPs (6N per real token) and executed FLOPs (body on ``body_tokens`` positions,
+    head on response rows, attention on the padded (B, T, T) either way)."""
+    layers, h = TINY_BENCH["num_hidden_layers"], TINY_BENCH["hidden_size"]
+    attn = 6 * 2 * layers * h * counts["sequences"] * counts["max_len"] ** 2  # QK^T and PV, x3
+    return {
+        "model": 6 * (n["body_linear"] + n["lm_head"]) * counts["tokens"],
+        "executed": 6 * n["body_linear"] * body_tokens
+        + 6 * n["lm_head"] * counts["response_tokens"]
+        + attn,
+    }
+
+
+def mode_result(times, fl: dict, pk: float, threads: int) -> dict:
+    wall, cpu = times
+    best, med = min(wall), statistics.median(wall)
+    return {
+        "step_s_best": best,
+        "step_s_median": med,
+        "cpu_s_median": statistics.median(cpu),
+        "model_flops_per_step": fl["model"],
+        "executed_flops_per_step": fl["executed"],
+        "mfu_best": fl["model"] / best / pk,
+        "mfu_median": fl["model"] / med / pk,
+        # On-CPU time: robust to other jobs' load; per-thread peak assumes linear scaling.
+        "mfu_cpu_time": fl["model"] / statistics.median(cpu) / (pk / threads),
+        "executed_utilisation_best": fl["executed"] / best / pk,
+    }
+
+
 def main() -> None:
     args = parse_args()
     steps = args.steps or (4 if args.quick else 8)
@@ -112,42 +173,33 @@ def main() -> None:
     pairs = synthetic_pairs(args.pairs, args.max_len, TINY_BENCH["vocab_size"], seed=0)
     counts = pairs.token_counts()
     padded = counts["sequences"] * counts["max_len"]  # one batch, padded to its longest
-    model = tiny_bench_model(0)
-    n = matmul_params(model)
-    parts, train_cfg = our_parts(model, pairs, "dpo")
-    peak = matmul_peak(padded, counts["response_tokens"], 5 if args.quick else 20)
-    stamps = time_our_steps(parts, train_cfg, 2 + steps)
-    wall = [b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
-    cpu = [b[1] - a[1] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
-    n_mm = n["body_linear"] + n["lm_head"]
-    layers, h = TINY_BENCH["num_hidden_layers"], TINY_BENCH["hidden_size"]
-    attn = 6 * 2 * layers * h * counts["sequences"] * counts["max_len"] ** 2  # QK^T and PV, x3
-    executed = 6 * n["body_linear"] * padded + 6 * n["lm_head"] * counts["response_tokens"] + attn
-    model_flops = 6 * n_mm * counts["tokens"]
-    ref = reference_forward(parts, pairs, 2 if args.quick else 5)
+    n = matmul_params(tiny_bench_model(0))
+    peak = matmul_peak((counts["tokens"], padded), counts["response_tokens"],
+                       5 if args.quick else 20)  # fmt: skip
     pk = peak["peak_gflops"] * 1e9
-    best, med = min(wall), statistics.median(wall)
+    parts, times = timed_modes(pairs, max(2, steps // 2))
+    body_tokens = {OURS_ATTN: counts["tokens"], "sdpa": padded}
+    by_mode = {
+        m: mode_result(times[m], flops(n, counts, body_tokens[m]), pk, args.threads) for m in times
+    }
     res = {
         "params": n,
-        "n_matmul": n_mm,
+        "n_matmul": n["body_linear"] + n["lm_head"],
         "tokens": counts,
         "padded_tokens": padded,
-        "step_s_best": best,
-        "step_s_median": med,
-        "cpu_s_median": statistics.median(cpu),
-        "model_flops_per_step": model_flops,
-        "executed_flops_per_step": executed,
-        "mfu_best": model_flops / best / pk,
-        "mfu_median": model_flops / med / pk,
-        # On-CPU time: robust to other jobs' load; per-thread peak assumes linear scaling.
-        "mfu_cpu_time": model_flops / statistics.median(cpu) / (pk / args.threads),
-        "executed_utilisation_best": executed / best / pk,
-        "reference_forward_s_best": ref,
-        "reference_mfu_best": 2 * n_mm * counts["tokens"] / ref / pk,
+        "attention": OURS_ATTN,
+        **by_mode[OURS_ATTN],
+        "padded_path": by_mode["sdpa"],
+        "padding_free_speedup_median": by_mode["sdpa"]["step_s_median"]
+        / by_mode[OURS_ATTN]["step_s_median"],
         "target_mfu": 0.6,
     }
+    ours = parts[OURS_ATTN]
+    ref = reference_forward(ours[0], 2 if args.quick else 5)
+    res["reference_forward_s_best"] = ref
+    res["reference_mfu_best"] = 2 * res["n_matmul"] * counts["tokens"] / ref / pk
     res["target_met"] = res["mfu_best"] >= 0.6
-    res["profile_share"] = profile_breakdown(parts, train_cfg, 2 + steps)
+    res["profile_share"] = profile_breakdown(*ours, 100)
     table = [
         {"quantity": k, "value": res[k]}
         for k in (
@@ -158,8 +210,11 @@ def main() -> None:
             "mfu_cpu_time",
             "executed_utilisation_best",
             "reference_mfu_best",
+            "padding_free_speedup_median",
         )
     ]
+    table += [{"quantity": f"padded_{k}", "value": by_mode["sdpa"][k]}
+              for k in ("step_s_median", "mfu_best", "mfu_median")]  # fmt: skip
     table.append({"quantity": "matmul_peak_gflops", "value": peak["peak_gflops"]})
     table += [{"quantity": f"share_{k}", "value": v} for k, v in res["profile_share"].items()]
     payload = {
@@ -178,7 +233,7 @@ def main() -> None:
     finish("mfu", payload, table, ["quantity", "value"])
 
 
-def reference_forward(parts, pairs, repeats: int) -> float:
+def reference_forward(parts, repeats: int) -> float:
     """Best wall time of one no-grad reference forward over the step's 2*B sequences."""
     import torch
 
