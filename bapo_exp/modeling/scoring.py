@@ -80,7 +80,8 @@ def model_logps(
     reference path the fast one is tested against).
 
     A model loaded with ``attn_implementation="sdpa_unpadded"`` (the default) gets the batch
-    flattened to its real tokens (``modeling.unpad``): no linear layer runs on padding.
+    flattened to its distinct tokens (``modeling.unpad``): no linear layer runs on padding, and
+    a prompt shared by several sequences (chosen, rejected, base) runs once.
 
     Raises:
         ValueError: if the model ignores a boolean ``logits_to_keep`` (its logits are not
@@ -92,11 +93,10 @@ def model_logps(
     if not response_only:
         return sequence_logps(model(**inputs).logits, ids, mask, reduce=reduce)
     keep = response_rows(mask)
-    if is_unpadded(model):  # padding-free: real tokens only, same kept rows (modeling/unpad.py)
-        flat_keep = keep[batch["attention_mask"].bool()].unsqueeze(0)
+    if is_unpadded(model):  # padding-free, shared prompts, same kept rows (modeling/unpad.py)
+        flat = unpadded_inputs(batch)
         with expect_unpadded_calls(model):
-            out = model(**unpadded_inputs(batch), use_cache=False, logits_to_keep=flat_keep)
-        logits = out.logits
+            logits = model(**flat.inputs, use_cache=False, logits_to_keep=flat.keep).logits[0]
     else:
         logits = model(**inputs, logits_to_keep=keep).logits
     if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):

@@ -1,33 +1,40 @@
-"""Padding-free forward passes: every linear layer runs on real tokens only.
+"""Padding-free forward passes with shared prompts: every linear layer runs once per distinct
+token, never on padding, and a prompt that several sequences of the batch share (chosen,
+rejected and base responses to one prompt) runs once.
 
-A batch of B sequences padded to T positions is flattened to one row of its N real tokens
-(``position_ids`` restart at 0 for each sequence), so the projections, MLPs, norms and the
-rotary embedding do no work on padding. Only attention needs the sequences apart: the
-attention function ``sdpa_unpadded`` scatters q, k and v back into a right-padded
-(B, heads, T, d) layout, runs PyTorch's causal SDPA (right padding plus a causal mask means no
-real query sees a pad key), and gathers the N real rows again. Attention cost is therefore
-that of the padded batch, while everything else shrinks by N / (B * T).
+The B padded sequences of a batch become one flat row of N tokens: each distinct prompt once,
+then each sequence's response (``position_ids`` continue from the prompt). Projections, MLPs,
+norms, the rotary embedding and the LM head see only these N rows. Attention is the one place
+that needs whole sequences: the attention function ``sdpa_unpadded`` gathers q, k and v into a
+right-padded (B, heads, T, d) layout in which every sequence has its prompt again, runs
+PyTorch's causal SDPA through transformers' own ``sdpa_attention_forward`` (right padding plus a
+causal mask means no real query sees a pad key), and takes one output row per flat token. The
+gather's backward sums the gradients of a shared prompt's keys and values over the sequences
+that read them, which is the chain rule for the shared computation, so values and gradients
+equal the padded path's up to float rounding. This is prefix sharing for preference pairs
+(Wang et al. 2024, "Accelerating Direct Preference Optimization with Prefix Sharing"), done
+with a gather instead of a custom mask.
 
     register()                                    # once; load_model does it
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=UNPADDED)
-    inputs = unpadded_inputs(batch)               # flat ids, positions, and the scatter index
+    flat = unpadded_inputs(batch)                 # inputs + the row of each kept position
     with expect_unpadded_calls(model):
-        logits = model(**inputs, logits_to_keep=keep).logits
+        logits = model(**flat.inputs, logits_to_keep=flat.keep).logits[0]
 
-Calls without the ``unpad_index`` keyword (generation, lm-eval, full-logits scoring) go to
+Calls without the ``unpad_gather`` keyword (generation, lm-eval, full-logits scoring) go to
 transformers' own ``sdpa`` unchanged, with its usual mask, so a model loaded this way behaves
 exactly like ``attn_implementation="sdpa"`` everywhere else.
 
-This is an implementation choice of ours (the papers do not discuss padding); it changes
-results only by float rounding (tests/training/test_unpad.py checks values and gradients
-against the padded path and a float64 reference). ``model.attn_implementation=sdpa`` turns it
-off.
+An implementation choice of ours (the papers do not discuss padding); it changes results only
+by float rounding (tests/training/test_unpad.py checks values and gradients against the padded
+path and a float64 reference). ``model.attn_implementation=sdpa`` turns it off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,12 +52,16 @@ class _CallCount:
 _CALLS = _CallCount()
 
 
-def _repad(x: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
-    """(1, H, N, d) flat heads -> (B, H, T, d) right-padded with zeros (differentiable)."""
+def _repad(x: Tensor, gather: Tensor, shape: tuple[int, int]) -> Tensor:
+    """(1, H, N, d) flat heads -> (B, H, T, d): slot s holds flat row ``gather[s]``.
+
+    Padding slots (right of each sequence) hold a copy of row 0: under a causal mask no real
+    query reaches them, and their own outputs are dropped, so they get no gradient either.
+    Differentiable; the backward sums over the slots that share a row (a shared prompt).
+    """
     b, t = shape
     flat = x[0].transpose(0, 1)  # (N, H, d)
-    out = flat.new_zeros((b * t, *flat.shape[1:])).index_copy(0, index, flat)
-    return out.view(b, t, *flat.shape[1:]).transpose(1, 2)
+    return flat.index_select(0, gather).view(b, t, *flat.shape[1:]).transpose(1, 2)
 
 
 def sdpa_unpadded(
@@ -60,7 +71,8 @@ def sdpa_unpadded(
     value: Tensor,
     attention_mask: Tensor | None,
     *,
-    unpad_index: Tensor | None = None,
+    unpad_gather: Tensor | None = None,
+    unpad_rows: Tensor | None = None,
     unpad_shape: tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
@@ -72,7 +84,7 @@ def sdpa_unpadded(
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if unpad_index is None or unpad_shape is None:
+    if unpad_gather is None or unpad_rows is None or unpad_shape is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     window = kwargs.pop("sliding_window", None)
     if window is not None and window < unpad_shape[1]:
@@ -83,9 +95,9 @@ def sdpa_unpadded(
     if kwargs.get("softcap") is not None:
         raise ValueError(f"{UNPADDED} does not support attention soft-capping; use sdpa/eager")
     _CALLS.value += 1
-    q, k, v = (_repad(x, unpad_index, unpad_shape) for x in (query, key, value))
+    q, k, v = (_repad(x, unpad_gather, unpad_shape) for x in (query, key, value))
     out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=True, **kwargs)
-    out = out.reshape(-1, *out.shape[2:]).index_select(0, unpad_index)  # (N, H, d)
+    out = out.reshape(-1, *out.shape[2:]).index_select(0, unpad_rows)  # (N, H, d)
     return out.unsqueeze(0), None
 
 
@@ -110,31 +122,87 @@ def is_unpadded(model: Any) -> bool:
     return getattr(_config(model), "_attn_implementation", None) == UNPADDED
 
 
-def unpadded_inputs(batch: dict[str, Tensor]) -> dict[str, Any]:
-    """Model inputs for the N real tokens of a padded ``collate`` batch (either padding side).
+@dataclass
+class FlatBatch:
+    """A padded batch as one flat row.
 
-    Real tokens keep their row-major order, so any per-position selection (the response rows
-    for ``logits_to_keep``) picks the same tokens, in the same order, as on the padded batch.
+    Attributes:
+        inputs: model keywords: ``input_ids``, ``position_ids``, ``attention_mask`` (1, N) and
+            the attention's ``unpad_gather`` (B*T,), ``unpad_rows`` (N,), ``unpad_shape``.
+        keep: (K,) flat position of every position the padded batch's ``response_rows`` keeps,
+            in the same row-major order (a shared prompt's last token appears once per sequence).
+        shared: prompt tokens not recomputed thanks to sharing.
+    """
+
+    inputs: dict[str, Any]
+    keep: Tensor
+    shared: int
+
+
+def _prompt_groups(real: list[Tensor], n_prompt: list[int], share: bool) -> list[list[int]]:
+    """Rows grouped by identical prompt ids (each row alone if not ``share`` or no response)."""
+    groups: dict[Any, list[int]] = {}
+    for i, (ids, p) in enumerate(zip(real, n_prompt, strict=True)):
+        key = (p, tuple(ids[:p].tolist())) if share and 0 < p < len(ids) else ("row", i)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> FlatBatch:
+    """The flat row of a ``collate`` batch (either padding side); see the module docstring.
+
+    Args:
+        batch: ``input_ids``, ``attention_mask``, ``loss_mask`` (B, T); the response is the
+            masked suffix of each sequence's real tokens.
+        share_prompts: run a prompt shared by several sequences once (default).
 
     Raises:
-        ValueError: if a sequence's first token is a response token: on a flat row it would be
-            predicted by the previous sequence's last token.
+        ValueError: if a sequence's first token is a response token (nothing predicts it), or
+            its response tokens are not a suffix.
     """
-    attn = batch["attention_mask"].bool()
-    b, t = attn.shape
-    offset = attn.long().cumsum(-1) - 1  # position of each real token in its own sequence
-    if bool((batch["loss_mask"].bool() & (offset == 0)).any()):
-        raise ValueError("loss_mask is set on a sequence's first token; nothing predicts it")
-    rows = torch.arange(b, device=attn.device).unsqueeze(-1).expand(b, t)
-    index = (rows * t + offset)[attn]  # where each real token sits in a right-padded (B, T)
-    n = index.numel()
-    return {
-        "input_ids": batch["input_ids"][attn].unsqueeze(0),
-        "position_ids": offset[attn].unsqueeze(0),
-        "attention_mask": torch.ones((1, n), dtype=torch.long, device=attn.device),
-        "unpad_index": index,
+    attn, mask = batch["attention_mask"].bool(), batch["loss_mask"].bool()
+    b, dev = attn.shape[0], attn.device
+    real = [batch["input_ids"][i][attn[i]] for i in range(b)]
+    resp = [mask[i][attn[i]] for i in range(b)]
+    lengths = [len(r) for r in real]
+    n_prompt = [int(r.long().argmax()) if r.any() else len(r) for r in resp]
+    for i, (r, p) in enumerate(zip(resp, n_prompt, strict=True)):
+        if r.any() and p == 0:
+            raise ValueError(f"loss_mask is set on sequence {i}'s first token; nothing predicts it")
+        if not r[p:].all():
+            raise ValueError(f"sequence {i}: response tokens (loss_mask) are not a suffix")
+    t = max(lengths, default=0)
+    gather = torch.full((b, t), -1, dtype=torch.long)
+    ids, pos, rows = [], [], []
+
+    def place(readers: list[int], src: int, lo: int, hi: int) -> None:
+        """Append tokens lo:hi of row ``src`` to the flat row; ``readers`` see them there."""
+        start = sum(len(x) for x in pos)
+        for j in readers:
+            gather[j, lo:hi] = torch.arange(start, start + hi - lo)
+        ids.append(real[src][lo:hi])
+        pos.append(torch.arange(lo, hi))
+        rows.append(src * t + torch.arange(lo, hi))
+
+    for group in _prompt_groups(real, n_prompt, share_prompts):
+        p = n_prompt[group[0]] if len(group) > 1 else 0  # a lone row is all "response"
+        place(group, group[0], 0, p)  # the prompt, once, read by every row of the group
+        for i in group:
+            place([i], i, p, lengths[i])
+    cursor = sum(len(x) for x in pos)
+    gather[gather < 0] = 0  # padding slots: any real row will do (see _repad)
+    keep = torch.zeros((b, t), dtype=torch.bool)
+    for i, r in enumerate(resp):
+        keep[i, : lengths[i] - 1] = r[1:].cpu()
+    inputs = {
+        "input_ids": torch.cat(ids).unsqueeze(0),
+        "position_ids": torch.cat(pos).unsqueeze(0).to(dev),
+        "attention_mask": torch.ones((1, cursor), dtype=torch.long, device=dev),
+        "unpad_gather": gather.flatten().to(dev),
+        "unpad_rows": torch.cat(rows).to(dev),
         "unpad_shape": (b, t),
     }
+    return FlatBatch(inputs, gather[keep].to(dev), sum(lengths) - cursor)
 
 
 @contextmanager

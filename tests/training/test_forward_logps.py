@@ -48,8 +48,8 @@ def float64_reference(model, batch) -> torch.Tensor:
         logits = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                      position_ids=batch["position_ids"]).logits  # fmt: skip
     logp = torch.log_softmax(logits, dim=-1)
-    out = torch.zeros(len(PAIRS), dtype=torch.float64)
-    for b in range(len(PAIRS)):
+    out = torch.zeros(batch["input_ids"].shape[0], dtype=torch.float64)
+    for b in range(out.shape[0]):
         for t in range(1, batch["input_ids"].shape[1]):
             if batch["loss_mask"][b, t]:
                 out[b] += logp[b, t - 1, batch["input_ids"][b, t]]
