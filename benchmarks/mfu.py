@@ -13,12 +13,12 @@ Run:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/mfu.py [--quick] [--threads 2
    MFU = 6 * N * real tokens of the batch / step time / peak, with N = every parameter that
    does a matmul per token: all linear layers *and the LM head* (tied to the input embedding
    here, but it still does a (V, H) matmul), not the input embedding (a lookup), norms
-   excluded. This is the issue's definition and credits the head for prompt tokens we no longer compute (our head
-   runs on response rows only); the executed-FLOPs figure (6 * body * tokens it runs on: real
-   tokens padding-free, padded positions otherwise; + 6 * head * response tokens + attention
-   on the padded (B, T, T)) is reported beside it, and so is ``mfu_distinct``: 6 * N * the
-   tokens the body actually ran (shared prompt tokens counted once), which does not credit
-   prompt sharing.
+   excluded. This is the issue's definition; it credits the head for prompt tokens we no
+   longer compute (our head runs on response rows only). Reported beside it: the executed
+   FLOPs (6 * body * the positions it runs on: distinct tokens, real tokens or padded
+   positions by mode; + 6 * head * response tokens + attention on the padded (B, T, T)), and
+   ``mfu_distinct``: 6 * N * the tokens the body actually ran (shared prompt tokens counted
+   once), which does not credit prompt sharing.
 3. Reference forward (no grad, ``score_seqs``): 2 * N * tokens / time / peak.
 4. What limits it: one profiled step, self CPU time by kind (matmul, attention, optimizer,
    elementwise and the rest).
