@@ -215,6 +215,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--modes", nargs="+", default=["online", "precomputed"])
     p.add_argument("--attn", default=OURS_ATTN, help="our side's attention (TRL: sdpa)")
+    p.add_argument("--tag", default="", help="suffix of the results file name")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -339,6 +340,7 @@ def main() -> None:
         "runs": runs,
     }
     name = "dpo_vs_trl" if args.model == "tiny" else f"dpo_vs_trl_{args.model}"
+    name += f"_{args.tag}" if args.tag else ""
     cols = [
         "framework",
         "reference",
