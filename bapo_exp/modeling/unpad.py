@@ -160,9 +160,10 @@ def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> 
         ValueError: if a sequence's first token is a response token (nothing predicts it), or
             its response tokens are not a suffix.
     """
-    attn, mask = batch["attention_mask"].bool(), batch["loss_mask"].bool()
-    b, dev = attn.shape[0], attn.device
-    real = [batch["input_ids"][i][attn[i]] for i in range(b)]
+    dev = batch["input_ids"].device  # the bookkeeping runs on CPU: one copy, no per-row syncs
+    attn, mask = (batch[k].bool().cpu() for k in ("attention_mask", "loss_mask"))
+    b, all_ids = attn.shape[0], batch["input_ids"].cpu()
+    real = [all_ids[i][attn[i]] for i in range(b)]
     resp = [mask[i][attn[i]] for i in range(b)]
     lengths = [len(r) for r in real]
     n_prompt = [int(r.long().argmax()) if r.any() else len(r) for r in resp]
@@ -177,7 +178,7 @@ def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> 
 
     def place(readers: list[int], src: int, lo: int, hi: int) -> None:
         """Append tokens lo:hi of row ``src`` to the flat row; ``readers`` see them there."""
-        start = sum(len(x) for x in pos)
+        start = sum(map(len, pos))
         for j in readers:
             gather[j, lo:hi] = torch.arange(start, start + hi - lo)
         ids.append(real[src][lo:hi])
@@ -189,13 +190,13 @@ def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> 
         place(group, group[0], 0, p)  # the prompt, once, read by every row of the group
         for i in group:
             place([i], i, p, lengths[i])
-    cursor = sum(len(x) for x in pos)
+    cursor = sum(map(len, pos))
     gather[gather < 0] = 0  # padding slots: any real row will do (see _repad)
     keep = torch.zeros((b, t), dtype=torch.bool)
     for i, r in enumerate(resp):
-        keep[i, : lengths[i] - 1] = r[1:].cpu()
+        keep[i, : lengths[i] - 1] = r[1:]
     inputs = {
-        "input_ids": torch.cat(ids).unsqueeze(0),
+        "input_ids": torch.cat(ids).unsqueeze(0).to(dev),
         "position_ids": torch.cat(pos).unsqueeze(0).to(dev),
         "attention_mask": torch.ones((1, cursor), dtype=torch.long, device=dev),
         "unpad_gather": gather.flatten().to(dev),
