@@ -139,17 +139,50 @@ class FlatBatch:
     shared: int
 
 
-def _prompt_groups(real: list[Tensor], n_prompt: list[int], share: bool) -> list[list[int]]:
-    """Rows grouped by identical prompt ids (each row alone if not ``share`` or no response)."""
-    groups: dict[Any, list[int]] = {}
-    for i, (ids, p) in enumerate(zip(real, n_prompt, strict=True)):
-        key = (p, tuple(ids[:p].tolist())) if share and 0 < p < len(ids) else ("row", i)
-        groups.setdefault(key, []).append(i)
-    return list(groups.values())
+def _prompt_owner(ids: list[list[int]], n_prompt: list[int], share: bool) -> list[int]:
+    """For each row, the row whose prompt it reads: the first row with the same prompt ids (a
+    row with no response, or with sharing off, reads its own)."""
+    first: dict[tuple, int] = {}
+    owner = []
+    for i, (row, p) in enumerate(zip(ids, n_prompt, strict=True)):
+        own = share and 0 < p < len(row)
+        owner.append(first.setdefault(tuple(row[:p]), i) if own else i)
+    return owner
+
+
+def _right_aligned(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """CPU (B, t) ids and response mask with token o of sequence i at (i, o), the lengths and
+    prompt lengths, for a batch padded on either side.
+
+    Raises:
+        ValueError: a response token first in its sequence, or a response not a suffix.
+    """
+    attn, mask = (batch[k].bool().cpu() for k in ("attention_mask", "loss_mask"))
+    b, lengths = attn.shape[0], attn.sum(-1)
+    t = int(lengths.max()) if b else 0
+    rows = torch.arange(b).unsqueeze(-1).expand_as(attn)[attn]
+    slots = rows * t + (attn.long().cumsum(-1) - 1)[attn]
+    ids = torch.zeros(b * t, dtype=torch.long).index_copy_(0, slots, batch["input_ids"].cpu()[attn])
+    resp = torch.zeros(b * t, dtype=torch.bool).index_copy_(0, slots, mask[attn]).view(b, t)
+    n_prompt = (attn & ~mask).sum(-1)
+    o = torch.arange(t)
+    if t and bool(resp[:, 0].any()):
+        i = int(resp[:, 0].nonzero()[0])
+        raise ValueError(f"loss_mask is set on sequence {i}'s first token; nothing predicts it")
+    suffix = (o >= n_prompt.unsqueeze(-1)) & (o < lengths.unsqueeze(-1))
+    bad = (resp != suffix).any(-1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"sequence {i}: response tokens (loss_mask) are not a suffix")
+    return ids.view(b, t), resp, lengths, n_prompt
 
 
 def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> FlatBatch:
     """The flat row of a ``collate`` batch (either padding side); see the module docstring.
+
+    The flat row holds, in row-major order, every real token that a sequence does not read
+    from an earlier sequence with the identical prompt. Its order does not matter to the model:
+    causality is applied in the per-sequence layout that attention gathers.
 
     Args:
         batch: ``input_ids``, ``attention_mask``, ``loss_mask`` (B, T); the response is the
@@ -160,50 +193,30 @@ def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> 
         ValueError: if a sequence's first token is a response token (nothing predicts it), or
             its response tokens are not a suffix.
     """
-    dev = batch["input_ids"].device  # the bookkeeping runs on CPU: one copy, no per-row syncs
-    attn, mask = (batch[k].bool().cpu() for k in ("attention_mask", "loss_mask"))
-    b, all_ids = attn.shape[0], batch["input_ids"].cpu()
-    real = [all_ids[i][attn[i]] for i in range(b)]
-    resp = [mask[i][attn[i]] for i in range(b)]
-    lengths = [len(r) for r in real]
-    n_prompt = [int(r.long().argmax()) if r.any() else len(r) for r in resp]
-    for i, (r, p) in enumerate(zip(resp, n_prompt, strict=True)):
-        if r.any() and p == 0:
-            raise ValueError(f"loss_mask is set on sequence {i}'s first token; nothing predicts it")
-        if not r[p:].all():
-            raise ValueError(f"sequence {i}: response tokens (loss_mask) are not a suffix")
-    t = max(lengths, default=0)
-    gather = torch.full((b, t), -1, dtype=torch.long)
-    ids, pos, rows = [], [], []
-
-    def place(readers: list[int], src: int, lo: int, hi: int) -> None:
-        """Append tokens lo:hi of row ``src`` to the flat row; ``readers`` see them there."""
-        start = sum(map(len, pos))
-        for j in readers:
-            gather[j, lo:hi] = torch.arange(start, start + hi - lo)
-        ids.append(real[src][lo:hi])
-        pos.append(torch.arange(lo, hi))
-        rows.append(src * t + torch.arange(lo, hi))
-
-    for group in _prompt_groups(real, n_prompt, share_prompts):
-        p = n_prompt[group[0]] if len(group) > 1 else 0  # a lone row is all "response"
-        place(group, group[0], 0, p)  # the prompt, once, read by every row of the group
-        for i in group:
-            place([i], i, p, lengths[i])
-    cursor = sum(map(len, pos))
-    gather[gather < 0] = 0  # padding slots: any real row will do (see _repad)
+    dev = batch["input_ids"].device  # the bookkeeping runs on one CPU copy: no per-row syncs
+    ids, resp, lengths, n_prompt = _right_aligned(batch)
+    (b, t), o, me = ids.shape, torch.arange(ids.shape[1]), torch.arange(ids.shape[0])
+    real = o < lengths.unsqueeze(-1)
+    seqs = [r[:n] for r, n in zip(ids.tolist(), lengths.tolist(), strict=True)]
+    owner = torch.tensor(_prompt_owner(seqs, n_prompt.tolist(), share_prompts), dtype=torch.long)
+    reads_other = (owner != me).unsqueeze(-1) & (o < n_prompt.unsqueeze(-1))
+    owned = (real & ~reads_other).flatten()
+    flat_of_slot = owned.long().cumsum(0) - 1  # flat index of each owned slot
+    source = torch.where(reads_other, owner.unsqueeze(-1), me.unsqueeze(-1))
+    gather = torch.where(real.flatten(), flat_of_slot[(source * t + o).flatten()], 0)
+    rows = owned.nonzero().squeeze(-1)  # the slot each flat token's output is read from
     keep = torch.zeros((b, t), dtype=torch.bool)
-    for i, r in enumerate(resp):
-        keep[i, : lengths[i] - 1] = r[1:]
+    keep[:, :-1] = resp[:, 1:]
+    n = rows.numel()
     inputs = {
-        "input_ids": torch.cat(ids).unsqueeze(0).to(dev),
-        "position_ids": torch.cat(pos).unsqueeze(0).to(dev),
-        "attention_mask": torch.ones((1, cursor), dtype=torch.long, device=dev),
-        "unpad_gather": gather.flatten().to(dev),
-        "unpad_rows": torch.cat(rows).to(dev),
+        "input_ids": ids.flatten()[rows].unsqueeze(0).to(dev),
+        "position_ids": (rows % max(t, 1)).unsqueeze(0).to(dev),
+        "attention_mask": torch.ones((1, n), dtype=torch.long, device=dev),
+        "unpad_gather": gather.to(dev),  # padding slots read row 0: see _repad
+        "unpad_rows": rows.to(dev),
         "unpad_shape": (b, t),
     }
-    return FlatBatch(inputs, gather[keep].to(dev), sum(lengths) - cursor)
+    return FlatBatch(inputs, gather.view(b, t)[keep].to(dev), int(lengths.sum()) - n)
 
 
 @contextmanager

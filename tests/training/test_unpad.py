@@ -51,15 +51,16 @@ def test_flat_row_holds_each_prompt_once_for_either_padding_side():
             TokenizedSeq(ids=[5, 6, 3, 4], n_prompt=2)]  # fmt: skip
     for side in ("right", "left"):
         flat = unpadded_inputs(collate(seqs, pad_id=0, side=side))
-        assert flat.inputs["input_ids"].tolist() == [[5, 6, 7, 3, 4, 8, 9]]
-        assert flat.inputs["position_ids"].tolist() == [[0, 1, 2, 2, 3, 0, 1]]
+        assert flat.inputs["input_ids"].tolist() == [[5, 6, 7, 8, 9, 3, 4]]
+        assert flat.inputs["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3]]
         assert flat.inputs["unpad_shape"] == (3, 4)
-        # Right-padded (3, 4) slots read flat rows; padding slots read row 0 (never attended).
-        assert flat.inputs["unpad_gather"].tolist() == [0, 1, 2, 0, 5, 6, 0, 0, 0, 1, 3, 4]
-        assert flat.inputs["unpad_rows"].tolist() == [0, 1, 2, 10, 11, 4, 5]
+        # Right-padded (3, 4) slots read flat rows; row 2 reads row 0's prompt (flat 0, 1);
+        # padding slots read row 0 (never attended).
+        assert flat.inputs["unpad_gather"].tolist() == [0, 1, 2, 0, 3, 4, 0, 0, 0, 1, 5, 6]
+        assert flat.inputs["unpad_rows"].tolist() == [0, 1, 2, 4, 5, 10, 11]
         # Kept positions (those predicting response tokens), row by row: the shared prompt's
         # last token (flat 1) is kept once for each sequence that continues it.
-        assert flat.keep.tolist() == [1, 5, 1, 3]
+        assert flat.keep.tolist() == [1, 3, 1, 5]
         assert flat.shared == 2
         alone = unpadded_inputs(collate(seqs, pad_id=0, side=side), share_prompts=False)
         assert alone.inputs["input_ids"].tolist() == [[5, 6, 7, 8, 9, 5, 6, 3, 4]]
