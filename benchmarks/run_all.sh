@@ -12,4 +12,6 @@ $PY benchmarks/mfu.py --threads "$T" "$@"
 $PY benchmarks/method_overhead.py --threads "$T" "$@"
 $PY benchmarks/dpo_vs_trl.py --model tiny --threads "$T" "$@"
 $PY benchmarks/dpo_vs_trl.py --model smollm2 --threads "$T" "$@"
+$PY benchmarks/dpo_vs_trl.py --model smollm2 --threads "$T" --modes online --repeats 3 \
+    --steps 4 --warmup 2 --tag online_repeats "$@"
 $PY benchmarks/eval_throughput.py --threads "$T" "$@"
