@@ -12,30 +12,21 @@ from torch.testing import assert_close
 from bapo_exp.modeling.tokenize import TokenizedSeq, collate
 from bapo_exp.modeling.unpad import UNPADDED, is_unpadded, register, unpadded_inputs
 from bapo_exp.training.forward import policy_logps
-from tests.training.test_forward_logps import PAIRS, VOCAB, float64_reference, make_batch
+from tests.training.test_forward_logps import (  # noqa: F401 (llama is a fixture)
+    PAIRS,
+    float64_reference,
+    llama,
+    make_batch,
+)
 
 register()
 
 
-def llama_config(**kw):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                       tie_word_embeddings=True, pad_token_id=0, **kw)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def padded():
-    """A small Llama with grouped-query attention and a non-trivial distribution, on sdpa."""
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(llama_config())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(4.0)
-    return model.eval()
+def padded(llama):  # noqa: F811 (pytest passes the imported fixture)
+    """``test_forward_logps``'s small Llama (grouped-query attention, a non-trivial
+    distribution), on transformers' sdpa: the padded path."""
+    return llama
 
 
 def unpadded_copy(model):
@@ -196,10 +187,10 @@ def test_a_response_that_is_not_a_suffix_is_refused():
         unpadded_inputs(batch)
 
 
-def test_a_sliding_window_shorter_than_the_batch_is_refused():
+def test_a_sliding_window_shorter_than_the_batch_is_refused(padded):
     from transformers import MistralConfig, MistralForCausalLM
 
-    config = MistralConfig(**llama_config().to_dict() | {"sliding_window": 3})
+    config = MistralConfig(**padded.config.to_dict() | {"sliding_window": 3})
     config.model_type = "mistral"
     model = MistralForCausalLM(config)
     model.set_attn_implementation(UNPADDED)
