@@ -203,11 +203,12 @@ def main() -> None:
     pairs = synthetic_pairs(args.pairs, args.max_len, TINY_BENCH["vocab_size"], seed=0)
     counts = pairs.token_counts()
     padded = counts["sequences"] * counts["max_len"]  # one batch, padded to its longest
-    n = matmul_params(tiny_bench_model(0))
     peak = matmul_peak((counts["tokens"], padded), counts["response_tokens"],
                        5 if args.quick else 20)  # fmt: skip
     pk = peak["peak_gflops"] * 1e9
     parts, times = timed_modes(pairs, max(2, steps // 2))
+    ours = parts["shared"]
+    n = matmul_params(ours[0].accelerator.unwrap_model(ours[0].model))
     shared = shared_tokens(parts["shared"][0], args.pairs)
     body_tokens = {"shared": counts["tokens"] - shared, "unshared": counts["tokens"],
                    "padded": padded}  # fmt: skip
@@ -229,7 +230,6 @@ def main() -> None:
         },
         "target_mfu": 0.6,
     }
-    ours = parts["shared"]
     ref = reference_forward(ours[0], 2 if args.quick else 5)
     res["reference_forward_s_best"] = ref
     res["reference_mfu_best"] = 2 * res["n_matmul"] * counts["tokens"] / ref / pk

@@ -115,11 +115,10 @@ def load_model(
     tokenizer = load_tokenizer(cfg, cache_dir, path=path)
     if cfg.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; valid: {sorted(DTYPES)}")
-    attn = getattr(cfg, "attn_implementation", "sdpa")
-    if attn == UNPADDED:
+    if cfg.attn_implementation == UNPADDED:
         register_unpadded()
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[cfg.dtype], attn_implementation=attn
+        path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
