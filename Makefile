@@ -84,8 +84,13 @@ fig-mrpo_references: install  ## DPO vs MRPO with 2 and 3 references
 fig-frontier: install  ## Retention vs generated personalisation across beta, anchor weight, steps
 	$(call figure,frontier,frontier,frontier,frontier frontier_anchor)
 
-wandb-sync: install  ## Upload offline W&B runs under runs/
-	$(VENV)/bin/wandb sync --sync-all runs/
+# wandb 0.31 removed `sync --sync-all`: the offline run folders are passed explicitly.
+WANDB_SYNC_FLAGS ?= --yes
+wandb-sync: install  ## Upload the offline W&B runs under runs/ (runs/**/wandb/offline-run-*)
+	@dirs=$$(find runs -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null | sort); \
+	if [ -z "$$dirs" ]; then echo "no offline W&B runs under runs/"; exit 0; fi; \
+	echo "$(VENV)/bin/wandb sync $(WANDB_SYNC_FLAGS) <$$(echo "$$dirs" | wc -l) offline runs>"; \
+	$(VENV)/bin/wandb sync $(WANDB_SYNC_FLAGS) $$dirs
 
 clean:  ## Remove caches (never touches runs/)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,3 +1,3 @@
-from bapo_exp.main import main
+from bapo_exp.cli import main
 
 main()

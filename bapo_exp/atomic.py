@@ -1,6 +1,8 @@
-"""Files and cache folders that a kill never leaves half-written.
+"""Files and cache folders that a kill never leaves half-written: the project's one writer.
 
     write_text_atomic(path, text)                      # temporary file, then rename
+    write_json_atomic(path, obj)                       # JSON (tensors, paths, NaN handled)
+    write_jsonl_atomic(path, rows)                     # one JSON object per line
     build_folder(out, lambda tmp: ..., stamp=key)      # build once into tmp, then publish
 
 A cache folder is finished when it holds ``READY`` (written last, inside the temporary folder);
@@ -9,10 +11,13 @@ a folder without it is never trusted and is replaced.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 READY = "READY"
 
@@ -27,6 +32,33 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = _tmp_path(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def jsonable(obj: Any) -> Any:
+    """``json.dumps(default=...)``: tensors and numpy scalars as numbers, non-finite floats and
+    paths as strings; anything else (a function in an lm-eval config) as its ``str``."""
+    if hasattr(obj, "item") and callable(obj.item):  # tensors and numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, (int, float, str, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def json_line(obj: Any) -> str:
+    """One JSON object on one line (keys sorted, non-ASCII kept)."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=jsonable)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON (indented, keys sorted) through a temporary file and a rename."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
+    """Write one JSON object per line through a temporary file and a rename."""
+    write_text_atomic(path, "".join(json_line(r) + "\n" for r in rows))
 
 
 def is_ready(out: Path, stamp: str | None = None) -> bool:

@@ -14,10 +14,38 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from bapo_exp.choices import (
+    AnchorPrompts,
+    AnchorType,
+    Dtype,
+    EmptyResponses,
+    EpsSplit,
+    Finetune,
+    LoggerMode,
+    LoggerName,
+    McFormat,
+    MmluCategories,
+    Precision,
+    Reduce,
+    Schedule,
+    WeightAssignment,
+)
+from bapo_exp.registry import Registry
+
 # conf/ sits beside the package (editable install); an absolute path works for `python -m`.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 NOT_LOSS = {"loss": False}  # field metadata: not a keyword argument of the loss function
+# Top-level keys that do not change what a run computes: a re-launch of an existing run may set
+# them (re-evaluation, other paths or tracker), and a multirun cell's identity leaves them out
+# (bapo_exp.cells). Everything else is fixed by the run's saved .hydra/config.yaml.
+RUN_INDEPENDENT = ("stages", "force", "eval", "logger", "paths", "name", "objective")
+RUN_INDEPENDENT_KEYS = ("reference.cache_dir",)  # nested keys of the same kind (a cache folder)
+
+
+def run_independent(key: str) -> bool:
+    """Whether the dotted ``key`` leaves what a run computes unchanged (see above)."""
+    return key.split(".", 1)[0] in RUN_INDEPENDENT or key in RUN_INDEPENDENT_KEYS
 
 
 @dataclass
@@ -57,44 +85,38 @@ class MicroConfig:
     seed: int = 0  # pretraining data order (the init seed is tiny.seed)
     lr: float = 3.0e-3
     batch_size: int = 32
-    threads: int | None = 1  # torch intra-op threads once loaded (null = leave as is)
 
 
 @dataclass
-class ModelConfig:
+class ModelSpec:
+    """What loads a model and scores text with it: the policy's base and every reference."""
+
     name: str = MISSING  # file stem in conf/model/
-    source: str = "hf"  # hf (hub id or local folder) | tiny (built in code) | gguf (packaged file)
+    # a key of bapo_exp.modeling.load.MODEL_SOURCES: hf (hub id or local folder) | tiny (built in
+    # code) | gguf (packaged file) | micro (the synthetic world's pretrained base, a plug-in)
+    source: str = "hf"
     pretrained: str = MISSING  # hub id, local folder, or for gguf "package:file" / a .gguf path
     tokenizer: str | None = None  # default: same as pretrained
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: Dtype = Dtype.float32
     attn_implementation: str = "sdpa_unpadded"  # sdpa_unpadded | sdpa | eager | flash_attention_2
-    gradient_checkpointing: bool = False
-    finetune: str = "lora"  # lora | full
-    lora: LoraConfig = field(default_factory=LoraConfig)
     use_chat_template: bool = True  # use the tokenizer's chat template when it has one
     prompt_template: str = "{prompt}\n"  # used when there is no chat template (METHODS §1)
     max_prompt_tokens: int = 256  # prompts are truncated from the left
     max_response_tokens: int = 256  # responses are truncated from the right
-    tiny: TinyConfig = field(default_factory=TinyConfig)
-    micro: MicroConfig = field(default_factory=MicroConfig)
+    tiny: TinyConfig = field(default_factory=TinyConfig)  # source=tiny / micro: architecture
+    micro: MicroConfig = field(default_factory=MicroConfig)  # source=micro: pretraining
 
 
 @dataclass
-class ReferenceModelConfig:
-    """An extra MRPO reference: its own model, tokenizer and template (METHODS §4.1)."""
+class ModelConfig(ModelSpec):
+    """The policy: a ``ModelSpec`` plus how it is fine-tuned."""
 
-    name: str = MISSING
-    source: str = "hf"
-    pretrained: str = MISSING
-    tokenizer: str | None = None
-    dtype: str = "float32"
-    attn_implementation: str = "sdpa_unpadded"  # sdpa_unpadded | sdpa | eager | flash_attention_2
-    use_chat_template: bool = True
-    prompt_template: str = "{prompt}\n"
-    max_prompt_tokens: int = 256
-    max_response_tokens: int = 256
-    tiny: TinyConfig = field(default_factory=TinyConfig)
-    micro: MicroConfig = field(default_factory=MicroConfig)
+    gradient_checkpointing: bool = False
+    finetune: Finetune = Finetune.lora
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # torch intra-op threads of a run with this model, set once by the entrypoint (null = torch's
+    # default); micro models run faster on 1, 2 threads on a busy 2-core CPU were 20x slower
+    threads: int | None = None
 
 
 @dataclass
@@ -120,7 +142,7 @@ class DataConfig:
     do_sample: bool = False  # persona_gen decoding (greedy by default)
     temperature: float = 1.0
     top_p: float = 1.0
-    empty_responses: str = "error"  # error | drop (dropped pairs are counted in the report)
+    empty_responses: EmptyResponses = EmptyResponses.error  # drop: counted in the report
     drop_duplicates: bool = True  # repeated (prompt, chosen, rejected), counted
     drop_identical: bool = True  # chosen == rejected, counted
     max_chars: int | None = None  # drop (and count) pairs longer than this
@@ -129,7 +151,7 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = MISSING  # key in bapo_exp.losses.LOSSES, or "none" (no training)
+    name: str = MISSING  # key in bapo_exp.losses.LOSSES ("none": no training)
     beta: float = 0.1
     label_smoothing: float = 0.0
 
@@ -147,6 +169,22 @@ class MethodConfig:
             else:
                 out[f.name] = value
         return out
+
+    def reference_models(self) -> list[ModelSpec]:
+        """Extra references beside the main one (the policy's initial model): MRPO's K-1."""
+        return []
+
+    def length_divisions(self) -> list[str]:
+        """Settings of this method that divide by response length themselves (METHODS §2-3)."""
+        return []
+
+    def problems(self) -> list[str]:
+        """Settings that contradict each other (checked before any work)."""
+        return []
+
+    def anchor_prompt_file(self) -> str | None:
+        """The prompt set whose base responses anchor the policy, if not the training prompts."""
+        return None
 
 
 @dataclass
@@ -167,11 +205,13 @@ class IPOConfig(MethodConfig):
 
 @dataclass
 class AnchorConfig:
-    type: str = "hinge"  # hinge | abs | sq | nll | none   (design, METHODS §3)
+    type: AnchorType = AnchorType.hinge  # (design, METHODS §3)
     weight: float = 1.0  # lambda; 0 reduces to DPO
     margin: float = 0.0  # nats, hinge only
-    reduce: str = "sum"  # sum | mean (per-token mean of Delta_b)
-    prompts: str = field(default="train", metadata=NOT_LOSS)  # train | file (design)
+    reduce: Reduce = Reduce.sum  # mean: per-token mean of Delta_b
+    # which prompts get base responses y_b (design, METHODS §3): train = the training prompts;
+    # file = a separate prompt set (prompt_file: a JSON list of strings or {"id", "prompt"})
+    prompts: AnchorPrompts = field(default=AnchorPrompts.train, metadata=NOT_LOSS)
     prompt_file: str | None = field(default=None, metadata=NOT_LOSS)
 
 
@@ -180,15 +220,38 @@ class BAPOConfig(MethodConfig):
     name: str = "bapo"
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
 
+    def length_divisions(self) -> list[str]:
+        return ["method.anchor.reduce=mean"] if self.anchor.reduce == "mean" else []
+
+    def problems(self) -> list[str]:
+        if self.anchor.prompts == "file" and not self.anchor.prompt_file:
+            return ["method.anchor.prompts=file needs method.anchor.prompt_file (a JSON list)"]
+        return []
+
+    def anchor_prompt_file(self) -> str | None:
+        return self.anchor.prompt_file if self.anchor.prompts == "file" else None
+
 
 @dataclass
 class MRPOConfig(MethodConfig):
     name: str = "mrpo"
     ctro_eps: float = 0.1  # CTRO clipping band
-    eps_split: str = "adaptive"  # adaptive | fixed
+    eps_split: EpsSplit = EpsSplit.adaptive
     weights: list[float] | None = None  # null = ARWC adaptive weights; else fixed (normalised)
-    weight_assignment: str = "harmonic"  # harmonic | official_k2 (design, METHODS §4.4)
-    references: list[ReferenceModelConfig] = field(default_factory=list, metadata=NOT_LOSS)
+    # official_k2: as the official K=2 code; harmonic: our reading, the only form for K > 2
+    # (design, METHODS §4.4); auto (default): official_k2 for K=2, harmonic for K > 2
+    weight_assignment: WeightAssignment = WeightAssignment.auto
+    references: list[ModelSpec] = field(default_factory=list, metadata=NOT_LOSS)
+
+    def reference_models(self) -> list[ModelSpec]:
+        return list(self.references)
+
+    def problems(self) -> list[str]:
+        k = 1 + len(self.references)
+        if self.weight_assignment == "official_k2" and k != 2:
+            return [f"method.weight_assignment=official_k2 is the official code's K=2 form; with "
+                    f"K={k} references use method.weight_assignment=harmonic (design)"]  # fmt: skip
+        return []
 
 
 @dataclass
@@ -196,7 +259,7 @@ class ReferenceStageConfig:
     precompute: bool = True  # false: reference log-probs computed online in every step
     cache_dir: str = "${paths.cache_dir}/reference"
     batch_size: int = 8
-    reduce: str = "sum"  # sum | mean (METHODS §1)
+    reduce: Reduce = Reduce.sum  # METHODS §1
     do_sample: bool = False  # base responses: greedy by default (METHODS §3)
     temperature: float = 1.0
     top_p: float = 1.0
@@ -213,9 +276,9 @@ class TrainConfig:
     lr: float = 5e-5
     weight_decay: float = 0.0
     warmup_steps: int = 10
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: Schedule = Schedule.cosine
     max_grad_norm: float = 1.0
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: Precision = Precision.auto
     log_every: int = 1
     ckpt_every: int = 50
     keep_checkpoints: int = 2
@@ -230,23 +293,24 @@ class EvalConfig:
     batch_size: int = 8
     num_fewshot: int = 0  # MMLU: 0 (default) or 5 from the dev split
     mmlu_subjects: list[str] | None = None  # null = all 57
-    mc_format: str = "auto"  # auto (letter: real suites; options: synthetic) | letter | options
+    mc_format: McFormat = McFormat.auto  # auto: each suite's own (letter for MMLU)
+    mmlu_categories: MmluCategories = MmluCategories.lm_eval  # mmlu/<category> groups
     ckpt: str | None = None  # score this checkpoint instead of the run's own
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None
     judge: str | None = None  # conf/model/ name of the judge; null = main reference; "none" = off
     judge_template: str = "{prompt} {instruction}"  # judge's prompt with the instruction (design)
-    style_check: str | None = None  # "module:function" exact style check; null = by data.name
+    style_check: str | None = None  # a STYLE_CHECKS name; null = the one of data.name, if any
     significance_z: float = 1.0  # standard errors a rate must clear for a verdict (design)
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"  # wandb | none
+    name: LoggerName = LoggerName.none
     project: str = "bapo-exp"
     entity: str | None = None
-    mode: str = "auto"  # auto (online with an API key, else offline) | offline | online | disabled
+    mode: LoggerMode = LoggerMode.auto  # auto: online with an API key, else offline
     tags: list[str] = field(default_factory=list)
 
 
@@ -274,33 +338,57 @@ class Config:
     seed: int = 0
     force: bool = False
     objective: str | None = None
+    # Replace every extra (MRPO) reference by this conf/model/ name, each with its own init
+    # seed (tiny.seed = 1, 2, ...): a CPU smoke of a paper preset needs no hub model
+    # (debug=tiny sets tiny). null = the references as configured.
+    reference_substitute: str | None = None
 
 
-METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
-    "none": NoMethodConfig,
-    "dpo": DPOConfig,
-    "ipo": IPOConfig,
-    "bapo": BAPOConfig,
-    "mrpo": MRPOConfig,
-}
+# method name -> its schema (conf/method/<file>.yaml extends /schema/method/<name>); a plug-in
+# adds a method with register_method_schema (and a LossSpec in bapo_exp.losses.LOSSES).
+METHOD_SCHEMAS: Registry[type[MethodConfig]] = Registry("method schema", "method.name")
+for _name, _schema in {"none": NoMethodConfig, "dpo": DPOConfig, "ipo": IPOConfig,
+                       "bapo": BAPOConfig, "mrpo": MRPOConfig}.items():  # fmt: skip
+    METHOD_SCHEMAS.register(_name, _schema)
+# Schemas are stored under schema/<group>/ so that Hydra's option lists and errors show only
+# conf/ files; a YAML file extends its schema with `defaults: [/schema/<group>/<name>@_here_]`.
+GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+                 "eval": EvalConfig, "logger": LoggerConfig, "paths": PathsConfig}  # fmt: skip
 
 
-def _synthetic_world_dir(cache_dir: str, knobs: Any) -> str:
-    """``${synthetic_world:<cache_dir>,<knobs>}``: the cache-keyed folder of a synthetic world."""
+def register_method_schema(name: str, schema: type[MethodConfig]) -> None:
+    """Add a method's schema (e.g. from a plug-in) and store it as ``/schema/method/<name>``."""
+    METHOD_SCHEMAS.register(name, schema, replace=True)
+    ConfigStore.instance().store(group="schema/method", name=name, node=schema)
+
+
+def typed_config(container: dict) -> Any:
+    """A saved run config (plain dict) checked against the schema, its method's included.
+
+    Raises:
+        omegaconf errors naming the key, e.g. a key this code version no longer knows.
+    """
     from omegaconf import OmegaConf
 
-    from bapo_exp.synthetic.export import world_dir  # lazy: only when a config uses it
-
-    plain = OmegaConf.to_container(knobs, resolve=True) if OmegaConf.is_config(knobs) else knobs
-    return str(world_dir(plain or {}, cache_dir))
+    base = OmegaConf.structured(Config)
+    method = (container.get("method") or {}).get("name")
+    if method is not None:
+        base.method = OmegaConf.structured(METHOD_SCHEMAS.require(method))
+    return OmegaConf.merge(base, container)
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers used by ``conf/`` (idempotent)."""
+    """The OmegaConf resolvers ``conf/`` uses (idempotent): ``${cell_dir:}`` names a multirun
+    cell's folder by the cell's identity (``bapo_exp.cells``); ``${fresh_run_subdir:}`` keeps
+    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.relaunch``)."""
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("synthetic_world"):
-        OmegaConf.register_new_resolver("synthetic_world", _synthetic_world_dir)
+    from bapo_exp.cells import cell_dir
+    from bapo_exp.relaunch import fresh_run_subdir
+
+    for name, fn in (("cell_dir", cell_dir), ("fresh_run_subdir", fresh_run_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def register_configs() -> None:
@@ -308,11 +396,7 @@ def register_configs() -> None:
     register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="model", name="base_model", node=ModelConfig)
-    cs.store(group="data", name="base_data", node=DataConfig)
-    cs.store(group="train", name="base_train", node=TrainConfig)
-    cs.store(group="eval", name="base_eval", node=EvalConfig)
-    cs.store(group="logger", name="base_logger", node=LoggerConfig)
-    cs.store(group="paths", name="base_paths", node=PathsConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=f"schema/{group}", name="base", node=schema)
     for key, schema in METHOD_SCHEMAS.items():
-        cs.store(group="method", name=f"base_{key}", node=schema)
+        cs.store(group="schema/method", name=key, node=schema)

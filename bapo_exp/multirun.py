@@ -21,12 +21,10 @@ Two multiruns sharing one sweep directory at the same time would mix their recor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import traceback
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +33,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bapo_exp.tracking.run_dir import write_json_atomic
+from bapo_exp.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 RECORDS = ".multirun"
 REPORT = "multirun_report.json"
-
-
-MAX_DIRNAME = 160  # characters of one path component kept readable (filesystems allow 255 bytes)
-SAFE = "=,[]{}:._-+@"  # kept as typed; everything else ('/', spaces, quotes, '%') is %-escaped
-
-
-def cell_dirname(override_dirname: str) -> str:
-    """A cell's directory name from Hydra's ``override_dirname`` (sorted ``key=value`` pairs).
-
-    Percent-encoding keeps the name one path component (a hub id's '/' cannot nest folders) and
-    is injective, so distinct cells keep distinct names; a name longer than ``MAX_DIRNAME`` is
-    cut and suffixed with the SHA-1 of the whole string. An empty string (no overrides) -> "cell".
-    Registered as the ``cell_dir`` resolver for ``hydra.sweep.subdir``.
-    """
-    if not override_dirname:
-        return "cell"
-    name = urllib.parse.quote(override_dirname, safe=SAFE)
-    if len(name) > MAX_DIRNAME:
-        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
-        name = f"{name[: MAX_DIRNAME - 14]}~{digest}"
-    return name
-
-
-def register_resolvers() -> None:
-    """Register ``${cell_dir:...}`` (idempotent)."""
-    if not OmegaConf.has_resolver("cell_dir"):
-        OmegaConf.register_new_resolver("cell_dir", cell_dirname)
 
 
 def _records_dir(config: DictConfig) -> Path:

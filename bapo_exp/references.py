@@ -1,7 +1,13 @@
-"""Base responses and reference log-probs, computed once and shared (METHODS §3, §5).
+"""Base responses and reference tables, computed once and shared (METHODS §3, §5).
 
-Used by the ``reference`` stage (which fills the caches) and by ``train``/``eval`` (which read
-them: with warm caches no reference forward pass is run and no extra model is loaded).
+    refs = [main, *(Reference(s, cache_dir) for s in cfg.method.reference_models())]
+    base = base_responses(main, prompts, cfg.reference, cache_dir=..., seed=cfg.seed)
+    table = score_examples(refs, examples, base, cfg.reference)      # a RefTable
+
+Names: a ``Reference`` (``modeling.reference``) is a frozen model that scores text; a
+``RefTable`` holds the log-probs K references give each example's chosen, rejected and base
+response; the ``ReferenceCache`` (``modeling.ref_cache``) keeps them on disk, so with warm caches
+the ``reference``, ``train`` and ``eval`` stages run no reference forward pass.
 """
 
 from __future__ import annotations
@@ -14,133 +20,147 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bapo_exp.config import Config, ModelConfig, ReferenceModelConfig
+from bapo_exp.config import ReferenceStageConfig
 from bapo_exp.data.types import PreferenceExample
+from bapo_exp.losses.types import AnchorLogps, PairLogps
+from bapo_exp.modeling.reference import Reference
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Reference:
-    """One reference model, loaded on first use (reference 0 may be the policy itself)."""
-
-    cfg: ModelConfig | ReferenceModelConfig
-    cache_dir: str
-    model: torch.nn.Module | None = None
-    tokenizer: object | None = None
-    include_adapter: bool = False  # True only when a continued, trained adapter is the reference
-    _fingerprint: str | None = field(default=None, repr=False)
-
-    def load(self) -> None:
-        if self.model is None:
-            from bapo_exp.modeling.load import load_model
-
-            self.model, self.tokenizer = load_model(self.cfg, self.cache_dir)
-            self.model.eval()
-
-    def tokenization(self):
-        from bapo_exp.modeling.tokenize import Tokenization
-
-        self.load()
-        return Tokenization.from_config(self.tokenizer, self.cfg)
-
-    def fingerprint(self) -> str:
-        """Weights identity; a policy with a fresh, disabled adapter equals its base model."""
-        from bapo_exp.modeling.ref_cache import model_fingerprint
-
-        if self._fingerprint is None:
-            self.load()
-            self._fingerprint = model_fingerprint(
-                self.model, self.cfg.pretrained, include_adapter=self.include_adapter
-            )
-        return self._fingerprint
-
-    def scoring_context(self):
-        """Score with the adapter disabled unless the adapter itself is the reference."""
-        from contextlib import nullcontext
-
-        if hasattr(self.model, "disable_adapter") and not self.include_adapter:
-            return self.model.disable_adapter()
-        return nullcontext()
-
-
-def references_of(cfg: Config, main: Reference | None = None) -> list[Reference]:
-    """Reference 0 (the policy's initial model) then ``method.references`` (MRPO)."""
-    main = main or Reference(cfg.model, cfg.paths.cache_dir)
-    extra = [Reference(r, cfg.paths.cache_dir) for r in getattr(cfg.method, "references", [])]
-    return [main, *extra]
-
-
-def base_responses(cfg: Config, ref: Reference, prompts: Sequence[str]) -> dict[str, str]:
-    """Greedy (or sampled) answers of reference 0 to ``prompts``, cached and resumable."""
-    from bapo_exp.modeling.generate import generate_texts
-
-    unique = list(dict.fromkeys(prompts))
-    tok = ref.tokenization()
-    rendered = [tok.render(p) for p in unique]
-    r = cfg.reference
-    max_new = r.max_new_tokens or ref.cfg.max_response_tokens
-    fp = ref.fingerprint()
-    with ref.scoring_context():
-        texts = generate_texts(
-            ref.model, ref.tokenizer, rendered, max_new_tokens=max_new,
-            batch_size=r.gen_batch_size, do_sample=r.do_sample, temperature=r.temperature,
-            top_p=r.top_p, seed=cfg.seed,
-            cache_path=Path(cfg.paths.cache_dir) / "base_responses" / f"{fp[:16]}.jsonl",
-            cache_key_extra={"model": fp, "tokenization": tok.fingerprint()},
-            desc="base responses",
-        )  # fmt: skip
-    return dict(zip(unique, texts, strict=True))
+ROLES = ("chosen", "rejected", "base")  # the response axis of a RefTable (+ "anchor")
 
 
 @dataclass
 class RefTable:
-    """Reference log-probs of (chosen, rejected, base) for K references: logps, ntok (K, 3, N)."""
+    """Reference log-probs of each example's responses, for K references.
+
+    Attributes:
+        logps: (K, R, N): reference k (0 = the main one), response role (``roles``), example.
+        ntok: (K, R, N) response token counts.
+        n_computed: sequences scored by a forward pass (the rest came from the cache).
+        fingerprints: the cache folder of each reference.
+        roles: ``ROLES``, plus ``"anchor"`` when BAPO's anchor prompts come from a file.
+    """
 
     logps: Tensor
     ntok: Tensor
     n_computed: int = 0
     fingerprints: list[str] = field(default_factory=list)
+    roles: tuple[str, ...] = ROLES
+
+    def select(self, idx: Sequence[int]) -> RefTable:
+        """The examples ``idx`` (a batch): (K, R, len(idx))."""
+        return RefTable(self.logps[:, :, idx], self.ntok[:, :, idx], roles=self.roles)
+
+    def role(self, role: str, k: int = 0) -> Tensor:
+        """Reference ``k``'s log-probs of one response role, (N,); ``anchor`` falls back to
+        ``base`` when the anchor is the example's own base response."""
+        if role == "anchor" and role not in self.roles:
+            role = "base"
+        return self.logps[k, self.roles.index(role)]
+
+    def tokens(self, role: str, k: int = 0) -> Tensor:
+        if role == "anchor" and role not in self.roles:
+            role = "base"
+        return self.ntok[k, self.roles.index(role)]
+
+    def pair(self, k: int = 0) -> PairLogps:
+        """Reference ``k``'s chosen/rejected log-probs with their token counts."""
+        return PairLogps(self.role("chosen", k), self.role("rejected", k),
+                         self.tokens("chosen", k), self.tokens("rejected", k))  # fmt: skip
+
+    def pairs(self) -> list[PairLogps]:
+        """Every reference's pair, the main one first (MRPO's ``references``)."""
+        return [self.pair(k) for k in range(self.logps.shape[0])]
+
+    def anchor(self, policy_anchor: Tensor, policy_tokens: Tensor) -> AnchorLogps:
+        """BAPO's anchor: the policy's and the main reference's log-probs of the anchor y_b."""
+        return AnchorLogps(policy=policy_anchor, reference=self.role("anchor"),
+                           tokens=policy_tokens)  # fmt: skip
+
+    @property
+    def n_references(self) -> int:
+        return int(self.logps.shape[0])
+
+
+def base_responses(
+    ref: Reference,
+    prompts: Sequence[str],
+    settings: ReferenceStageConfig,
+    *,
+    cache_dir: str,
+    seed: int,
+) -> dict[str, str]:
+    """The main reference's own answers y_b to ``prompts`` (greedy by default), cached.
+
+    Args:
+        ref: the main reference (the untrained policy).
+        settings: ``cfg.reference`` (decoding, budget, batch size).
+        cache_dir: ``paths.cache_dir``; the cache is ``base_responses/<fingerprint>.jsonl``.
+        seed: sampling seed (unused when greedy).
+    """
+    from bapo_exp.modeling.generate import generate_texts
+
+    unique = list(dict.fromkeys(prompts))
+    tok = ref.tokenization()
+    fp = ref.fingerprint()
+    with ref.frozen() as model:
+        texts = generate_texts(
+            model, ref.tokenizer, [tok.render(p) for p in unique],
+            max_new_tokens=settings.max_new_tokens or ref.spec.max_response_tokens,
+            batch_size=settings.gen_batch_size, do_sample=settings.do_sample,
+            temperature=settings.temperature, top_p=settings.top_p, seed=seed,
+            cache_path=Path(cache_dir) / "base_responses" / f"{fp[:16]}.jsonl",
+            cache_key_extra={"model": fp, "tokenization": tok.fingerprint()},
+            desc=f"base responses ({len(unique)} prompts)",
+        )  # fmt: skip
+    return dict(zip(unique, texts, strict=True))
 
 
 def score_examples(
-    cfg: Config, refs: list[Reference], examples: Sequence[PreferenceExample], base: dict[str, str]
+    refs: Sequence[Reference],
+    examples: Sequence[PreferenceExample],
+    base: dict[str, str],
+    settings: ReferenceStageConfig,
+    anchor_prompts: Sequence[str] | None = None,
 ) -> RefTable:
-    """Every reference scores the *text* of y_w, y_l and y_b with its own tokenizer (§4.1)."""
+    """Every reference scores the *text* of y_w, y_l and y_b with its own tokenizer (§4.1);
+    with ``anchor_prompts`` (one per example) also (x_a, y_b(x_a)), the ``anchor`` role."""
     from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps
 
-    prompts = [e.prompt for e in examples]
-    responses = [[e.chosen for e in examples], [e.rejected for e in examples],
-                 [base[e.prompt] for e in examples]]  # fmt: skip
-    logps = torch.zeros(len(refs), 3, len(examples))
-    ntok = torch.zeros(len(refs), 3, len(examples))
+    texts = {"chosen": [(e.prompt, e.chosen) for e in examples],
+             "rejected": [(e.prompt, e.rejected) for e in examples],
+             "base": [(e.prompt, base[e.prompt]) for e in examples]}  # fmt: skip
+    if anchor_prompts is not None:
+        texts["anchor"] = [(a, base[a]) for a in anchor_prompts]
+    logps = torch.zeros(len(refs), len(texts), len(examples))
+    ntok = torch.zeros(len(refs), len(texts), len(examples))
     computed, prints = 0, []
     for k, ref in enumerate(refs):
         tok = ref.tokenization()
-        cache = ReferenceCache(cfg.reference.cache_dir, ref.fingerprint(), tok.fingerprint(),
-                               reduce=cfg.reference.reduce)  # fmt: skip
+        cache = ReferenceCache(settings.cache_dir, ref.fingerprint(), tok.fingerprint(),
+                               reduce=settings.reduce)  # fmt: skip
         prints.append(cache.dir.name)
-        for j, resp in enumerate(responses):
-            with ref.scoring_context():
-                lp, nt, n_new = cached_logps(ref.model, tok, prompts, resp, cache,
-                                             batch_size=cfg.reference.batch_size,
-                                             desc=f"reference {k}")  # fmt: skip
+        for j, (role, pairs) in enumerate(texts.items()):
+            lp, nt, n_new = cached_logps(ref, tok, [p for p, _ in pairs], [r for _, r in pairs],
+                                         cache, batch_size=settings.batch_size,
+                                         desc=f"reference {k} scores {role}")  # fmt: skip
             logps[k, j], ntok[k, j] = lp, nt
             computed += n_new
-    return RefTable(logps, ntok, computed, prints)
+    return RefTable(logps, ntok, computed, prints, roles=tuple(texts))
 
 
 def heterogeneity(examples: Sequence[PreferenceExample], table: RefTable) -> dict[str, dict]:
     """Per preference: NLL distance of y_w from y_b and the reference margin (METHODS §7)."""
     out: dict[str, dict] = {}
-    lp, nt = table.logps[0], table.ntok[0].clamp(min=1)
+    chosen, base = table.role("chosen"), table.role("base")
+    n_chosen, n_base = table.tokens("chosen").clamp(min=1), table.tokens("base").clamp(min=1)
     for pref in sorted({e.preference for e in examples}):
         idx = torch.tensor([i for i, e in enumerate(examples) if e.preference == pref])
-        nll_w = -(lp[0, idx] / nt[0, idx])
-        nll_b = -(lp[2, idx] / nt[2, idx])
+        nll_w = -(chosen[idx] / n_chosen[idx])
+        nll_b = -(base[idx] / n_base[idx])
         out[pref] = {
             "n_pairs": len(idx),
             "nll_distance": float((nll_w - nll_b).mean()),  # per token, nats
-            "ref_margin": float((lp[0, idx] - lp[1, idx]).mean()),  # l_0(y_w) - l_0(y_l)
+            "ref_margin": float((chosen[idx] - table.role("rejected")[idx]).mean()),
         }
     return out

@@ -2,6 +2,10 @@
 
 python -m bapo_exp.analysis runs/frontier --figure frontier --out notebooks/figures
 python -m bapo_exp.analysis runs/fig2_knowledge_retention          # figure from the preset name
+
+A figure is drawn only from what was measured: no complete trained run, a metric no run has,
+or a forgetting figure without the base model's run is an error that says which command
+produces what is missing; nothing is written then.
 """
 
 from __future__ import annotations
@@ -13,30 +17,67 @@ from pathlib import Path
 
 import pandas as pd
 
+from bapo_exp.analysis.aggregate import BASE_METHOD
 from bapo_exp.analysis.figures import FIGURES, figure_for, render
-from bapo_exp.analysis.load import load_runs
+from bapo_exp.analysis.load import DuplicateRunsError, load_runs
+
+NEEDS_BASE = ("heterogeneity",)  # figures of forgetting = base score - trained score
+
+
+class AnalysisError(ValueError):
+    """A usage error: printed as one line, exit status 2."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis", description=__doc__)
-    p.add_argument("root", type=Path, help="results folder, e.g. runs/fig5_drift")
-    p.add_argument("--figure", default="auto", choices=["auto", *FIGURES])
-    p.add_argument("--out", type=Path, default=Path("notebooks/figures"))
+    p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("root", type=Path, help="results folder of a grid, e.g. runs/fig5_drift")
+    p.add_argument(
+        "--figure",
+        default="auto",
+        choices=["auto", *FIGURES],
+        help="what to draw (auto: the figure of the preset that made the runs)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("notebooks/figures"),
+        help="folder for <name>.png|pdf and <name>_table.csv",
+    )
     p.add_argument("--name", default=None, help="file stem of the figure (default: the runs' name)")
-    p.add_argument("--x", default=None, help="personalisation column for the frontier")
-    p.add_argument("--metrics", nargs="+", default=None, help="columns to plot, e.g. eval/hhh/acc")
+    p.add_argument(
+        "--x",
+        default=None,
+        help="personalisation column of a frontier (default: eval/gen/style_share, "
+        "else eval/gen/win_rate, else eval/personal/pref_acc)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="columns to plot, e.g. eval/hhh/acc (default: the figure's own)",
+    )
     p.add_argument(
         "--base",
         type=Path,
         default=None,
-        help="folder of base-model runs (method=none); default <root>/../base_model",
+        help="folder of the base-model runs (method=none); default <root>/../base_model",
     )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="draw although the last multirun of the folder has failed or unfinished "
+        "cells (multirun_report.json); by default that is an error",
+    )
+    p.add_argument("--duplicates", choices=["error", "first", "keep"], default="error",
+                   help="runs with equal configs: refuse (default), keep the first complete one "
+                   "of each group, or keep all (each with a warning)")  # fmt: skip
     return p.parse_args(argv)
 
 
-def load_with_base(root: Path, base: Path | None) -> pd.DataFrame:
+def load_with_base(root: Path, base: Path | None, duplicates: str) -> pd.DataFrame:
     """Complete runs under ``root`` plus the base-model runs of the same models."""
-    df = load_runs(root)
+    df = load_runs(root, duplicates=duplicates)
     incomplete = df[df["status"] != "complete"]
     if len(incomplete):
         sys.stderr.write(
@@ -47,26 +88,60 @@ def load_with_base(root: Path, base: Path | None) -> pd.DataFrame:
     df = df[df["status"] == "complete"]
     base = base or root.parent / "base_model"
     if base.is_dir() and base.resolve() != root.resolve():
-        b = load_runs(base, complete_only=True)
-        b = b[(b["method.name"] == "none") & b["model.name"].isin(df["model.name"])]
+        b = load_runs(base, complete_only=True, duplicates=duplicates)
+        b = b[(b["method.name"] == BASE_METHOD) & b["model.name"].isin(df["model.name"])]
         df = pd.concat([df, b], ignore_index=True)
     return df
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    df = load_with_base(args.root, args.base)
-    if df.empty:
-        sys.stderr.write(f"no complete run under {args.root}\n")
-        return 1
+def base_command(model: str) -> str:
+    return (
+        f"python -m bapo_exp -m experiment=base_model model={model}   (add the grid's own "
+        "overrides, e.g. debug=tiny; or make <figure target>, which runs it first)"
+    )
+
+
+def failed_cells(root: Path) -> list[str]:
+    """Cells of the folder's last multirun that failed or did not finish."""
+    import json
+
+    report = root / "multirun_report.json"
+    if not report.exists():
+        return []
+    problems = json.loads(report.read_text()).get("problems", [])
+    return [f"{p.get('status')}: {p.get('run_dir')} {p.get('error', '')}".strip() for p in problems]
+
+
+def check_runs(df: pd.DataFrame, figure: str, root: Path, partial: bool = False) -> None:
+    """Refuse a figure that would be empty, made of NaN or silently missing cells."""
+    if not partial and (failed := failed_cells(root)):
+        raise AnalysisError(
+            f"{len(failed)} cell(s) of the last multirun in {root} failed or did not finish, so "
+            "the figure would miss them:\n  "
+            + "\n  ".join(failed[:10])
+            + "\nre-run the grid (finished cells are skipped) or pass --partial"
+        )
+    trained = df[df["method.name"] != BASE_METHOD] if len(df) else df
+    if trained.empty:
+        raise AnalysisError(
+            f"no complete trained run under {root} (see its multirun_report.json for the "
+            "failed cells); nothing drawn"
+        )
+    if FIGURES[figure].kind in NEEDS_BASE:
+        have = set(df.loc[df["method.name"] == BASE_METHOD, "model.name"])
+        if missing := sorted(set(trained["model.name"]) - have):
+            raise AnalysisError(
+                f"figure {figure} shows forgetting against the base model, and there is no "
+                f"base-model run for {missing}; produce it with:\n  {base_command(missing[0])}"
+            )
+
+
+def draw(args: argparse.Namespace) -> int:
+    df = load_with_base(args.root, args.base, args.duplicates)
     figure = figure_for(df) if args.figure == "auto" else args.figure
+    check_runs(df, figure, args.root, args.partial)
     metrics = tuple(args.metrics) if args.metrics else None
-    try:
-        table, files = render(df, figure, args.out, x=args.x, metrics=metrics, name=args.name)
-    except (KeyError, ValueError) as exc:  # a metric or figure the runs cannot give
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    table, files = render(df, figure, args.out, x=args.x, metrics=metrics, name=args.name)
     stem = os.path.commonprefix([f.stem for f in files]).rstrip("_") or figure
     csv = args.out / f"{stem}_table.csv"
     table.to_csv(csv, index=False)
@@ -77,9 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return draw(args)
+    except (AnalysisError, DuplicateRunsError, FileNotFoundError, KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        sys.stderr.write(f"error: {message}\n")
+        return 2
+
+
 def base_line(df: pd.DataFrame, metrics: list[str]) -> str:
     """The untrained base model's scores on the same metrics (the reference line)."""
-    base = df[df["method.name"] == "none"]
+    base = df[df["method.name"] == BASE_METHOD]
     have = [m for m in metrics if m in base]
     if base.empty or not have:
         return "base model: no method=none run found (see the preset header)\n"

@@ -10,6 +10,11 @@ measured heterogeneity of METHODS §7 (``het/nll_distance``, ``het/ref_margin``,
 ``het/n_preferences``). What a run is comes from its files, never from its directory name.
 Runs whose stages are not all done are kept with ``status == "incomplete"`` and the missing
 stages listed in ``missing``; ``complete_only=True`` drops them after a warning.
+
+``run_id`` is each run's identity (``bapo_exp.cells.run_identity``: the resolved config that
+changes results). Two runs with one identity would be averaged as if they were two seeds, so
+``load_runs`` refuses them (``DuplicateRunsError``, naming the folders) unless told to keep the
+first complete one of each group (``duplicates="first"``, with a warning) or all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
+
+
+class DuplicateRunsError(ValueError):
+    """Runs with the same identity (config that changes results) under one results folder."""
+
+
 SUMMARY_STAGES = ("reference", "train", "eval")
 
 
@@ -95,7 +106,10 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     """One run's row: config columns, ``<stage>/<metric>`` columns, status."""
     run_dir = Path(run_dir)
     cfg = _config(run_dir)
-    row: dict[str, Any] = {"run_dir": str(run_dir), **flatten(cfg)}
+    from bapo_exp.cells import saved_identity
+
+    row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": saved_identity(run_dir),
+                           **flatten(cfg)}  # fmt: skip
     prefs = cfg.get("data", {}).get("preferences")
     if isinstance(prefs, list):
         row["data.n_preferences"] = len(prefs)
@@ -116,24 +130,49 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return row
 
 
-def load_runs(root: str | Path, complete_only: bool = False) -> pd.DataFrame:
+def load_runs(
+    root: str | Path, complete_only: bool = False, duplicates: str = "error"
+) -> pd.DataFrame:
     """One tidy row per run under ``root`` (see the module docstring).
 
     Args:
         root: a results folder, e.g. ``runs/fig2_knowledge_retention``, or one run directory.
         complete_only: drop runs with a missing stage (they are logged first).
+        duplicates: runs with one identity: ``error`` (raise ``DuplicateRunsError``), ``first``
+            (keep the first complete one of each group, warn) or ``keep`` (warn only).
 
     Returns:
-        DataFrame with ``run_dir``, ``status``, ``missing``, config and metric columns.
+        DataFrame with ``run_dir``, ``run_id``, ``status``, ``missing``, config and metrics.
     """
     rows = [read_run(d) for d in find_run_dirs(root)]
-    df = pd.DataFrame(rows, columns=None if rows else ["run_dir", "status", "missing"])
+    df = pd.DataFrame(rows, columns=None if rows else ["run_dir", "run_id", "status", "missing"])
     incomplete = df[df["status"] != "complete"]
     for _, r in incomplete.iterrows():
         log.warning("incomplete run (missing %s): %s", r["missing"], r["run_dir"])
     if complete_only:
         df = df[df["status"] == "complete"].reset_index(drop=True)
-    return df
+    return resolve_duplicates(df, duplicates)
+
+
+def resolve_duplicates(df: pd.DataFrame, how: str = "error") -> pd.DataFrame:
+    """Refuse, or merge loudly, rows with the same ``run_id`` (see ``load_runs``)."""
+    if how not in ("error", "first", "keep"):
+        raise ValueError(f"duplicates={how!r}; choose error, first or keep")
+    groups = [g for _, g in df.groupby("run_id", sort=True) if len(g) > 1] if len(df) else []
+    if not groups:
+        return df
+    text = "\n".join("  same run: " + ", ".join(g["run_dir"]) for g in groups)
+    if how == "error":
+        raise DuplicateRunsError(
+            f"{len(groups)} run(s) appear more than once (equal configs; averaging them would "
+            f"count one run as several seeds):\n{text}\nDelete the extra folders, or pass "
+            "duplicates='first' (CLI: --duplicates first) to keep the first complete one."
+        )
+    log.warning("duplicate runs (%s):\n%s", how, text)
+    if how == "keep":
+        return df
+    order = df.assign(_done=df["status"] != "complete").sort_values(["_done", "run_dir"])
+    return order.drop_duplicates("run_id").drop(columns="_done").sort_index()
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bapo_exp.config import DataConfig
 from bapo_exp.data import dsp, persona_gen, psoups
 from bapo_exp.data.heterogeneity import SplitPools, equal_shares, mix, split_groups
-from bapo_exp.data.io import setting
 from bapo_exp.data.types import PreferenceData, PreferenceExample
 from bapo_exp.data.validation import CLEANING_KEYS, DataError, clean_pairs
+from bapo_exp.registry import Registry
 
 __all__ = [
     "DATASETS",
+    "DatasetSpec",
+    "check_dataset",
     "DataError",
     "PreferenceData",
     "PreferenceExample",
@@ -37,19 +40,35 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _synthetic(cfg: DataConfig, **kwargs: Any) -> SplitPools:
-    """Synthetic-world pairs (lazy import: ``bapo_exp.synthetic`` imports this package)."""
-    from bapo_exp.synthetic.builder import build_synthetic
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A preference source.
 
-    return build_synthetic(cfg, **kwargs)
+    Attributes:
+        build: ``build(cfg: DataConfig, *, data_root, cache_dir, load_writer) -> SplitPools``.
+        preflight: ``preflight(cfg, *, data_root, cache_dir)`` raising ``DataError`` on bad names,
+            paths or records, run before any model is loaded; None: ``build`` is cheap (no model)
+            and is the check.
+    """
+
+    build: Callable[..., SplitPools]
+    preflight: Callable[..., None] | None = None
 
 
-DATASETS: dict[str, Callable[..., SplitPools]] = {
-    "dsp": dsp.build,
-    "psoups": psoups.build,
-    "persona_gen": persona_gen.build,
-    "synthetic": _synthetic,
-}
+# Plug-ins add theirs (the synthetic world registers "synthetic" from bapo_exp.synthetic.plugin).
+DATASETS: Registry[DatasetSpec] = Registry("dataset", config_key="data.name")
+DATASETS.register("dsp", DatasetSpec(dsp.build))
+DATASETS.register("psoups", DatasetSpec(psoups.build))
+DATASETS.register("persona_gen", DatasetSpec(persona_gen.build, persona_gen.preflight))
+
+
+def check_dataset(cfg: DataConfig, *, data_root: str, cache_dir: str) -> None:
+    """Validate the configured data before any model is loaded (``DataError`` otherwise)."""
+    spec = DATASETS.require(cfg.name)
+    if spec.preflight is not None:
+        spec.preflight(cfg, data_root=data_root, cache_dir=cache_dir)
+    else:
+        spec.build(cfg, data_root=data_root, cache_dir=cache_dir, load_writer=None)
 
 
 def _clean(
@@ -59,9 +78,9 @@ def _clean(
     for pref, examples in by_pref.items():
         kept[pref], counts[pref] = clean_pairs(
             examples,
-            drop_duplicates=setting(cfg, "drop_duplicates"),
-            drop_identical=setting(cfg, "drop_identical"),
-            max_chars=setting(cfg, "max_chars"),
+            drop_duplicates=cfg.drop_duplicates,
+            drop_identical=cfg.drop_identical,
+            max_chars=cfg.max_chars,
         )
     return kept, counts
 
@@ -76,9 +95,9 @@ def _clean_both(pools: SplitPools, cfg: DataConfig) -> tuple[dict, dict, dict]:
         "total": {k: sum(c[k] for side in sides for c in side.values()) for k in CLEANING_KEYS},
         "dropped": {
             "empty": True,
-            "identical": setting(cfg, "drop_identical"),
-            "duplicates": setting(cfg, "drop_duplicates"),
-            "over_length": setting(cfg, "max_chars") is not None,
+            "identical": cfg.drop_identical,
+            "duplicates": cfg.drop_duplicates,
+            "over_length": cfg.max_chars is not None,
         },
     }
     return train, heldout, report
@@ -107,10 +126,7 @@ def build_dataset(
         KeyError: unknown ``cfg.name`` (the message lists the valid names).
         DataError: malformed data (the message names file, record index and field).
     """
-    try:
-        builder = DATASETS[cfg.name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {cfg.name!r}; available: {sorted(DATASETS)}") from None
+    builder = DATASETS.require(cfg.name).build
     pools = builder(cfg, data_root=data_root, cache_dir=cache_dir, load_writer=load_writer)
     report = dict(pools.report)
     report["pairs_built"] = {

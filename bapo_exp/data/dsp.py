@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bapo_exp.config import DataConfig
 from bapo_exp.data.heterogeneity import SplitPools, split_groups
-from bapo_exp.data.io import read_records, resolve_path, setting
+from bapo_exp.data.io import read_records, resolve_path
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import (
     DataError,
@@ -158,7 +158,7 @@ def build(cfg: DataConfig, *, data_root: str, cache_dir: str, load_writer=None) 
         cfg.preferences, DOMAINS, kind="DSP domain", defined_in="bapo_exp.data.dsp"
     )
     used = set(DOMAINS) | ({"normal"} if cfg.include_normal else set())  # chosen or rejected
-    policy = setting(cfg, "empty_responses")
+    policy = cfg.empty_responses
     if policy not in ("error", "drop"):
         raise DataError(f"data.empty_responses must be 'error' or 'drop', got {policy!r}")
     allow_empty = policy == "drop"

@@ -1,4 +1,4 @@
-"""Reading data files (JSON lists with record-level errors) and data settings.
+"""Reading data files (JSON lists with record-level errors).
 
 from bapo_exp.data.io import read_records, read_prompts
 """
@@ -11,30 +11,16 @@ from typing import Any
 
 from bapo_exp.data.validation import DataError, record_error, require_mapping, require_str
 
-# Data settings proposed for ``DataConfig`` (see the data README): read through ``setting`` so
-# the code works before and after the fields exist in the schema.
-PENDING_DEFAULTS: dict[str, Any] = {
-    "personas": {},  # persona_gen: persona id -> instruction text
-    "max_new_tokens": 256,  # persona_gen: writer's response budget (tokens)
-    "gen_batch_size": 8,  # persona_gen: prompts per generate() call
-    "do_sample": False,  # persona_gen: greedy by default
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "empty_responses": "error",  # error | drop (counted in report)
-    "drop_duplicates": True,  # identical (prompt, chosen, rejected) repeats
-    "drop_identical": True,  # pairs with chosen == rejected
-    "max_chars": None,  # drop pairs longer than this (prompt + longer response), counted
-}
 
-
-def setting(cfg: Any, name: str) -> Any:
-    """``cfg.<name>``, or its proposed default while ``DataConfig`` lacks the field."""
-    return getattr(cfg, name, PENDING_DEFAULTS[name])
-
-
-def resolve_path(path: str | None, data_root: str | Path, default: str) -> Path:
-    """``path`` if given, else ``<data_root>/<default>``."""
-    return Path(path) if path else Path(data_root) / default
+def resolve_path(path: str | None, data_root: str | Path, default: str, hint: str = "") -> Path:
+    """``path`` (``data.path``) if given, else ``<data_root>/<default>``; a missing file is a
+    ``DataError`` naming the config key to change (and ``hint``)."""
+    resolved = Path(path) if path else Path(data_root) / default
+    if not resolved.exists():
+        key = "data.path" if path else f"paths.data_root (now {data_root}) or data.path"
+        raise DataError(f"{resolved}: file not found; set {key} (default <data_root>/{default})"
+                        + (f"; {hint}" if hint else ""))  # fmt: skip
+    return resolved
 
 
 def _skip_ws(text: str, i: int) -> int:

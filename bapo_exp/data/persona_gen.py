@@ -19,7 +19,7 @@ from typing import Any
 
 from bapo_exp.config import DataConfig
 from bapo_exp.data.heterogeneity import SplitPools, split_groups, split_note
-from bapo_exp.data.io import read_prompts, resolve_path, setting
+from bapo_exp.data.io import read_prompts, resolve_path
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import DataError, check_preferences
 from bapo_exp.modeling.generate import generate_texts
@@ -44,7 +44,7 @@ def contrast_of(pid: str) -> str:
 
 def persona_texts(cfg: DataConfig) -> dict[str, str]:
     """``data.personas`` validated: persona id -> non-empty instruction."""
-    personas = setting(cfg, "personas")
+    personas = cfg.personas
     if not personas:
         raise DataError(
             "data.personas is empty: persona_gen needs persona id -> instruction "
@@ -79,11 +79,11 @@ def write_responses(
         model,
         tokenizer,
         rendered,
-        max_new_tokens=setting(cfg, "max_new_tokens"),
-        batch_size=setting(cfg, "gen_batch_size"),
-        do_sample=setting(cfg, "do_sample"),
-        temperature=setting(cfg, "temperature"),
-        top_p=setting(cfg, "top_p"),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.gen_batch_size,
+        do_sample=cfg.do_sample,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
         seed=GEN_SEED,
         cache_path=cache_path,
         cache_key_extra={"writer": cfg.writer, "purpose": "persona_gen"},
@@ -103,7 +103,7 @@ def make_pairs(
 ) -> SplitPools:
     """Chosen = persona A's answer, rejected = its contrast's; prompts in ``held`` held out."""
     pools = SplitPools(train={p: [] for p in contrasts}, heldout={p: [] for p in contrasts})
-    personas = setting(cfg, "personas")
+    personas = cfg.personas
     for pid, rej in contrasts.items():
         for j, (rid, prompt) in enumerate(prompts):
             shown = prompt
@@ -127,6 +127,18 @@ def make_pairs(
                 )
             )
     return pools
+
+
+def preflight(cfg: DataConfig, *, data_root: str, cache_dir: str) -> None:
+    """Everything ``build`` checks before it loads the writer model."""
+    del cache_dir
+    if not cfg.writer:
+        raise DataError("data.writer: persona_gen needs a writer model (a conf/model/ name)")
+    personas = persona_texts(cfg)
+    prefs = check_preferences(cfg.preferences, personas, kind="persona", defined_in="data.personas")
+    if lost := sorted({contrast_of(p) for p in prefs} - set(personas)):
+        raise DataError(f"data.personas: no text for the contrasting persona(s) {lost}")
+    read_prompts(resolve_path(cfg.path, data_root, DEFAULT_PROMPTS))
 
 
 def build(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bapo_exp.config import DataConfig
 from bapo_exp.data.heterogeneity import SplitPools, split_groups, split_note
-from bapo_exp.data.io import read_json, read_records, resolve_path, setting
+from bapo_exp.data.io import read_json, read_records, resolve_path
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import (
     DataError,
@@ -150,10 +150,10 @@ def build(cfg: DataConfig, *, data_root: str, cache_dir: str, load_writer=None) 
     prefs = check_preferences(
         cfg.preferences, prompts, kind="persona", defined_in=str(personas_path)
     )
-    policy = setting(cfg, "empty_responses")
+    policy = cfg.empty_responses
     if policy not in ("error", "drop"):
         raise DataError(f"data.empty_responses must be 'error' or 'drop', got {policy!r}")
-    path = resolve_path(cfg.path, data_root, DEFAULT_PATH)
+    path = resolve_path(cfg.path, data_root, DEFAULT_PATH, hint=MISSING_HINT)
     rows = _read_all(path, prefs, prompts, allow_empty=policy == "drop")
     stripped = [strip_persona(r.user_input, prompts[r.persona]) for r in rows]
     held = split_groups(

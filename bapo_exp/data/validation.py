@@ -81,9 +81,11 @@ def check_preferences(
     requested = list(requested)
     unknown = [p for p in requested if p not in known]
     if unknown:
+        from bapo_exp.registry import did_you_mean
+
         raise DataError(
-            f"data.preferences: unknown {kind} {unknown}; valid: {sorted(known)} "
-            f"(defined in {defined_in})"
+            f"data.preferences: unknown {kind} {unknown}{did_you_mean(unknown[0], list(known))}; "
+            f"valid: {sorted(known)} (defined in {defined_in})"
         )
     if len(set(requested)) != len(requested):
         raise DataError(f"data.preferences: repeated entries in {requested}")

@@ -54,11 +54,11 @@ def check_vocab(model: Any, tokenizer: Any, name: str) -> None:
 
 
 class ImplicitJudge:
-    """Scores responses with a ``references.Reference`` (its own tokenizer and template).
+    """Scores responses with a ``modeling.reference.Reference`` (its own tokenizer, template).
 
     Args:
-        reference: the judge model (loaded on first use; a policy's disabled adapter is honoured
-            through ``reference.scoring_context``).
+        reference: the judge model (loaded on first use; a policy's disabled adapter stays
+            disabled while it scores).
         cache_root: the reference log-prob cache folder (``reference.cache_dir``).
         template: ``eval.judge_template``.
         batch_size: sequences per forward pass.
@@ -74,7 +74,7 @@ class ImplicitJudge:
         self.reference, self.template = reference, template
         self.batch_size, self.name = batch_size, name
         self.tokenization = reference.tokenization()  # loads the model
-        check_vocab(reference.model, reference.tokenizer, name)
+        check_vocab(reference.module, reference.tokenizer, name)
         self.cache = ReferenceCache(
             cache_root, reference.fingerprint(), self.tokenization.fingerprint(), reduce="sum"
         )
@@ -82,11 +82,10 @@ class ImplicitJudge:
     def _logps(self, prompts: list[str], responses: list[str]) -> tuple[Tensor, Tensor]:
         from bapo_exp.modeling.ref_cache import cached_logps
 
-        with self.reference.scoring_context():
-            lp, nt, n_new = cached_logps(
-                self.reference.model, self.tokenization, prompts, responses, self.cache,
-                batch_size=self.batch_size, desc=f"judge {self.name}",
-            )  # fmt: skip
+        lp, nt, n_new = cached_logps(
+            self.reference, self.tokenization, prompts, responses, self.cache,
+            batch_size=self.batch_size, desc=f"judge {self.name} scores {len(prompts)} texts",
+        )  # fmt: skip
         log.info("judge %s: %d sequences, %d scored (rest cached)", self.name, len(lp), n_new)
         return lp, nt
 

@@ -3,11 +3,13 @@
 The evaluated model answers ``eval.gen_prompts`` held-out prompts greedily; each answer is
 compared with the base response y_b to the same prompt
 
-- **exactly**, where the data defines the style: ``STYLE_CHECKS[data.name]`` (or
-  ``eval.style_check``) is ``in_style(text, preference) -> bool``;
+- **exactly**, where the data defines the style: ``STYLE_CHECKS[data.name]`` (or the check
+  named by ``eval.style_check``) is ``in_style(text, preference) -> bool``;
 - by the **implicit persona judge** (``evaluation.judge``), where the preference has an
   instruction (``data.instructions``; ``persona_gen`` falls back to ``data.personas``). The judge
-  proves itself on the gold held-out pairs of the same prompts (``gen/judge_acc``).
+  proves itself on the gold held-out pairs of the same prompts (``gen/judge_acc``). Where an
+  exact check exists, the judge runs only if ``eval.judge`` names a model (it cannot add
+  evidence the exact check does not give).
 
 Outputs: ``<run>/eval/generations.jsonl`` (one row per prompt and preference) and ``gen/*`` plus
 ``personal/generated_*`` summary keys. Every rate comes with its standard error (the sample
@@ -23,25 +25,51 @@ Verdicts (design; ``z = eval.significance_z``):
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from bapo_exp.atomic import write_text_atomic
+from bapo_exp.atomic import write_jsonl_atomic
 from bapo_exp.data.types import PreferenceExample
+from bapo_exp.registry import Registry
 
 log = logging.getLogger(__name__)
 
 StyleCheck = Callable[[str, str], bool]
 
-# dataset name -> "module:function" with in_style(text, preference) -> bool (imported lazily)
-STYLE_CHECKS: dict[str, str] = {"synthetic": "bapo_exp.synthetic.styles:in_style"}
+# name (a dataset's name, or any name eval.style_check selects) -> in_style(text, preference);
+# the synthetic world registers "synthetic" (bapo_exp.synthetic.plugin).
+STYLE_CHECKS: Registry[StyleCheck] = Registry("style check", config_key="eval.style_check")
+
+
+@dataclass(frozen=True)
+class GenSettings:
+    """What generated personalisation takes from the run's config (built by the eval stage).
+
+    Attributes:
+        n_prompts: held-out (preference, prompt) items answered (``eval.gen_prompts``).
+        max_new_tokens: generation budget (``eval.gen_max_new_tokens``, else y_b's budget).
+        batch_size: prompts per generate call.
+        z: standard errors a rate must clear for a verdict (``eval.significance_z``).
+        cache_dir: generations are cached under ``<cache_dir>/generations``.
+        reuse_base: the evaluated model is the untrained base with y_b's decoding settings, so
+            its greedy generations are y_b (design): taken from the cache, not generated again.
+        style_check: the exact style check, if the data defines one.
+        instructions: preference -> the judge's instruction text.
+    """
+
+    n_prompts: int
+    max_new_tokens: int
+    batch_size: int
+    z: float
+    cache_dir: str
+    reuse_base: bool = False
+    style_check: StyleCheck | None = None
+    instructions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,18 +137,11 @@ def clears(mean: float, se: float, threshold: float, z: float) -> bool | None:
 
 
 def style_checker(dataset: str, override: str | None = None) -> StyleCheck | None:
-    """The exact style check for ``dataset`` (``override`` = ``eval.style_check`` wins)."""
-    spec = override or STYLE_CHECKS.get(dataset)
-    if spec is None:
-        return None
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(
-            f"style check {spec!r} (dataset {dataset!r}) cannot be loaded: {e}; expected "
-            "'module:function' with function(text: str, preference: str) -> bool"
-        ) from e
+    """The exact style check named ``override`` (``eval.style_check``), else the dataset's own
+    (None if it has none)."""
+    if override is not None:
+        return STYLE_CHECKS.require(override)
+    return STYLE_CHECKS.get(dataset)
 
 
 def instructions_of(data_cfg) -> dict[str, str]:
@@ -207,11 +228,6 @@ def verdict(metrics: dict, z: float) -> dict:
             "personal/generated_rule": rule}  # fmt: skip
 
 
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    """Write rows atomically (temporary file, then rename)."""
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 def item_rows(items: Sequence[GenItem], gens: Sequence[str], bases: Sequence[str]) -> list[dict]:
     """The generations file's rows: id, preference, prompt, generation, y_b and gold texts."""
     return [
@@ -232,67 +248,56 @@ def text_metrics(gens: Sequence[str], bases: Sequence[str]) -> dict:
     return out
 
 
-def gen_budget(cfg) -> int:
-    """``eval.gen_max_new_tokens``, else the base responses' budget (the same by default)."""
-    return (
-        cfg.eval.gen_max_new_tokens or cfg.reference.max_new_tokens or cfg.model.max_response_tokens
-    )
-
-
 def generate(
-    cfg, model, tokenizer, items: Sequence[GenItem], *, is_base: bool, base: dict
+    model, tokenizer, spec, items: Sequence[GenItem], settings: GenSettings, base: dict
 ) -> list[str]:
     """Greedy answers of the evaluated model (adapter applied in memory), batched and cached.
 
-    The untrained base model with the base responses' decoding settings *is* y_b's generator:
-    its generations are y_b, taken from the reference cache rather than generated again (design).
+    Args:
+        spec: the evaluated model's ``ModelSpec`` (template, and its weights' source id).
     """
     from bapo_exp.modeling.generate import generate_texts
     from bapo_exp.modeling.ref_cache import model_fingerprint
     from bapo_exp.modeling.tokenize import Tokenization
 
-    budget = gen_budget(cfg)
-    base_budget = cfg.reference.max_new_tokens or cfg.model.max_response_tokens
-    if is_base and not cfg.reference.do_sample and budget == base_budget:
+    if settings.reuse_base:
         log.info("generations: the evaluated model is the base model, so its greedy "
                  "generations are the base responses y_b (%d prompts)", len(items))  # fmt: skip
         return [base[it.prompt] for it in items]
-    tok = Tokenization.from_config(tokenizer, cfg.model)
-    fp = model_fingerprint(model, cfg.model.pretrained, include_adapter=True)
+    tok = Tokenization.from_config(tokenizer, spec)
+    fp = model_fingerprint(model, spec.pretrained, include_adapter=True)
     return generate_texts(
-        model, tokenizer, [tok.render(it.prompt) for it in items], max_new_tokens=budget,
-        batch_size=cfg.eval.batch_size,
-        cache_path=Path(cfg.paths.cache_dir) / "generations" / f"{fp[:16]}.jsonl",
+        model, tokenizer, [tok.render(it.prompt) for it in items],
+        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+        cache_path=Path(settings.cache_dir) / "generations" / f"{fp[:16]}.jsonl",
         cache_key_extra={"model": fp, "tokenization": tok.fingerprint()},
-        desc="eval generations",
+        desc=f"eval generations ({len(items)} prompts)",
     )  # fmt: skip
 
 
-def run_generated(cfg, out_path: Path, policy, data, base: dict, *, is_base: bool, judge) -> dict:
+def run_generated(
+    settings: GenSettings, out_path: Path, policy, items: Sequence[GenItem], base: dict, judge
+) -> dict:
     """Generate, write ``out_path`` (generations.jsonl), score exactly and by the judge.
 
     Args:
-        cfg: the run's ``Config``.
+        settings: see ``GenSettings``.
         out_path: ``<run>/eval/generations.jsonl``; rewritten with per-item scores at the end.
-        policy: ``(model, tokenizer)`` evaluated.
-        data: the run's ``PreferenceData`` (held-out pairs are used).
-        base: prompt -> y_b for every held-out prompt.
-        is_base: the evaluated model is the untrained base model.
+        policy: ``(model, tokenizer, spec)`` evaluated.
+        items: the held-out items (``select_items``).
+        base: prompt -> y_b for every item's prompt.
         judge: called once there is something to judge: returns an ``ImplicitJudge``, or a
             string saying why there is none.
     """
-    items = select_items(data.heldout, cfg.eval.gen_prompts)
     if not items:
         return {"gen/skipped": "no held-out prompts (eval.gen_prompts=0 or no held-out pairs)"}
-    gens = generate(cfg, *policy, items, is_base=is_base, base=base)
+    gens = generate(*policy, items, settings, base)
     bases = [base[it.prompt] for it in items]
     rows = item_rows(items, gens, bases)
-    write_jsonl(out_path, rows)
+    write_jsonl_atomic(out_path, rows)
     out = text_metrics(gens, bases)
-    z = cfg.eval.significance_z
-    check = style_checker(cfg.data.name, cfg.eval.style_check)
-    if check is not None:
-        more, extra = style_metrics(check, items, gens, bases)
+    if settings.style_check is not None:
+        more, extra = style_metrics(settings.style_check, items, gens, bases)
         out.update(more)
         rows = [{**r, **e} for r, e in zip(rows, extra, strict=True)]
     judge = judge()
@@ -300,9 +305,9 @@ def run_generated(cfg, out_path: Path, policy, data, base: dict, *, is_base: boo
         log.info("implicit judge skipped: %s", judge)
         out["gen/judge_skipped"] = judge
     else:
-        more, extra = judge_metrics(judge, items, gens, bases, instructions_of(cfg.data), z)
+        more, extra = judge_metrics(judge, items, gens, bases, settings.instructions, settings.z)
         out.update(more)
         rows = [{**r, **e} for r, e in zip(rows, extra, strict=True)]
-    write_jsonl(out_path, rows)
-    out.update(verdict(out, z))
+    write_jsonl_atomic(out_path, rows)
+    out.update(verdict(out, settings.z))
     return out

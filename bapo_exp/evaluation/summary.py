@@ -9,11 +9,12 @@ For every prefix P in a record's layout (``mmlu``, ``mmlu/<category>``, ``mmlu/s
 ``P/at_chance_norm``; and ``<suite>/wall_time_s`` per suite.
 
 - ``acc`` sums the log-likelihood of each choice, ``acc_norm`` divides it by the choice's length
-  in bytes (lm-eval). ``mmlu*`` and the suite-level ``scienceqa`` weight items equally; ``hhh``
-  is the unweighted mean of its subsets (as BIG-bench reports), ``n`` its total items.
+  in bytes (lm-eval). ``mmlu*``, ``scienceqa`` and ``hhh`` weight items equally (``hhh`` pools
+  its 221 items, as lm-eval's ``bigbench_hhh_alignment``); ``hhh/subset_mean`` is the unweighted
+  mean of the subsets (as BIG-bench reports), ``n`` its total items.
 - ``_stderr`` is lm-eval's (sample standard error; pooled for groups) and, where lm-eval gives
-  none, the binomial ``sqrt(p (1 - p) / n)`` (for ``hhh``: ``sqrt(sum se_i^2) / k``).
-- ``chance`` is the mean over items of ``1 / #choices`` (``hhh``: the mean of the subsets').
+  none, the binomial ``sqrt(p (1 - p) / n)`` (for a mean of subsets: ``sqrt(sum se_i^2) / k``).
+- ``chance`` is the mean over items of ``1 / #choices`` (a mean of subsets: of the subsets').
 - ``at_chance`` is 1.0 when ``|acc - chance| <= 2 * max(se, se0)``, ``se`` the stderr above and
   ``se0 = sqrt(chance (1 - chance) / n)`` the stderr of a model at chance (so a perfect or a
   zero score on a handful of items does not count as evidence). A base model at chance has
@@ -79,6 +80,22 @@ def _null_stderr(chance: float, record: dict, tasks: list[str], weighting: str) 
     return math.sqrt(sum(se * se for se in ses)) / len(ses) if ses else float("nan")
 
 
+def _mean_of(record: dict, tasks: list[str]) -> dict[str, float] | None:
+    """The unweighted mean of the leaf tasks' metrics (an entry without an lm-eval group)."""
+    found = [record["results"][t] for t in tasks if t in record["results"]]
+    if not found:
+        return None
+    out = {}
+    for metric in MC_METRICS:
+        values = [_number(r.get(f"{metric},none")) for r in found]
+        if all(v is not None for v in values):
+            out[f"{metric},none"] = sum(values) / len(values)
+        ses = [_number(r.get(f"{metric}_stderr,none")) for r in found]
+        if all(se is not None for se in ses):  # the subsets' own (lm-eval) standard errors
+            out[f"{metric}_stderr,none"] = math.sqrt(sum(se * se for se in ses)) / len(ses)
+    return out
+
+
 def at_chance(acc: float, stderr: float, chance: float, null_stderr: float) -> float:
     """1.0 when ``acc`` is within two standard errors of ``chance`` (see module docstring)."""
     if any(math.isnan(x) for x in (acc, chance)):
@@ -89,10 +106,10 @@ def at_chance(acc: float, stderr: float, chance: float, null_stderr: float) -> f
 
 def flatten_entry(record: dict, prefix: str, entry: dict) -> dict[str, float]:
     """Flat keys for one layout entry ``{"name", "tasks", "weighting"}`` of a suite record."""
-    res = record["results"].get(entry["name"])
+    tasks, weighting = entry["tasks"], entry.get("weighting", "size")
+    res = record["results"].get(entry["name"]) if entry["name"] else _mean_of(record, tasks)
     if res is None:
         return {}
-    tasks, weighting = entry["tasks"], entry.get("weighting", "size")
     n = sum(_task_n(record, t) for t in tasks)
     chance = _chance(record, tasks, weighting)
     se0 = _null_stderr(chance, record, tasks, weighting)

@@ -1,9 +1,11 @@
 """Preference losses: pure functions of per-sequence log-probs, and the method registry.
 
-The train stage looks a method up with ``get_loss(cfg.method.name)`` and calls
+The train stage looks a method up with ``LOSSES.require(cfg.method.name)`` and calls
 ``spec.fn(policy=..., reference=refs[0] | references=refs, [anchors=...],
-**cfg.method.loss_kwargs())``; the ``LossSpec`` flags say what it must compute.
-This package imports only torch and the standard library.
+**cfg.method.loss_kwargs())``; the ``LossSpec`` flags say what it must compute, so no code
+compares method names. A new method is a pure loss function, a ``LossSpec`` registered here
+(or from a plug-in: ``LOSSES.register(name, spec)``) and a method config (``conf/method``).
+This package imports only torch, the standard library and ``bapo_exp.registry``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from bapo_exp.losses.ipo import ipo_loss
 from bapo_exp.losses.metrics import anchor_drift, pair_metrics
 from bapo_exp.losses.mrpo import mrpo_loss
 from bapo_exp.losses.types import AnchorLogps, LossOutput, PairLogps
+from bapo_exp.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -24,34 +27,44 @@ class LossSpec:
     """A method's loss and what the training loop must compute for it.
 
     Attributes:
-        fn: the loss function, returning ``LossOutput``.
+        fn: the loss function, returning ``LossOutput``; None for a method that trains nothing
+            (``none``: the untrained base model, evaluated as the forgetting baseline).
         needs_reference: pass ``reference`` (or ``references``) log-probs.
         needs_anchors: pass ``anchors`` (BAPO base responses y_b).
         multi_reference: pass ``references`` (K >= 2, main first) instead of ``reference``.
         needs_token_counts: ``PairLogps.*_tokens`` must be filled.
+        length_normalised: the loss divides by response length itself (IPO), so a per-token
+            ``reference.reduce=mean`` would divide twice (METHODS §2): refused at validation.
     """
 
-    fn: Callable[..., LossOutput]
+    fn: Callable[..., LossOutput] | None
     needs_reference: bool = True
     needs_anchors: bool = False
     multi_reference: bool = False
     needs_token_counts: bool = False
+    length_normalised: bool = False
+
+    @property
+    def trains(self) -> bool:
+        return self.fn is not None
+
+    @property
+    def min_references(self) -> int:
+        """References the method needs, the main one included."""
+        return 2 if self.multi_reference else 1
 
 
-LOSSES: dict[str, LossSpec] = {
-    "dpo": LossSpec(dpo_loss),
-    "ipo": LossSpec(ipo_loss, needs_token_counts=True),
-    "bapo": LossSpec(bapo_loss, needs_anchors=True),
-    "mrpo": LossSpec(mrpo_loss, multi_reference=True),
-}
+LOSSES: Registry[LossSpec] = Registry("method", config_key="method.name")
+LOSSES.register("none", LossSpec(None, needs_reference=False))
+LOSSES.register("dpo", LossSpec(dpo_loss))
+LOSSES.register("ipo", LossSpec(ipo_loss, needs_token_counts=True, length_normalised=True))
+LOSSES.register("bapo", LossSpec(bapo_loss, needs_anchors=True))
+LOSSES.register("mrpo", LossSpec(mrpo_loss, multi_reference=True))
 
 
 def get_loss(name: str) -> LossSpec:
-    """The registered ``LossSpec`` for ``name``; KeyError listing the available names."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; available: {sorted(LOSSES)}") from None
+    """The registered ``LossSpec`` for ``name``; KeyError naming the valid methods."""
+    return LOSSES.require(name)
 
 
 __all__ = [

@@ -15,7 +15,7 @@ from bapo_exp.losses.dpo import _bradley_terry, _check_hparams, _reward_metrics
 from bapo_exp.losses.types import LossOutput, PairLogps
 
 EPS_SPLITS = ("adaptive", "fixed")
-WEIGHT_ASSIGNMENTS = ("harmonic", "official_k2")
+WEIGHT_ASSIGNMENTS = ("auto", "harmonic", "official_k2")
 ARWC_EPS = 1e-6  # denominator guard of the ARWC weights, as in the official code
 
 
@@ -99,7 +99,7 @@ def mrpo_loss(
     ctro_eps: float = 0.1,
     eps_split: str = "adaptive",
     weights: Sequence[float] | None = None,
-    weight_assignment: str = "harmonic",
+    weight_assignment: str = "auto",
 ) -> LossOutput:
     """MRPO loss: DPO against a virtual reference built from K references (METHODS §4).
 
@@ -107,8 +107,9 @@ def mrpo_loss(
     y_l (``_split_eps``). ARWC weights alpha (or fixed ``weights``) give the virtual reference
     ``log pi~(y) = -logsumexp_k(log alpha_k - l^_k(y))``, and the loss is DPO with ``log pi~``
     in place of ``logp_ref`` (Le et al. 2025, arXiv 2405.16388, CTRO and ARWC).
-    ``weight_assignment="official_k2"`` (K=2, design choice, not the paper's) swaps the two
-    weights, as the official K=2 code does.
+    ``weight_assignment="official_k2"`` swaps the two weights, as the official K=2 code does;
+    ``harmonic`` keeps them on their own references (our reading, the only form for K > 2:
+    design). ``auto`` (default) is ``official_k2`` for K=2 and ``harmonic`` for K > 2.
 
     Args:
         policy: policy log-probs of y_w and y_l, each (B,).
@@ -118,7 +119,7 @@ def mrpo_loss(
         ctro_eps: CTRO band eps >= 0; 0 gives DPO against references[0].
         eps_split: ``adaptive`` or ``fixed``.
         weights: None for ARWC adaptive weights, else K fixed non-negative weights (normalised).
-        weight_assignment: ``harmonic`` or ``official_k2``.
+        weight_assignment: ``auto``, ``harmonic`` or ``official_k2``.
 
     Returns:
         Per-example losses (B,) and detached (B,) metrics: ``rewards/*`` against the main
@@ -135,6 +136,8 @@ def mrpo_loss(
     clip_w, mask_w = _ctro_clip(chosen, eps_w)
     clip_l, mask_l = _ctro_clip(rejected, eps_l)
     alpha = _weights(chosen, rejected, weights)
+    if weight_assignment == "auto":
+        weight_assignment = "official_k2" if len(references) == 2 else "harmonic"
     if weight_assignment == "official_k2":
         alpha = alpha.flip(0)
     virtual_w, virtual_l = _virtual_reference(clip_w, alpha), _virtual_reference(clip_l, alpha)

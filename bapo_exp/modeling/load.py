@@ -1,42 +1,38 @@
-"""Load models and tokenizers, build the trainable policy, and expose the main reference.
+"""Load models and tokenizers, and build the trainable policy and its main reference.
 
     model, tok = load_model(cfg.model, cfg.paths.cache_dir, trainable=True)
     policy = make_policy(model, cfg.model, cfg.train.init_adapter)
-    with reference_context(policy) as ref:                  # online reference (no copy with LoRA)
-        ref_chosen, ref_rejected = ref.pair_logps(chosen_batch, rejected_batch)
-    ref, ref_tok = load_reference(cfg.model, cache_dir, init_adapter=...)   # reference stage
+    ref = policy.reference(cfg.model, cache_dir, tok)       # online reference (no copy with LoRA)
 
-Sources (``cfg.source``): ``tiny`` (built in code by ``ensure_tiny``), ``hf`` (hub id or local
-folder in ``cfg.pretrained``; hub files come from the Hugging Face cache, so set
-``HF_HUB_OFFLINE=1`` on nodes without internet) and ``gguf`` (``"package:file.gguf"`` or a
-``.gguf`` path, converted once to a local folder by ``modeling.gguf``).
+Sources (``cfg.source``, the ``MODEL_SOURCES`` registry): ``tiny`` (built in code by
+``ensure_tiny``), ``hf`` (hub id or local folder in ``cfg.pretrained``; hub files come from the
+Hugging Face cache, so set ``HF_HUB_OFFLINE=1`` on nodes without internet), ``gguf``
+(``"package:file.gguf"`` or a ``.gguf`` path, converted once to a local folder by
+``modeling.gguf``); plug-ins add more (``micro``: the synthetic world's pretrained base).
 
-The main reference (METHODS §4, PITFALLS #2):
+The main reference (METHODS §4, PITFALLS #2), a ``modeling.reference.Reference``:
 - fresh LoRA adapter: the policy with its adapter disabled (``disable_adapter()``), never a copy;
 - full fine-tuning, or continuing a trained adapter (``init_adapter``): the policy as it was at
   initialisation, frozen. Online, that needs a frozen copy (``keep_frozen_reference=True``, two
-  models in memory); with precomputed references (the default) the reference stage scores the
-  initial model with ``load_reference`` and no copy exists during training.
+  models in memory); with precomputed references (the default) the reference tables are filled
+  before training from the untouched policy and no copy exists during training.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from bapo_exp.config import LoraConfig, ModelConfig, ReferenceModelConfig
-from bapo_exp.modeling.ref_cache import model_fingerprint
-from bapo_exp.modeling.scoring import eval_mode, forward_logps, score_texts
-from bapo_exp.modeling.tokenize import Tokenization
+from bapo_exp.config import LoraConfig, ModelConfig, ModelSpec
+from bapo_exp.modeling.reference import Reference
 from bapo_exp.modeling.unpad import UNPADDED
 from bapo_exp.modeling.unpad import register as register_unpadded
+from bapo_exp.registry import Registry
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,28 +44,31 @@ LORA_TARGET_MODULES: dict[str, list[str]] = {
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
 }
 
-AnyModelConfig = ModelConfig | ReferenceModelConfig
+
+def _tiny(cfg: ModelSpec, cache_dir: Path) -> str:
+    from bapo_exp.modeling.tiny import ensure_tiny
+
+    return str(ensure_tiny(cfg.tiny, cache_dir / "models"))
 
 
-def resolve_model_path(cfg: AnyModelConfig, cache_dir: str | Path) -> str:
-    """Folder or hub id to ``from_pretrained`` from, building tiny / converting GGUF once."""
-    if cfg.source == "tiny":
-        from bapo_exp.modeling.tiny import ensure_tiny
+def _gguf(cfg: ModelSpec, cache_dir: Path) -> str:
+    from bapo_exp.modeling.gguf import ensure_gguf_folder
 
-        return str(ensure_tiny(cfg.tiny, Path(cache_dir) / "models"))
-    if cfg.source == "gguf":
-        from bapo_exp.modeling.gguf import ensure_gguf_folder
+    return str(ensure_gguf_folder(cfg.pretrained, cache_dir / "models"))
 
-        return str(ensure_gguf_folder(cfg.pretrained, Path(cache_dir) / "models"))
-    if cfg.source == "hf":
-        return cfg.pretrained
-    if cfg.source == "micro":  # pretrained once on the synthetic world (bapo_exp.synthetic)
-        from bapo_exp.synthetic.pretrain import ensure_micro_from_config
 
-        if cfg.micro.threads:  # a 0.56M model gains nothing from threads; on a busy CPU they spin
-            torch.set_num_threads(cfg.micro.threads)
-        return str(ensure_micro_from_config(cfg.tiny, cfg.micro, Path(cache_dir) / "models"))
-    raise ValueError(f"unknown model source {cfg.source!r}; valid: tiny, hf, gguf, micro")
+# source -> resolve(cfg, cache_dir) -> the folder or hub id to ``from_pretrained`` from
+MODEL_SOURCES: Registry[Callable[[ModelSpec, Path], str]] = Registry(
+    "model source", config_key="model.source"
+)
+MODEL_SOURCES.register("hf", lambda cfg, cache_dir: cfg.pretrained)
+MODEL_SOURCES.register("tiny", _tiny)
+MODEL_SOURCES.register("gguf", _gguf)
+
+
+def resolve_model_path(cfg: ModelSpec, cache_dir: str | Path) -> str:
+    """Folder or hub id to ``from_pretrained`` from (building or converting it once)."""
+    return MODEL_SOURCES.require(cfg.source)(cfg, Path(cache_dir))
 
 
 def ensure_pad_token(tokenizer: Any) -> Any:
@@ -86,7 +85,7 @@ def ensure_pad_token(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_tokenizer(cfg: AnyModelConfig, cache_dir: str | Path, *, path: str | None = None) -> Any:
+def load_tokenizer(cfg: ModelSpec, cache_dir: str | Path, *, path: str | None = None) -> Any:
     """The tokenizer of ``cfg`` (``cfg.tokenizer`` if set, else the model's own)."""
     from transformers import AutoTokenizer
 
@@ -95,12 +94,12 @@ def load_tokenizer(cfg: AnyModelConfig, cache_dir: str | Path, *, path: str | No
 
 
 def load_model(
-    cfg: AnyModelConfig, cache_dir: str | Path, *, trainable: bool = False
+    cfg: ModelSpec, cache_dir: str | Path, *, trainable: bool = False
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer as ``cfg`` says.
 
     Args:
-        cfg: a ``ModelConfig`` or ``ReferenceModelConfig``.
+        cfg: a ``ModelSpec`` (a ``ModelConfig`` for the policy).
         cache_dir: where tiny and GGUF-converted folders are kept (``<cache_dir>/models``).
         trainable: ``False`` (references): eval mode, no gradients. ``True``: train mode, and
             gradient checkpointing (non-reentrant, ``use_cache`` off) if the config asks; the
@@ -125,7 +124,7 @@ def load_model(
     model.requires_grad_(False)
     if not trainable:
         return model.eval(), tokenizer
-    if getattr(cfg, "gradient_checkpointing", False):
+    if isinstance(cfg, ModelConfig) and cfg.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
         if enable is not None:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -172,6 +171,23 @@ class Policy:
         """True for a fresh LoRA adapter: the reference is the policy with the adapter off."""
         return self.finetune == "lora" and self.init_adapter is None
 
+    def reference(self, spec: ModelSpec, cache_dir: str, tokenizer: Any) -> Reference:
+        """The main reference while training: the adapter-disabled policy or the frozen copy.
+
+        Raises:
+            RuntimeError: full fine-tuning / continued adapter without a kept frozen copy.
+        """
+        if self.reference_is_disabled_adapter:
+            return Reference(spec, cache_dir, self.model, tokenizer)
+        if self.frozen_reference is not None:
+            return Reference(spec, cache_dir, self.frozen_reference, tokenizer, adapter_on=True)
+        raise RuntimeError(
+            f"the reference of a {self.finetune} run"
+            + (f" continuing adapter {self.init_adapter!r}" if self.init_adapter else "")
+            + " is the frozen initial model: use precomputed references (reference.precompute="
+            "true) or make_policy(..., keep_frozen_reference=True)"
+        )
+
 
 def make_policy(
     model: Any,
@@ -212,91 +228,3 @@ def make_policy(
         task_type="CAUSAL_LM",
     )
     return Policy(peft.get_peft_model(model, lora_cfg).train(), "lora")
-
-
-class ReferenceModel:
-    """A frozen reference: every call runs in eval mode under ``torch.no_grad``.
-
-    Usable wherever a model is expected by ``scoring`` (``ref(input_ids=..., ...)``).
-
-    Args:
-        module: the model (for ``disable_adapter``: the policy's ``PeftModel``).
-        disable_adapter: run with the LoRA adapter disabled (fresh-adapter reference).
-    """
-
-    def __init__(self, module: Any, *, disable_adapter: bool = False) -> None:
-        self.module = module
-        self.disable_adapter = disable_adapter
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-    @contextmanager
-    def frozen(self) -> Iterator[None]:
-        """Eval mode, no grad, adapter disabled if asked; training modes restored after."""
-        adapter_off = self.module.disable_adapter() if self.disable_adapter else nullcontext()
-        with eval_mode(self.module), torch.no_grad(), adapter_off:
-            yield
-
-    def __call__(self, **inputs: Any) -> Any:
-        with self.frozen():
-            return self.module(**inputs)
-
-    def logps(self, batch: dict[str, Tensor], *, reduce: str = "sum") -> tuple[Tensor, Tensor]:
-        """``(logps (B,), n_tokens (B,))`` of a ``collate`` batch."""
-        return forward_logps(self, batch, reduce=reduce)
-
-    def pair_logps(
-        self, chosen: dict[str, Tensor], rejected: dict[str, Tensor], *, reduce: str = "sum"
-    ) -> tuple[Tensor, Tensor]:
-        """Reference log-probs of chosen and rejected batches, each (B,)."""
-        return self.logps(chosen, reduce=reduce)[0], self.logps(rejected, reduce=reduce)[0]
-
-    def score_texts(
-        self, tokenization: Tokenization, prompts: list[str], responses: list[str], **kw: Any
-    ) -> tuple[Tensor, Tensor]:
-        """``scoring.score_texts`` with this reference."""
-        return score_texts(self, tokenization, prompts, responses, **kw)
-
-    def fingerprint(self, source: str) -> str:
-        """Weights identity for the reference cache (a disabled adapter is not hashed)."""
-        return model_fingerprint(self.module, source, include_adapter=not self.disable_adapter)
-
-
-@contextmanager
-def reference_context(policy: Policy) -> Iterator[ReferenceModel]:
-    """Yield the main reference of ``policy`` (see the module docstring).
-
-    Raises:
-        RuntimeError: full fine-tuning / continued adapter without a kept frozen copy.
-    """
-    if policy.reference_is_disabled_adapter:
-        yield ReferenceModel(policy.model, disable_adapter=True)
-    elif policy.frozen_reference is not None:
-        yield ReferenceModel(policy.frozen_reference)
-    else:
-        raise RuntimeError(
-            f"the reference of a {policy.finetune} run"
-            + (f" continuing adapter {policy.init_adapter!r}" if policy.init_adapter else "")
-            + " is the frozen initial model: use precomputed references (load_reference in the"
-            " reference stage) or make_policy(..., keep_frozen_reference=True)"
-        )
-
-
-def load_reference(
-    cfg: AnyModelConfig, cache_dir: str | Path, *, init_adapter: str | None = None
-) -> tuple[ReferenceModel, Any]:
-    """Load a frozen reference (the initial model; with ``init_adapter``, base + that adapter).
-
-    Used by the reference stage (precomputed log-probs), for extra MRPO references, and for
-    evaluation, whose reference must always be the initial model (PITFALLS #5).
-    """
-    model, tokenizer = load_model(cfg, cache_dir, trainable=False)
-    if init_adapter:
-        import peft
-
-        model = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=False)
-        model.requires_grad_(False)
-        model.eval()
-    return ReferenceModel(model), tokenizer

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from bapo_exp.atomic import write_text_atomic
 from bapo_exp.modeling.scoring import score_texts
 from bapo_exp.modeling.tokenize import Tokenization
 
+log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 _VOLATILE_CONFIG_KEYS = {
     "transformers_version",
@@ -62,8 +64,8 @@ def model_fingerprint(model: Any, source: str, *, include_adapter: bool = True) 
     """Identity of a model's weights: source id, config, and a strided sample of every tensor.
 
     Args:
-        model: a ``PreTrainedModel`` or ``PeftModel`` (for a ``ReferenceModel`` use its
-            ``fingerprint(source)``, which sets ``include_adapter`` correctly).
+        model: a ``PreTrainedModel`` or ``PeftModel`` (for a ``Reference`` use its
+            ``fingerprint()``, which sets ``include_adapter`` correctly).
         source: the pretrained id or path it was loaded from (``cfg.pretrained``).
         include_adapter: hash LoRA parameters too. ``False`` describes the model with its
             adapter disabled, which then equals the plain base model's fingerprint.
@@ -250,7 +252,12 @@ def cached_logps(
         pairs were scored by the model (0 when everything was cached).
     """
     pairs = list(zip(prompts, responses, strict=True))
+    invalid = cache.n_invalid
     found = dict(zip(pairs, cache.get_many(prompts, responses), strict=True))
+    if cache.n_invalid > invalid:
+        log.warning("reference cache %s: %d invalid entries (corrupt or truncated lines) were "
+                    "ignored; their pairs are scored again", cache.dir,
+                    cache.n_invalid - invalid)  # fmt: skip
     misses = [pair for pair, value in found.items() if value is None]  # distinct pairs
     if misses:
         mp, mr = [m[0] for m in misses], [m[1] for m in misses]

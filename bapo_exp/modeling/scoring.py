@@ -75,7 +75,7 @@ def model_logps(
     ``response_rows`` mask, so the LM head and the float32 log-softmax run on the N response
     positions only: logits are (N, V) instead of (B, T, V). Passing the mask through the
     model's own forward keeps every wrapper in the path (PEFT and a disabled adapter, DDP's
-    gradient hooks, accelerate's autocast, ``ReferenceModel``) and the model's own logit
+    gradient hooks, accelerate's autocast, ``Reference``) and the model's own logit
     transforms (scaling, soft-capping). ``response_only=False`` builds the full logits (the
     reference path the fast one is tested against).
 
@@ -122,7 +122,7 @@ def forward_logps(
     Args:
         model: causal LM called as ``model(input_ids=, attention_mask=, position_ids=,
             use_cache=, logits_to_keep=)`` (a ``PreTrainedModel``, ``PeftModel`` or
-            ``ReferenceModel``).
+            ``Reference``).
         batch: output of ``collate`` (any padding side), on the model's device.
         reduce: ``sum`` or ``mean`` over response tokens.
         on_forward: called with the batch size after the forward pass.
@@ -193,7 +193,7 @@ def score_texts(
     """Log-probs of each response given its prompt, tokenized with the model's own rules.
 
     Args:
-        model: the causal LM (or ``ReferenceModel``) that ``tokenization`` belongs to.
+        model: the causal LM (or ``Reference``) that ``tokenization`` belongs to.
         tokenization: that model's ``Tokenization`` (template, tokenizer, truncation).
         prompts, responses: N raw strings each.
         batch_size: sequences per forward pass.

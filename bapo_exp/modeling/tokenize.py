@@ -164,12 +164,12 @@ class Tokenization:
 
     @classmethod
     def from_config(cls, tokenizer: Any, cfg: Any, **overrides: Any) -> Tokenization:
-        """Build from a ``ModelConfig`` or ``ReferenceModelConfig`` (missing max lengths: 256)."""
+        """Build from a ``ModelSpec`` (template and truncation lengths)."""
         kwargs = {
             "use_chat_template": cfg.use_chat_template,
             "prompt_template": cfg.prompt_template,
-            "max_prompt_tokens": getattr(cfg, "max_prompt_tokens", 256),
-            "max_response_tokens": getattr(cfg, "max_response_tokens", 256),
+            "max_prompt_tokens": cfg.max_prompt_tokens,
+            "max_response_tokens": cfg.max_response_tokens,
         }
         kwargs.update(overrides)
         return cls(tokenizer, **kwargs)

@@ -111,7 +111,7 @@ def register() -> None:
 
 
 def _config(model: Any) -> Any:
-    """The transformers config of ``model`` or of the model it wraps (DDP, ReferenceModel)."""
+    """The transformers config of ``model`` or of the model it wraps (DDP, Reference)."""
     while getattr(model, "config", None) is None and hasattr(model, "module"):
         model = model.module
     return getattr(model, "config", None)

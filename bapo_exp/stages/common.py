@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from bapo_exp.config import CONF_DIR, Config
+from bapo_exp.config import CONF_DIR, Config, ModelSpec
 from bapo_exp.data.types import PreferenceData
-from bapo_exp.references import Reference, RefTable, base_responses, references_of, score_examples
+from bapo_exp.modeling.reference import Reference
+from bapo_exp.references import RefTable, base_responses, score_examples
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -47,17 +49,63 @@ def load_data(cfg: Config, run: RunDir | None = None) -> PreferenceData:
     return data
 
 
-def reference_tables(
-    cfg: Config, data: PreferenceData, main: Reference | None = None
-) -> tuple[dict[str, str], RefTable, RefTable]:
+def extra_reference_specs(cfg: Config) -> list[ModelSpec]:
+    """The method's extra references, or their ``reference_substitute`` (see the config)."""
+    specs = cfg.method.reference_models()
+    if cfg.reference_substitute is None:
+        return specs
+    sub = named_model(cfg.reference_substitute)
+    return [
+        dataclasses.replace(sub, name=f"{sub.name}_{k}", tiny=dataclasses.replace(sub.tiny, seed=k))
+        for k in range(1, len(specs) + 1)
+    ]
+
+
+def references_of(cfg: Config, main: Reference | None = None) -> list[Reference]:
+    """Reference 0 (the policy's initial model, ``main`` if given) then the method's extra ones."""
+    cache = cfg.paths.cache_dir
+    main = main or Reference(cfg.model, cache)
+    return [main, *(Reference(spec, cache) for spec in extra_reference_specs(cfg))]
+
+
+def base_responses_of(cfg: Config, main: Reference, prompts: list[str]) -> dict[str, str]:
+    """``references.base_responses`` with the run's settings."""
+    return base_responses(main, prompts, cfg.reference, cache_dir=cfg.paths.cache_dir,
+                          seed=cfg.seed)  # fmt: skip
+
+
+class Tables(NamedTuple):
+    """What the reference stage computes and the train stage reads back from the caches."""
+
+    base: dict[str, str]  # prompt -> y_b, for every train, held-out and anchor prompt
+    train: RefTable
+    heldout: RefTable
+    anchor_prompts: list[str] | None  # per training pair, with method.anchor.prompts=file
+
+
+def anchor_prompts_of(cfg: Config, n: int) -> list[str] | None:
+    """The anchor prompt of each of ``n`` training pairs when BAPO anchors on a prompt file
+    (design, METHODS §3): the file's prompts in order, cycled; None = the pairs' own prompts."""
+    path = cfg.method.anchor_prompt_file()
+    if path is None:
+        return None
+    from bapo_exp.data.io import read_prompts
+
+    prompts = [p for _, p in read_prompts(path)]
+    return [prompts[i % len(prompts)] for i in range(n)]
+
+
+def reference_tables(cfg: Config, data: PreferenceData, main: Reference | None = None) -> Tables:
     """Base responses for every prompt, and the reference tables of train and held-out pairs."""
     refs = references_of(cfg, main)
-    prompts = [e.prompt for e in data.train + data.heldout]
-    base = base_responses(cfg, refs[0], prompts)
-    return (
+    anchors = anchor_prompts_of(cfg, len(data.train))
+    prompts = [e.prompt for e in data.train + data.heldout] + (anchors or [])
+    base = base_responses_of(cfg, refs[0], prompts)
+    return Tables(
         base,
-        score_examples(cfg, refs, data.train, base),
-        score_examples(cfg, refs, data.heldout, base),
+        score_examples(refs, data.train, base, cfg.reference, anchors),
+        score_examples(refs, data.heldout, base, cfg.reference),
+        anchors,
     )
 
 

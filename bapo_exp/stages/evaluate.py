@@ -1,10 +1,11 @@
 """Eval stage: knowledge and alignment through lm-eval, and personalisation (METHODS §6, §8).
 
-python -m bapo_exp method=none stages=[eval]                       # the untrained baseline
-python -m bapo_exp method=bapo stages=[eval] eval.ckpt=runs/.../checkpoints/final
+bapo-exp eval runs/adhoc/<stamp> eval.limit=50              # re-evaluate a finished run
+python -m bapo_exp method=none stages=[eval]                # the untrained baseline
 
-Scores the trained model of this run (``train/summary.json: ckpt_path``), a given checkpoint,
-or the base model when nothing was trained. The reference is always the initial model.
+Scores the trained model of this run (``train/summary.json: ckpt_path``), a given checkpoint
+(``eval.ckpt``), or the base model when nothing was trained. The reference is always the
+initial model (PITFALLS #5).
 
 Personalisation (``eval.personalisation``): likelihood metrics ``personal/*`` on the held-out
 pairs (trained models), and for every model, the base included (the frontier's baseline),
@@ -15,28 +16,46 @@ margins moved (``pref_acc > 0.5 + z se``) but the generations did not.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import torch
 
 from bapo_exp.config import Config
+from bapo_exp.losses import get_loss
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
-from bapo_exp.references import Reference, base_responses, score_examples
-from bapo_exp.stages.common import load_data, named_model
+from bapo_exp.modeling.reference import Reference
+from bapo_exp.references import RefTable, score_examples
+from bapo_exp.stages.common import base_responses_of, load_data, named_model
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
-from bapo_exp.training.forward import policy_batch, policy_logps
+from bapo_exp.training.forward import blocks, policy_batch, policy_logps
 
 log = logging.getLogger(__name__)
 
 
+class MissingCheckpointError(FileNotFoundError):
+    """The run's trained model is not where its train summary says."""
+
+
 def checkpoint_of(cfg: Config, run: RunDir) -> str | None:
-    if cfg.eval.ckpt:
-        return cfg.eval.ckpt
-    train = run.summary("train") or {}
-    return train.get("ckpt_path")
+    """The checkpoint to score: ``eval.ckpt``, else the run's own (None: the base model).
+
+    The train summary's ``ckpt_path`` is relative to the run directory (absolute when the
+    checkpoints live under ``paths.ckpt_root``)."""
+    ckpt = cfg.eval.ckpt
+    if ckpt is None and (trained := (run.summary("train") or {}).get("ckpt_path")):
+        ckpt = str(run.root / trained) if not Path(trained).is_absolute() else trained
+    if ckpt and not Path(ckpt).is_dir():
+        source = "eval.ckpt" if cfg.eval.ckpt else f"{run.root / 'train' / 'summary.json'}"
+        raise MissingCheckpointError(
+            f"the trained model to evaluate is missing: {ckpt} (from {source}). Retrain it with "
+            f"`python -m bapo_exp stages=[train,eval] force=true hydra.run.dir={run.root}`, or "
+            "pass eval.ckpt=<checkpoint folder>"
+        )
+    return ckpt
 
 
 def load_evaluated(cfg: Config, ckpt: str | None):
@@ -44,7 +63,7 @@ def load_evaluated(cfg: Config, ckpt: str | None):
     from bapo_exp.modeling.load import load_model
 
     if ckpt and not (Path(ckpt) / "adapter_config.json").exists():
-        full = type(cfg.model)(**{**cfg.model.__dict__, "source": "hf", "pretrained": ckpt})
+        full = dataclasses.replace(cfg.model, source="hf", pretrained=ckpt)
         return load_model(full, cfg.paths.cache_dir)
     model, tokenizer = load_model(cfg.model, cfg.paths.cache_dir)
     if ckpt:
@@ -59,23 +78,21 @@ def load_evaluated(cfg: Config, ckpt: str | None):
 def likelihood_personalisation(cfg: Config, model, tokenizer, data, base, table) -> dict:
     """pref_acc, reward margin and drifts on held-out pairs, against the main reference."""
     from bapo_exp.evaluation.personalisation import put
+    from bapo_exp.modeling.tokenize import Tokenization
     from bapo_exp.stages.train import tokenize_policy
 
-    if not data.heldout:
-        return {}
-    tok = Reference(cfg.model, cfg.paths.cache_dir, model, tokenizer).tokenization()
-    pdata = tokenize_policy(tok, data.heldout, base)
+    pdata = tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
     values: dict[str, list[float]] = {}
     bs = cfg.eval.batch_size
     for start in range(0, len(data.heldout), bs):
         idx = list(range(start, min(start + bs, len(data.heldout))))
         lp, nt = policy_logps(model, policy_batch(pdata, idx, with_base=True), cfg.reference.reduce)
-        b = len(idx)
-        pol = PairLogps(lp[:b], lp[b : 2 * b], nt[:b], nt[b : 2 * b])
-        ref = table.logps[0][:, idx]
-        ref_pair = PairLogps(ref[0], ref[1], table.ntok[0][0, idx], table.ntok[0][1, idx])
-        metrics = pair_metrics(pol, ref_pair, cfg.method.beta)  # only trained runs get here
-        metrics["drift/base"] = lp[2 * b :] - ref[2]
+        chosen, rejected, base_lp = blocks(lp, len(idx))
+        n_chosen, n_rejected, _ = blocks(nt, len(idx))
+        ref = table.select(idx)
+        metrics = pair_metrics(PairLogps(chosen, rejected, n_chosen, n_rejected), ref.pair(),
+                               cfg.method.beta)  # fmt: skip
+        metrics["drift/base"] = base_lp - ref.role("base")
         for k, v in metrics.items():
             values.setdefault(k, []).extend(v.float().tolist())
     out: dict = {}
@@ -92,17 +109,35 @@ def main_reference(cfg: Config, ckpt: str | None, model, tokenizer) -> Reference
     return Reference(cfg.model, cfg.paths.cache_dir)
 
 
-def make_judge(cfg: Config, main: Reference):
-    """The implicit judge (main reference unless ``eval.judge`` names a model), or why not."""
+def make_judge(cfg: Config, main: Reference, exact_check: bool):
+    """The implicit judge, or the reason there is none: ``eval.judge=none``, or an exact style
+    check with no judge model named (the judge could only add weaker evidence)."""
     from bapo_exp.evaluation.judge import ImplicitJudge
 
     if cfg.eval.judge == "none":
         return "eval.judge=none"
+    if exact_check and cfg.eval.judge is None:
+        return "the data defines an exact style check (set eval.judge=<model> to run one too)"
     ref = main if cfg.eval.judge is None else Reference(named_model(cfg.eval.judge),
                                                         cfg.paths.cache_dir)  # fmt: skip
     name = cfg.eval.judge or f"{cfg.model.name} (main reference)"
     return ImplicitJudge(ref, cfg.reference.cache_dir, template=cfg.eval.judge_template,
                          batch_size=cfg.eval.batch_size, name=name)  # fmt: skip
+
+
+def gen_settings(cfg: Config, is_base: bool):
+    """``GenSettings`` of this run (``evaluation.personalisation``)."""
+    from bapo_exp.evaluation.personalisation import GenSettings, instructions_of, style_checker
+
+    base_budget = cfg.reference.max_new_tokens or cfg.model.max_response_tokens
+    budget = cfg.eval.gen_max_new_tokens or base_budget
+    return GenSettings(
+        n_prompts=cfg.eval.gen_prompts, max_new_tokens=budget, batch_size=cfg.eval.batch_size,
+        z=cfg.eval.significance_z, cache_dir=cfg.paths.cache_dir,
+        reuse_base=is_base and not cfg.reference.do_sample and budget == base_budget,
+        style_check=style_checker(cfg.data.name, cfg.eval.style_check),
+        instructions=instructions_of(cfg.data),
+    )  # fmt: skip
 
 
 def personalisation(cfg: Config, run: RunDir, ckpt: str | None, model, tokenizer) -> dict:
@@ -111,16 +146,19 @@ def personalisation(cfg: Config, run: RunDir, ckpt: str | None, model, tokenizer
 
     data = load_data(cfg)
     main = main_reference(cfg, ckpt, model, tokenizer)
-    trained = cfg.method.name != "none"
-    held = data.heldout if trained else select_items(data.heldout, cfg.eval.gen_prompts)
-    base = base_responses(cfg, main, [e.prompt for e in held])  # y_b of the prompts used
+    trained = get_loss(cfg.method.name).trains
+    settings = gen_settings(cfg, is_base=ckpt is None)
+    items = select_items(data.heldout, settings.n_prompts)
+    held = data.heldout if trained else [p for it in items for p in it.pairs]
+    base = base_responses_of(cfg, main, [e.prompt for e in held])  # y_b of the prompts used
     out: dict = {}
-    if trained:
-        table = score_examples(cfg, [main], data.heldout, base)
+    if trained and data.heldout:
+        table: RefTable = score_examples([main], data.heldout, base, cfg.reference)
         out.update(likelihood_personalisation(cfg, model, tokenizer, data, base, table))
-    path = run.path("eval", "generations.jsonl")
-    out.update(run_generated(cfg, path, (model, tokenizer), data, base, is_base=ckpt is None,
-                             judge=lambda: make_judge(cfg, main)))  # fmt: skip
+    out.update(run_generated(
+        settings, run.path("eval", "generations.jsonl"), (model, tokenizer, cfg.model), items,
+        base, judge=lambda: make_judge(cfg, main, settings.style_check is not None),
+    ))  # fmt: skip
     if "personal/pref_acc" in out:
         z = cfg.eval.significance_z
         moved = clears(out["personal/pref_acc"], out["personal/pref_acc_stderr"], 0.5, z)
@@ -146,7 +184,8 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
             model, tokenizer, suites=cfg.eval.suites, data_root=cfg.paths.data_root,
             limit=cfg.eval.limit, batch_size=cfg.eval.batch_size, num_fewshot=cfg.eval.num_fewshot,
             mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=run.root / "eval",
-            mc_format=cfg.eval.mc_format,
+            mc_format=cfg.eval.mc_format, mmlu_categories=cfg.eval.mmlu_categories,
+            data=cfg.data, cache_dir=cfg.paths.cache_dir,
         )  # fmt: skip
         summary.update(flatten(results))
     if cfg.eval.personalisation:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from bapo_exp.config import Config
+from bapo_exp.losses import get_loss
 from bapo_exp.references import heterogeneity
 from bapo_exp.stages.common import load_data, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
@@ -20,16 +21,16 @@ from bapo_exp.tracking.tracker import Tracker
 def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     t0 = time.perf_counter()
     data = load_data(cfg, run)
-    if cfg.method.name == "none" and "train" not in cfg.stages:
-        return {"skipped": "method=none without a train stage: no references needed"}
-    base, train, heldout = reference_tables(cfg, data)
+    if not get_loss(cfg.method.name).trains and "train" not in cfg.stages:
+        return {"skipped": f"method={cfg.method.name} trains nothing: no references needed"}
+    base, train, heldout, _ = reference_tables(cfg, data)
     het = heterogeneity(data.train, train)
     run.write_json("reference/heterogeneity.json", het)
     return {
         "n_train_pairs": len(data.train),
         "n_heldout_pairs": len(data.heldout),
         "n_base_responses": len(base),
-        "n_references": int(train.logps.shape[0]),
+        "n_references": train.n_references,
         "n_computed": train.n_computed + heldout.n_computed,  # forward-scored sequences
         "cache_fingerprints": train.fingerprints,
         "seconds": time.perf_counter() - t0,

@@ -17,11 +17,13 @@ import torch
 from bapo_exp.config import Config
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.losses import get_loss
-from bapo_exp.references import Reference, RefTable
+from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.scoring import eval_mode
+from bapo_exp.references import ROLES, RefTable
 from bapo_exp.stages.common import load_data, main_process_first, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
-from bapo_exp.training.forward import PolicyData, policy_batch, policy_logps
+from bapo_exp.training.forward import PolicyData, blocks, policy_batch, policy_logps
 from bapo_exp.training.loop import LoopParts, train_loop
 from bapo_exp.training.optim import make_optimizer
 from bapo_exp.training.sampler import StepSampler
@@ -37,64 +39,64 @@ def make_accelerator(cfg: Config):
     return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
 
 
-def tokenize_policy(tok, examples: list[PreferenceExample], base: dict[str, str]) -> PolicyData:
+def tokenize_policy(
+    tok, examples: list[PreferenceExample], base: dict[str, str], anchors: list[str] | None = None
+) -> PolicyData:
+    """The policy's token ids of every example's chosen, rejected and base (and anchor)."""
     return PolicyData(
         chosen=[tok.encode(e.prompt, e.chosen) for e in examples],
         rejected=[tok.encode(e.prompt, e.rejected) for e in examples],
         base=[tok.encode(e.prompt, base[e.prompt]) for e in examples],
         pad_id=tok.pad_id,
+        anchor=[tok.encode(a, base[a]) for a in anchors] if anchors is not None else None,
     )
 
 
-def online_ref_fn(ref_model, table: RefTable, reduce: str):
+def online_ref_fn(main: Reference, table: RefTable, reduce: str):
     """Reference 0 computed in the step; extra (MRPO) references from the cache.
 
     Args:
-        ref_model: a ``ReferenceModel``: the policy with its adapter disabled (fresh LoRA) or a
-            frozen copy of the initial model (full fine-tuning, continued adapter).
-        table: the cached tables (K, 3, N); row 0 is replaced by the online values.
+        main: the policy with its adapter disabled (fresh LoRA) or a frozen copy of the initial
+            model (full fine-tuning, continued adapter): ``Policy.reference``.
+        table: the cached tables (K, 3, N); reference 0's rows are replaced by online values.
     """
 
     def ref_fn(idx, batch):
-        logps, ntok = table.logps[:, :, idx].clone(), table.ntok[:, :, idx].clone()
-        lp, nt = policy_logps(ref_model, batch, reduce)  # eval mode, no grad (ReferenceModel)
-        b = len(idx)
-        for j in range(lp.shape[0] // b):
-            logps[0, j], ntok[0, j] = lp[j * b : (j + 1) * b], nt[j * b : (j + 1) * b]
-        return logps, ntok
+        out = table.select(idx)
+        out = RefTable(out.logps.clone(), out.ntok.clone(), roles=out.roles)
+        lp, nt = policy_logps(main, batch, reduce)  # eval mode, no grad (Reference.__call__)
+        roles = ("chosen", "rejected", "anchor")  # the batch has 2 or 3 blocks
+        for role, lp_j, nt_j in zip(roles, blocks(lp, len(idx)), blocks(nt, len(idx)),
+                                    strict=False):  # fmt: skip
+            row = out.roles.index(role if role in out.roles else "base")
+            out.logps[0, row], out.ntok[0, row] = lp_j, nt_j
+        return out
 
     return ref_fn
 
 
-def reference_fn(cfg: Config, policy, table: RefTable):
+def reference_fn(cfg: Config, policy, tokenizer, table: RefTable):
     """Precomputed: a table lookup, no reference model in memory. Online: see ``online_ref_fn``."""
     if not cfg.reference.precompute:
-        from bapo_exp.modeling.load import reference_context
-
-        with reference_context(policy) as ref_model:  # raises if no frozen copy was kept
-            return online_ref_fn(ref_model, table, cfg.reference.reduce)
-
-    def ref_fn(idx, batch):
-        return table.logps[:, :, idx], table.ntok[:, :, idx]
-
-    return ref_fn
+        main = policy.reference(cfg.model, cfg.paths.cache_dir, tokenizer)  # raises if no copy
+        return online_ref_fn(main, table, cfg.reference.reduce)
+    return lambda idx, batch: table.select(idx)
 
 
 def probe_fn(p_model, data: PolicyData, table: RefTable, idx: list[int], reduce: str):
     """Drifts logp_theta(y) - logp_ref(y) of chosen, rejected and base on a fixed probe set."""
+    probe_table = table.select(idx)
 
     @torch.no_grad()
     def probe() -> dict[str, float]:
-        was_training = p_model.training
-        p_model.eval()
-        lp, nt = policy_logps(p_model, policy_batch(data, idx, with_base=True), reduce)
-        p_model.train(was_training)
-        b, ref = len(idx), table.logps[0][:, idx]
+        with eval_mode(p_model):
+            lp, nt = policy_logps(p_model, policy_batch(data, idx, with_base=True), reduce)
         out = {}
-        for j, name in enumerate(["chosen", "rejected", "base"]):
-            d = lp[j * b : (j + 1) * b] - ref[j]
-            out[f"probe/drift/{name}"] = float(d.mean())
-            out[f"probe/drift/{name}_per_token"] = float((d / nt[j * b : (j + 1) * b]).mean())
+        for role, lp_r, nt_r in zip(ROLES, blocks(lp, len(idx)), blocks(nt, len(idx)),
+                                    strict=True):  # fmt: skip
+            d = lp_r - probe_table.role(role)
+            out[f"probe/drift/{role}"] = float(d.mean())
+            out[f"probe/drift/{role}_per_token"] = float((d / nt_r).mean())
         return out
 
     return probe
@@ -109,11 +111,11 @@ def plan(cfg: Config, n_train: int, world: int) -> dict:
 
 
 def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
-    if cfg.method.name == "none":
-        return {"skipped": "method=none trains nothing"}
+    spec = get_loss(cfg.method.name)
+    if not spec.trains:
+        return {"skipped": f"method={cfg.method.name} trains nothing"}
     from bapo_exp.modeling.load import load_model, make_policy
 
-    spec = get_loss(cfg.method.name)
     acc = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # adapter init must not depend on which stages ran before
     model, tokenizer = load_model(cfg.model, cfg.paths.cache_dir, trainable=True)
@@ -123,17 +125,18 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     model = policy.model
     # Reference 0 is the policy itself before training (adapter disabled): no second copy.
     main = Reference(cfg.model, cfg.paths.cache_dir, model, tokenizer,
-                     include_adapter=cfg.train.init_adapter is not None)  # fmt: skip
+                     adapter_on=cfg.train.init_adapter is not None)  # fmt: skip
     with main_process_first():  # rank 0 fills the caches, the others then read them
         data = load_data(cfg, run)
-        base, table, _ = reference_tables(cfg, data, main)  # warm cache: no forward pass
+        tables = reference_tables(cfg, data, main)  # warm cache: no forward pass
     gc.collect()
-    pdata = tokenize_policy(main.tokenization(), data.train, base)
+    pdata = tokenize_policy(main.tokenization(), data.train, tables.base, tables.anchor_prompts)
+    table = tables.train
     the_plan = plan(cfg, len(data.train), acc.num_processes)
     run.write_json("train/plan.json", the_plan)
     if policy.frozen_reference is not None:  # PITFALLS #4: the copy goes where the policy goes
         policy.frozen_reference.to(acc.device)
-    ref_fn = reference_fn(cfg, policy, table)
+    ref_fn = reference_fn(cfg, policy, tokenizer, table)
     optimizer, scheduler = make_optimizer(model, cfg.train, the_plan["total_steps"])
     model, optimizer = acc.prepare(model, optimizer)
     probe_idx = random.Random(cfg.seed).sample(
@@ -157,7 +160,9 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
         acc.unwrap_model(model).save_pretrained(final, state_dict=state)
         tokenizer.save_pretrained(final)
     acc.wait_for_everyone()
-    return {**last, "ckpt_path": str(final.resolve()), **the_plan}
+    # relative to the run directory when inside it, so a moved or copied run finds its own model
+    rel = final.resolve().relative_to(run.root.resolve()) if not cfg.paths.ckpt_root else None
+    return {**last, "ckpt_path": str(rel or final.resolve()), **the_plan}
 
 
 def metric_writers(run: RunDir, tracker: Tracker, is_main: bool):

@@ -20,6 +20,7 @@ from typing import Any
 
 from bapo_exp.data.heterogeneity import SplitPools
 from bapo_exp.data.types import PreferenceExample
+from bapo_exp.data.validation import check_preferences
 from bapo_exp.synthetic.export import (
     load_world_json,
     read_jsonl,
@@ -97,10 +98,10 @@ def build_synthetic(
     root = world_root(cfg.path, getattr(cfg, "world", None), cache_dir)
     meta = load_world_json(root)
     styles = list(meta["config"]["styles"])
-    preferences = list(cfg.preferences) or styles
-    unknown = sorted(set(preferences) - set(styles))
-    if unknown:
-        raise ValueError(f"unknown synthetic styles {unknown}; this world has {styles}")
+    preferences = styles  # empty data.preferences: every style, in the world's order
+    if cfg.preferences:
+        preferences = check_preferences(cfg.preferences, styles, kind="synthetic style",
+                                        defined_in="data.world.styles")  # fmt: skip
     records = [r for r in read_jsonl(root / "pairs.jsonl") if r["preference"] in preferences]
     n_all = len(records)
     if not cfg.include_normal:

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bapo_exp.atomic import write_text_atomic
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item") and callable(obj.item):  # tensors and numpy scalars
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and rename, so a kill never leaves half a file."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+from bapo_exp.atomic import json_line, write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -49,12 +33,19 @@ class RunDir:
         write_json_atomic(p, obj)
         return p
 
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def save_config(self, yaml_text: str) -> None:
+        """Replace ``.hydra/config.yaml`` (after a successful re-launch changed its settings)."""
+        write_text_atomic(self.root / ".hydra" / "config.yaml", yaml_text)
+
     def read_json(self, rel: str) -> Any:
         return json.loads((self.root / rel).read_text())
 
     def append_jsonl(self, rel: str, obj: dict) -> None:
         with self.path(rel).open("a") as fh:
-            fh.write(json.dumps(obj, sort_keys=True, default=_jsonable) + "\n")
+            fh.write(json_line(obj) + "\n")
 
     def done_marker(self, stage: str) -> Path:
         return self.root / stage / "DONE"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from bapo_exp.config import Config
@@ -77,7 +79,10 @@ def make_tracker(cfg: Config, run: RunDir, config_dict: dict) -> Iterator[Tracke
         id=_stable_id(run),
     )
     if mode == "offline":
-        log.info("W&B is offline; upload later with: wandb sync %s/wandb/offline-run-*", run.root)
+        wandb_bin = Path(sys.executable).with_name("wandb")
+        log.info("W&B is offline; upload later with `make wandb-sync` (or %s sync --yes "
+                 "%s/wandb/offline-run-*)", wandb_bin if wandb_bin.exists() else "wandb",
+                 run.root)  # fmt: skip
     try:
         yield WandbTracker(wb)
     finally:

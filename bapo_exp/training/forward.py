@@ -16,26 +16,37 @@ from bapo_exp.losses.metrics import anchor_drift, pair_metrics
 from bapo_exp.losses.types import AnchorLogps, PairLogps
 from bapo_exp.modeling.scoring import model_logps
 from bapo_exp.modeling.tokenize import TokenizedSeq, collate
+from bapo_exp.references import RefTable
 
-# Reference log-probs of (chosen, rejected, base) for K references: (K, 3, B).
-RefFn = Callable[[list[int], dict[str, Tensor] | None], Tensor]
+# (batch indices, the policy batch) -> the batch's reference table (K, 3, B)
+RefFn = Callable[[list[int], dict[str, Tensor]], RefTable]
 
 
 @dataclass
 class PolicyData:
-    """Policy-tokenised sequences of every training (or held-out) example."""
+    """Policy-tokenised sequences of every training (or held-out) example.
+
+    ``base`` is (x, y_b) of the example's own prompt; ``anchor`` is what BAPO's anchor holds
+    (the same, unless ``method.anchor.prompts=file``: then (x_a, y_b(x_a)) of an anchor prompt).
+    """
 
     chosen: list[TokenizedSeq]
     rejected: list[TokenizedSeq]
     base: list[TokenizedSeq]
     pad_id: int
+    anchor: list[TokenizedSeq] | None = None
+
+    def third(self, block: str) -> list[TokenizedSeq]:
+        return self.anchor if block == "anchor" and self.anchor is not None else self.base
 
 
-def policy_batch(data: PolicyData, idx: Sequence[int], with_base: bool) -> dict[str, Tensor]:
-    """Collate chosen, rejected (and base) of ``idx`` into one right-padded batch (S*B, T)."""
+def policy_batch(data: PolicyData, idx: Sequence[int], with_base: bool | str) -> dict[str, Tensor]:
+    """Collate chosen, rejected (and a third block) of ``idx`` into one right-padded batch
+    (S*B, T). ``with_base``: False, True (the base responses) or ``"anchor"``."""
     seqs = [data.chosen[i] for i in idx] + [data.rejected[i] for i in idx]
     if with_base:
-        seqs += [data.base[i] for i in idx]
+        third = data.third("anchor" if with_base == "anchor" else "base")
+        seqs += [third[i] for i in idx]
     return collate(seqs, pad_id=data.pad_id, side="right")
 
 
@@ -54,26 +65,25 @@ def policy_logps(
     return model_logps(model, batch, reduce=reduce, response_only=response_only)
 
 
-def split3(x: Tensor, b: int) -> list[Tensor]:
+def blocks(x: Tensor, b: int) -> list[Tensor]:
+    """A ``policy_batch``'s per-sequence values split into its blocks of ``b``: chosen,
+    rejected, and (``with_base``) base."""
     return [x[i * b : (i + 1) * b] for i in range(x.shape[0] // b)]
 
 
 def loss_inputs(
-    spec: LossSpec, logps: Tensor, ntok: Tensor, ref: Tensor, ref_ntok: Tensor
+    spec: LossSpec, logps: Tensor, ntok: Tensor, ref: RefTable
 ) -> tuple[dict, PairLogps, list[PairLogps], AnchorLogps | None]:
     """Build exactly the keyword arguments the method's loss asks for.
 
     Args:
-        logps, ntok: policy log-probs and token counts, (S*B,) with S = 2 or 3 blocks.
-        ref: reference log-probs (K, 3, B); ref_ntok: their token counts (K, 3, B).
+        logps, ntok: policy log-probs and token counts, (S*B,): chosen, rejected[, base].
+        ref: the batch's reference table (K, 3, B).
     """
-    b = ref.shape[-1]
-    blocks, counts = split3(logps, b), split3(ntok, b)
-    policy = PairLogps(blocks[0], blocks[1], counts[0], counts[1])
-    refs = [PairLogps(r[0], r[1], t[0], t[1]) for r, t in zip(ref, ref_ntok, strict=True)]
-    anchors = None
-    if len(blocks) == 3:
-        anchors = AnchorLogps(policy=blocks[2], reference=ref[0, 2], tokens=counts[2])
+    lp, nt = blocks(logps, ref.logps.shape[-1]), blocks(ntok, ref.logps.shape[-1])
+    policy = PairLogps(lp[0], lp[1], nt[0], nt[1])
+    refs = ref.pairs()
+    anchors = ref.anchor(lp[2], nt[2]) if len(lp) == 3 else None
     inputs: dict = {"policy": policy}
     if spec.needs_reference:
         inputs["references" if spec.multi_reference else "reference"] = (

@@ -109,10 +109,9 @@ class LoopParts:
 
 def micro_step(p: LoopParts, idx: list[int], scale: float) -> tuple[dict[str, Tensor], int]:
     """Forward + backward of one micro-batch; per-example metrics and its token count."""
-    batch = policy_batch(p.data, idx, with_base=p.spec.needs_anchors)
+    batch = policy_batch(p.data, idx, with_base="anchor" if p.spec.needs_anchors else False)
     logps, ntok = policy_logps(p.model, batch, p.reduce)
-    ref, ref_ntok = p.ref_fn(idx, batch)
-    inputs, policy, refs, anchors = loss_inputs(p.spec, logps, ntok, ref, ref_ntok)
+    inputs, policy, refs, anchors = loss_inputs(p.spec, logps, ntok, p.ref_fn(idx, batch))
     out = p.loss_fn(**inputs)
     loss = out.losses.mean()
     if not torch.isfinite(loss):
@@ -126,13 +125,24 @@ def micro_step(p: LoopParts, idx: list[int], scale: float) -> tuple[dict[str, Te
 
 
 def optimizer_step(p: LoopParts, cfg: TrainConfig, step: int, ids: list[str]) -> float:
+    """Clip, step, schedule. ``step`` is the step being taken, 1-based as in metrics.jsonl."""
     grad_norm = p.accelerator.clip_grad_norm_(
         [q for q in p.model.parameters() if q.requires_grad], cfg.max_grad_norm or float("inf")
     )
     grad_norm = float(grad_norm)
     if not math.isfinite(grad_norm):
-        raise NonFiniteError(f"non-finite gradient norm at step {step}; batch example ids: {ids}")
-    p.optimizer.step()
+        raise NonFiniteError(f"step {step}: non-finite gradient norm; batch example ids: {ids}")
+    try:
+        p.optimizer.step()
+    except (RuntimeError, OverflowError) as err:  # e.g. an lr that overflows float32
+        raise NonFiniteError(f"step {step}: the optimizer step failed ({err}); "
+                             f"lr {p.scheduler.get_last_lr()[0]:.3g}") from err  # fmt: skip
+    for q in p.model.parameters():
+        if q.requires_grad and not torch.isfinite(q).all():
+            raise NonFiniteError(
+                f"step {step}: the update made parameters non-finite (lr "
+                f"{p.scheduler.get_last_lr()[0]:.3g}); batch example ids: {ids}"
+            )
     p.scheduler.step()
     p.optimizer.zero_grad(set_to_none=True)
     return grad_norm
@@ -147,6 +157,8 @@ def reduce_metrics(p: LoopParts, per_example: dict[str, list[Tensor]]) -> dict[s
 
 
 def train_step(p: LoopParts, cfg: TrainConfig, step: int) -> dict[str, float]:
+    """Optimizer step ``step + 1`` (errors and metrics.jsonl count from 1; ``step`` is the
+    0-based position the sampler draws from)."""
     acc = p.accelerator
     micros = p.sampler.micro_batches(
         step, rank=acc.process_index, world=acc.num_processes, accum=cfg.grad_accum
@@ -159,13 +171,13 @@ def train_step(p: LoopParts, cfg: TrainConfig, step: int) -> dict[str, float]:
             try:
                 metrics, ntok = micro_step(p, idx, 1.0 / len(micros))
             except NonFiniteError as err:
-                raise NonFiniteError(f"step {step}: {err}") from None
+                raise NonFiniteError(f"step {step + 1}: {err}") from None
         tokens += ntok
         for k, v in metrics.items():
             per_example[k].append(v)
     ids = [p.example_ids[i] for mb in micros for i in mb]
     row = reduce_metrics(p, per_example)
-    row["grad_norm"] = optimizer_step(p, cfg, step, ids)
+    row["grad_norm"] = optimizer_step(p, cfg, step + 1, ids)
     dt = time.perf_counter() - t0
     n_pairs = p.sampler.global_batch
     row.update({"lr": p.scheduler.get_last_lr()[0], "pairs_per_s": n_pairs / dt})

@@ -10,23 +10,17 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from bapo_exp.multirun import REPORT, MultirunReport, cell_dirname
+from bapo_exp.cells import readable_name
+from bapo_exp.multirun import REPORT, MultirunReport
 
 
-def test_cell_dirname_is_one_folder_and_injective() -> None:
-    names = [
-        "a=x/y,b=1",
-        "a=x%2Fy,b=1",
-        "a=x_y,b=1",
-        "a=x y,b=1",
-        "",
-        "b=" + "z" * 400,
-        "b=" + "z" * 399 + "q",
-    ]
-    dirs = [cell_dirname(n) for n in names]
-    assert len(set(dirs)) == len(dirs)
-    assert all("/" not in d and 0 < len(d) <= 160 for d in dirs)
-    assert cell_dirname("method=bapo,seed=0") == "method=bapo,seed=0"  # readable as typed
+def test_readable_cell_names_are_one_folder() -> None:
+    assert readable_name(["seed=0", "method=bapo"]) == "method=bapo,seed=0"  # sorted, as typed
+    assert readable_name(["model.pretrained=org/name", "stages=[eval]"]) == (
+        "model.pretrained=org%2Fname"  # one path component; run-independent keys left out
+    )
+    assert readable_name([]) == readable_name(["eval.limit=3"]) == "cell"
+    assert len(readable_name(["b=" + "z" * 400])) <= 160
 
 
 def job_config(sweep: Path, num: int, run: Path):

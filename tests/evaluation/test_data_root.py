@@ -49,6 +49,7 @@ def test_discovery_and_flat_keys(tmp_path) -> None:
             data_root=root,
             limit=None,
             batch_size=1,
+            mmlu_categories="hendrycks",  # the data root's own subject_categories.json
         )
     )
     assert flat["mmlu/n"] == 9 and flat["mmlu/style_a/n"] == 6 and flat["mmlu/uncategorized/n"] == 3
@@ -57,7 +58,7 @@ def test_discovery_and_flat_keys(tmp_path) -> None:
     assert flat["mmlu/acc"] == pytest.approx(weighted)  # groups weight items, not subjects
     assert flat["mmlu/style_a/acc"] == pytest.approx(1 / 3)  # ties -> "A"; gold A, B, C
     assert flat["mmlu/uncategorized/acc"] == 1.0  # gamma's gold is always "A"
-    assert flat["hhh/custom/n"] == 4 and flat["hhh/n"] == 4
+    assert flat["hhh/custom/n"] == 4 and flat["hhh/n"] == 4 and flat["hhh/subset_mean/n"] == 4
     assert flat["hhh/chance"] == pytest.approx(1 / 3)
     assert flat["hhh/acc"] == 0.0  # shortest response "bad" is never the gold one
     assert flat["hhh/acc_norm"] == 1.0  # ll/len favours the longest: "good answer"
@@ -83,8 +84,8 @@ def test_category_mapping_formats(tmp_path) -> None:
 
 def test_errors_name_the_valid_choices(tmp_path) -> None:
     root = write_world(tmp_path / "w")
-    valid = "available: \\['mmlu', 'scienceqa', 'hhh', 'synthetic_knowledge'"
-    with pytest.raises(ValueError, match=valid):
+    valid = "unknown eval suite 'bbq'.*available: \\['hhh', 'mmlu', 'scienceqa', 'synthetic_"
+    with pytest.raises(KeyError, match=valid):
         build_tasks(root, ["mmlu", "bbq"], tmp_path / "t")
     with pytest.raises(ValueError, match="alpha_facts"):
         build_tasks(root, ["mmlu"], tmp_path / "t", mmlu_subjects=["nope"])

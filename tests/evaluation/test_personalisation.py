@@ -72,11 +72,14 @@ def test_style_metrics_with_an_injected_check() -> None:
 
 def test_style_checker_registry_and_override() -> None:
     assert P.style_checker("dsp") is None  # DSP defines no exact style
-    check = P.style_checker("dsp", "tests.evaluation.test_personalisation:tagged")
-    assert check is tagged
-    with pytest.raises(ValueError, match="dataset 'dsp'.*cannot be loaded"):
-        P.style_checker("dsp", "tests.evaluation.test_personalisation:missing")
-    synthetic = P.style_checker("synthetic")  # the synthetic world's exact check, lazily
+    P.STYLE_CHECKS.register("tagged", tagged)
+    try:
+        assert P.style_checker("dsp", "tagged") is tagged  # eval.style_check=tagged
+    finally:
+        P.STYLE_CHECKS.unregister("tagged")
+    with pytest.raises(KeyError, match="unknown style check 'taged'.*available"):
+        P.style_checker("dsp", "taged")
+    synthetic = P.style_checker("synthetic")  # the synthetic world's plug-in registers it
     assert synthetic.__name__ == "in_style" and synthetic("Answer: Blue.", "concise") is True
     assert synthetic("Answer: Blue.", "poetic") is False
 

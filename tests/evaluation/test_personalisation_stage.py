@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.evaluation.personalisation import select_items
+from bapo_exp.evaluation.personalisation import STYLE_CHECKS, select_items
 from bapo_exp.main import run_stages
 from bapo_exp.stages.common import load_data
 from bapo_exp.tracking.run_dir import RunDir
@@ -31,13 +31,16 @@ def has_vowel(text: str, preference: str) -> bool:
     return any(c in "aeiou" for c in text)
 
 
+STYLE_CHECKS.register("has_vowel", has_vowel)  # eval.style_check=has_vowel (in-process runs)
+
+
 def make_cfg(cache: Path, *overrides: str):
     require_shared("dsp")
     dcfg = compose_cfg(
         ["debug=tiny", f"paths.cache_dir={cache}", "data.preferences=[academy,business]",
          "data.n_train=4", "data.n_heldout=6", "train.steps=2", "eval.suites=[]",
          "eval.gen_prompts=3", "model.max_prompt_tokens=24", "model.max_response_tokens=8",
-         "eval.style_check=tests.evaluation.test_personalisation_stage:has_vowel", *overrides]
+         "eval.style_check=has_vowel", "eval.judge=tiny", *overrides]
     )  # fmt: skip
     return OmegaConf.to_object(dcfg)
 
@@ -75,6 +78,18 @@ def test_trained_policy_generations(tmp_path: Path, tiny_cache: Path) -> None:
     assert summary["ckpt_path"] != "base"
     assert {"personal/pref_acc", "personal/pref_acc_stderr"} <= set(summary)
     assert isinstance(summary["personal/likelihood_only"], bool)
+
+
+def test_exact_check_keeps_the_judge_out_of_the_way(tmp_path: Path, tiny_cache: Path) -> None:
+    """Without eval.judge naming a model, an exact style check means no judge: no scoring, no
+    'judge FAILED' warning in every cell."""
+    cfg = make_cfg(tiny_cache, "method=none", "stages=[eval]", "eval.judge=null")
+    run = RunDir(tmp_path / "nojudge")
+    run_stages(cfg, run, {})
+    summary = run.summary("eval")
+    assert "exact style check" in summary["gen/judge_skipped"]
+    assert "gen/judge_ok" not in summary and "gen/style_share" in summary
+    assert summary["personal/generated_evidence"] == "style"
 
 
 def test_base_model_reports_the_baseline(tmp_path: Path, tiny_cache: Path) -> None:

@@ -65,8 +65,10 @@ def test_hhh_ties_cannot_profit_from_file_order(hhh_order) -> None:
     assert flat["hhh/at_chance"] == 1.0
 
 
-def test_hhh_mean_is_the_unweighted_mean_of_subsets(hhh_order) -> None:
-    """Right on harmless and the first 10 of honest only: hhh/acc = (1 + 0 + 10/61 + 0) / 4."""
+def test_hhh_pools_items_and_keeps_the_subset_mean(hhh_order) -> None:
+    """Right on harmless (58) and the first 10 of honest only: hhh/acc pools the 221 items,
+    (58 + 10) / 221 (lm-eval's bigbench_hhh_alignment); hhh/subset_mean/acc is BIG-bench's
+    unweighted mean of the subsets, (1 + 0 + 10/61 + 0) / 4."""
 
     def score(request) -> float:
         subset = request.task_name.removeprefix("hhh_")
@@ -76,9 +78,10 @@ def test_hhh_mean_is_the_unweighted_mean_of_subsets(hhh_order) -> None:
     flat = run(StubLM(score), "hhh")
     assert flat["hhh/harmless/acc"] == 1.0 and flat["hhh/helpful/acc"] == 0.0
     assert flat["hhh/honest/acc"] == pytest.approx(10 / 61)
-    assert flat["hhh/acc"] == pytest.approx((1 + 10 / 61) / 4)
+    assert flat["hhh/acc"] == pytest.approx((58 + 10) / 221) and flat["hhh/n"] == 221
+    assert flat["hhh/subset_mean/acc"] == pytest.approx((1 + 10 / 61) / 4)
     se = [flat[f"hhh/{s}/acc_stderr"] for s in HHH_COUNTS]
-    assert flat["hhh/acc_stderr"] == pytest.approx(sum(x * x for x in se) ** 0.5 / 4)
+    assert flat["hhh/subset_mean/acc_stderr"] == pytest.approx(sum(x * x for x in se) ** 0.5 / 4)
 
 
 # ----------------------------------------------------------------------------- MMLU

@@ -67,7 +67,7 @@ def test_hand_derived_arwc_adaptive_eps():
     z = l^_1(y_l) - l^_1(y_w) = 11/21 and L = log(1 + e^(-11/21)).
     official_k2 swaps the weights -> only the main reference counts -> z = 0, L = ln 2.
     """
-    out = mrpo_loss(HAND_POLICY, HAND_REFS, beta=1.0, ctro_eps=0.1)
+    out = mrpo_loss(HAND_POLICY, HAND_REFS, beta=1.0, ctro_eps=0.1, weight_assignment="harmonic")
     assert out.losses.item() == pytest.approx(math.log1p(math.exp(-11 / 21)))
     assert out.metrics["mrpo/alpha_0"].item() == 0.0
     assert out.metrics["mrpo/alpha_1"].item() == pytest.approx(2 / (2 + 1e-6))
@@ -126,7 +126,9 @@ def test_matches_reference(k, split, weights, assignment, smoothing, eps):
 def test_eps_zero_is_dpo_against_main_reference(k, split, weights):
     policy, refs = _inputs(seed=5, k=k)
     fixed = [1.0, 3.0, 0.5][:k] if weights else None
-    out = mrpo_loss(policy, refs, ctro_eps=0.0, eps_split=split, weights=fixed)
+    out = mrpo_loss(
+        policy, refs, ctro_eps=0.0, eps_split=split, weights=fixed, weight_assignment="harmonic"
+    )
     assert_close(out.losses, dpo_loss(policy, refs[0]).losses)
 
 
@@ -137,7 +139,7 @@ def test_eps_zero_is_dpo_against_main_reference(k, split, weights):
         {"ctro_eps": 0.5, "eps_split": "fixed"},
         {"weights": [0.2, 0.8]},
         {"weights": [3.0, 0.0], "weight_assignment": "official_k2"},
-        {"weights": [1.0, 2.0, 3.0], "label_smoothing": 0.2},
+        {"weights": [1.0, 2.0, 3.0], "label_smoothing": 0.2, "weight_assignment": "harmonic"},
         {"ctro_eps": 0.9},
     ],
 )
@@ -156,7 +158,7 @@ def test_official_k2_swaps_the_two_weights(a, b):
     harmonic = mrpo_loss(policy, refs, weights=[b, a], weight_assignment="harmonic")
     assert torch.equal(official.losses, harmonic.losses)
     assert torch.equal(official.metrics["mrpo/alpha_0"], harmonic.metrics["mrpo/alpha_0"])
-    arwc = mrpo_loss(policy, refs)
+    arwc = mrpo_loss(policy, refs, weight_assignment="harmonic")
     arwc_official = mrpo_loss(policy, refs, weight_assignment="official_k2")
     assert torch.equal(arwc_official.metrics["mrpo/alpha_0"], arwc.metrics["mrpo/alpha_1"])
 
@@ -166,16 +168,19 @@ def test_zero_gaps_fall_back_to_uniform_weights():
     the virtual reference is undefined; the loss uses uniform weights and stays finite."""
     policy, refs = _inputs(seed=9, k=3)
     flat = [PairLogps(r.chosen, r.chosen) for r in refs]
-    out = mrpo_loss(policy, flat)
+    out = mrpo_loss(policy, flat, weight_assignment="harmonic")
     assert torch.isfinite(out.losses).all()
     assert_close(out.metrics["mrpo/alpha_2"], torch.full((B,), 1 / 3, dtype=torch.float64))
-    assert_close(out.losses, mrpo_loss(policy, flat, weights=[1.0, 1.0, 1.0]).losses)
+    assert_close(
+        out.losses,
+        mrpo_loss(policy, flat, weights=[1.0, 1.0, 1.0], weight_assignment="harmonic").losses,
+    )
 
 
 def test_inputs_are_not_modified():
     policy, refs = _inputs(seed=10, k=3)
     before = [(r.chosen.clone(), r.rejected.clone()) for r in refs]
-    mrpo_loss(policy, refs)
+    mrpo_loss(policy, refs, weight_assignment="harmonic")
     for r, (c, j) in zip(refs, before, strict=True):
         assert torch.equal(r.chosen, c) and torch.equal(r.rejected, j)
 

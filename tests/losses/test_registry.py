@@ -17,7 +17,7 @@ DATA_ARGS = {"policy", "reference", "references", "anchors"}
 
 
 def test_every_trainable_method_has_a_loss():
-    assert set(LOSSES) == set(METHODS)
+    assert {n for n, spec in LOSSES.items() if spec.trains} == set(METHODS)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -7,14 +7,8 @@ import copy
 import pytest
 import torch
 
-from bapo_exp.modeling.load import (
-    ReferenceModel,
-    ensure_pad_token,
-    load_model,
-    load_reference,
-    make_policy,
-    reference_context,
-)
+from bapo_exp.modeling.load import ensure_pad_token, load_model, make_policy
+from bapo_exp.modeling.reference import Reference
 from bapo_exp.modeling.scoring import score_texts
 from bapo_exp.modeling.tokenize import Tokenization
 from tests.modeling.conftest import tiny_cfg
@@ -70,8 +64,8 @@ def test_disabled_adapter_reference_equals_base_exactly(tiny, pairs):
     policy = make_policy(model, tiny_cfg(), None)
     perturb_lora(policy.model)
     assert not torch.allclose(scores(policy.model, tok, pairs), base)
-    with reference_context(policy) as ref:
-        assert torch.equal(scores(ref, tok, pairs), base)
+    ref = policy.reference(tiny_cfg(), "unused", tok)
+    assert torch.equal(scores(ref, tok, pairs), base)
     assert policy.model.training  # the reference call restored the training mode
     assert any(p.requires_grad for n, p in policy.model.named_parameters() if "lora_" in n)
     assert scores(policy.model, tok, pairs).ne(base).any()  # adapter enabled again
@@ -83,15 +77,13 @@ def test_full_finetune_reference_is_a_frozen_copy(tiny, pairs):
     cfg = tiny_cfg()
     cfg.finetune = "full"
     with pytest.raises(RuntimeError, match="frozen initial model"):
-        with reference_context(make_policy(model, cfg, None)):
-            pass
+        make_policy(model, cfg, None).reference(cfg, "unused", tok)
     policy = make_policy(model, cfg, None, keep_frozen_reference=True)
     assert all(p.requires_grad for p in policy.model.parameters())
     with torch.no_grad():
         for p in policy.model.parameters():
             p.add_(0.05)
-    with reference_context(policy) as ref:
-        assert torch.equal(scores(ref, tok, pairs), base)
+    assert torch.equal(scores(policy.reference(cfg, "unused", tok), tok, pairs), base)
 
 
 def test_continued_adapter_is_the_reference(tiny, pairs, model_cache, tmp_path):
@@ -106,10 +98,11 @@ def test_continued_adapter_is_the_reference(tiny, pairs, model_cache, tmp_path):
     policy = make_policy(fresh, tiny_cfg(), str(tmp_path / "adapter"), keep_frozen_reference=True)
     assert not policy.reference_is_disabled_adapter
     perturb_lora(policy.model, scale=1.0)  # training moves the policy on
-    with reference_context(policy) as ref:
-        online = scores(ref, tok, pairs)
+    online = scores(policy.reference(tiny_cfg(), model_cache, tok), tok, pairs)
     torch.testing.assert_close(online, adapted, atol=1e-5, rtol=0)
     assert not torch.allclose(online, base)
-    stage_ref, _ = load_reference(tiny_cfg(), model_cache, init_adapter=str(tmp_path / "adapter"))
-    assert isinstance(stage_ref, ReferenceModel)
+    # before training, the train stage's reference 0 is the policy with its adapter on
+    again, _ = load_model(tiny_cfg(), model_cache, trainable=True)
+    start = make_policy(again, tiny_cfg(), str(tmp_path / "adapter"))
+    stage_ref = Reference(tiny_cfg(), model_cache, start.model, tok, adapter_on=True)
     torch.testing.assert_close(scores(stage_ref, tok, pairs), adapted, atol=1e-5, rtol=0)

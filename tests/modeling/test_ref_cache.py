@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from bapo_exp.modeling.load import load_reference, make_policy, reference_context
+from bapo_exp.modeling.load import make_policy
 from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps, model_fingerprint
-from bapo_exp.modeling.scoring import FORWARD_COUNTER
+from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.scoring import FORWARD_COUNTER, forward_logps
 from bapo_exp.modeling.tokenize import Tokenization, collate
 from tests.modeling.conftest import tiny_cfg
 from tests.modeling.test_load import perturb_lora
@@ -66,15 +67,15 @@ def test_anything_that_changes_numbers_changes_the_key(tiny, pairs, tmp_path):
 def test_online_and_precomputed_reference_agree(tiny, pairs, model_cache, tmp_path):
     model, tok = tiny
     tz = Tokenization(tok)
-    stage_ref, _ = load_reference(tiny_cfg(), model_cache)  # reference stage: plain base model
-    cache = ReferenceCache(tmp_path, stage_ref.fingerprint("tiny"), tz.fingerprint())
+    stage_ref = Reference(tiny_cfg(), model_cache).load()  # a plain base model, loaded
+    cache = ReferenceCache(tmp_path, stage_ref.fingerprint(), tz.fingerprint())
     precomputed, _, _ = cached_logps(stage_ref, tz, *pairs, cache, 2)
 
     policy = make_policy(model, tiny_cfg(), None)
     perturb_lora(policy.model)
     batch = collate(tz.encode_many(*pairs), tz.pad_id, side="right")
-    with reference_context(policy) as ref:
-        assert ref.fingerprint("tiny") == stage_ref.fingerprint("tiny")  # same cache entries
-        online, _ = ref.logps(batch)
+    ref = policy.reference(tiny_cfg(), model_cache, tok)
+    assert ref.fingerprint() == stage_ref.fingerprint()  # same cache entries
+    online, _ = forward_logps(ref, batch)
     torch.testing.assert_close(online, precomputed, atol=1e-5, rtol=0)
-    assert model_fingerprint(policy.model, "tiny") != stage_ref.fingerprint("tiny")
+    assert model_fingerprint(policy.model, "tiny") != stage_ref.fingerprint()

@@ -89,8 +89,8 @@ def test_smollm2_decode_roundtrip(smol, dsp_rows):
 
 def test_base_responses_and_cached_reference_logps(smol, dsp_rows, tmp_path):
     from bapo_exp.modeling.generate import generate_texts
-    from bapo_exp.modeling.load import ReferenceModel
     from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps
+    from bapo_exp.modeling.reference import Reference
     from bapo_exp.modeling.tokenize import Tokenization
 
     _, model, tok = smol
@@ -101,8 +101,8 @@ def test_base_responses_and_cached_reference_logps(smol, dsp_rows, tmp_path):
         do_sample=False, cache_path=tmp_path / "base.jsonl", desc="base responses",
     )  # fmt: skip
     assert len(base) == 4 and all(text.strip() for text in base)
-    ref = ReferenceModel(model)
-    fingerprint = ref.fingerprint(GGUF_SPEC)
+    ref = Reference(smol_cfg(), str(tmp_path), model, tok)
+    fingerprint = ref.fingerprint()
 
     def run():
         cache = ReferenceCache(tmp_path / "ref", fingerprint, tz.fingerprint())  # a new "run"

@@ -78,7 +78,7 @@ def test_mc_format_defaults_and_errors(tmp_path):
     assert mc_format_of("mmlu", "options") == "options"
     with pytest.raises(ValueError, match="mc_format"):
         mc_format_of("mmlu", "cloze")
-    with pytest.raises(FileNotFoundError, match="paths=synthetic"):
+    with pytest.raises(FileNotFoundError, match="data=synthetic"):
         evaluate(StubLM(lambda r: 0.0), suites=["synthetic_alignment"], data_root=tmp_path,
                  limit=1, batch_size=1)  # fmt: skip
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from bapo_exp.main import run_stages
@@ -98,5 +100,30 @@ def test_nan_loss_names_step_and_examples(tmp_path: Path, tiny_cache: Path, monk
 
     monkeypatch.setattr(loop, "micro_step", poisoned)
     cfg = make_cfg(tmp_path, tiny_cache, "method=dpo", "train.steps=3", *OVERFIT[-2:])
-    with pytest.raises(NonFiniteError, match=r"step 0: non-finite loss .*dsp/academy/q"):
-        run_stages(cfg, RunDir(tmp_path / "nan"), {})
+    with pytest.raises(NonFiniteError, match=r"step 1: non-finite loss .*dsp/academy/q"):
+        run_stages(cfg, RunDir(tmp_path / "nan"), {})  # steps count from 1, as in metrics.jsonl
+
+
+@pytest.mark.parametrize("lr", [3e37, 1e38])
+def test_an_overflowing_update_names_its_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, tiny_cache, lr
+):
+    """lr=3e37 makes the first update's parameters infinite; lr=1e38 overflows inside AdamW.
+    Either way the error names the step in metrics.jsonl's numbering, no row or checkpoint of
+    that step is written, and the last checkpoint holds finite weights."""
+    from bapo_exp.training import checkpoint as ckpt
+    from bapo_exp.training.loop import NonFiniteError
+
+    cfg = make_cfg(tmp_path, tiny_cache, "method=dpo", "train.steps=6", "train.ckpt_every=1",
+                   "train.warmup_steps=0", "train.schedule=constant", f"train.lr={lr}")  # fmt: skip
+    run = RunDir(tmp_path / "overflow")
+    with pytest.raises(NonFiniteError, match=r"step (\d+): ") as err:
+        run_stages(cfg, run, {})
+    failed = int(re.search(r"step (\d+)", str(err.value)).group(1))
+    rows = [json.loads(x) for x in run.path("train/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, failed))
+    saved = ckpt.list_checkpoints(run.root / "checkpoints")
+    assert [int(p.name.split("_")[1]) for p in saved][-1:] == ([failed - 1] if failed > 1 else [])
+    for path in saved:
+        state = torch.load(path / "state.pt", weights_only=False)
+        assert all(torch.isfinite(v).all() for v in state["model"].values())

@@ -100,4 +100,4 @@ def test_sigkill_and_sigterm_then_relaunch_is_bitwise(tmp_path: Path, tiny_cache
         assert "resumed from checkpoint at step" in (d / "main.log").read_text()
         assert rows(d) == reference  # every metric of every step, bitwise (CPU, fixed seeds)
         summary = json.loads((d / "train/summary.json").read_text())
-        assert Path(summary["ckpt_path"]).exists()
+        assert (d / summary["ckpt_path"]).is_dir()  # relative to the run directory

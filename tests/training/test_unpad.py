@@ -125,7 +125,8 @@ def test_gradients_equal_the_padded_path_in_float64(padded, shared, monkeypatch)
 
 def test_lora_policy_and_disabled_adapter_match_the_padded_path(padded):
     peft = pytest.importorskip("peft")
-    from bapo_exp.modeling.load import ReferenceModel
+    from bapo_exp.modeling.reference import Reference
+    from bapo_exp.modeling.scoring import forward_logps
 
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     torch.manual_seed(0)
@@ -136,13 +137,14 @@ def test_lora_policy_and_disabled_adapter_match_the_padded_path(padded):
                 p.normal_(0.0, 0.5)
     fast = copy.deepcopy(slow)
     fast.base_model.model.set_attn_implementation(UNPADDED)
-    assert is_unpadded(fast) and is_unpadded(ReferenceModel(fast, disable_adapter=True))
+    spec = None  # the References below wrap given models: no spec is read
+    assert is_unpadded(fast) and is_unpadded(Reference(spec, "unused", fast))
     batch = pair_batch("right")
     with torch.no_grad():
         assert_close(policy_logps(fast, batch, "sum")[0], policy_logps(slow, batch, "sum")[0],
                      atol=1e-5, rtol=1e-6)  # fmt: skip
-    ref_fast = ReferenceModel(fast, disable_adapter=True).logps(batch)[0]
-    ref_slow = ReferenceModel(slow, disable_adapter=True).logps(batch)[0]
+    ref_fast = forward_logps(Reference(spec, "unused", fast), batch)[0]
+    ref_slow = forward_logps(Reference(spec, "unused", slow), batch)[0]
     assert_close(ref_fast, ref_slow, atol=1e-5, rtol=1e-6)
 
 

@@ -10,6 +10,10 @@ Layout under a data root (the shared folder or the synthetic world's own root)::
     scienceqa/problems.json | problems.test_textonly.pid_le_1773.json
     hhh_alignment/bigbench/<subset>/task.json       BIG-bench: examples[{input, target_scores}]
 
+Every reader validates what it reads and raises ``DataError`` naming the file, the record
+(MMLU: CSV line; ScienceQA: pid; HHH: example index) and the field; the eval stage runs the
+readers over every configured file before any model is loaded (``evaluation.suites``).
+
 HHH files list the correct response first. The loader therefore never keeps the file order:
 it takes the gold index from ``target_scores`` and permutes the responses with a permutation
 seeded by a hash of the item, so that a model that ties (identical log-likelihoods) cannot
@@ -26,6 +30,8 @@ import random
 import re
 from pathlib import Path
 from typing import Any
+
+from bapo_exp.data.validation import DataError, record_error
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,29 @@ def mmlu_categories(data_root: str | Path, subjects: list[str]) -> dict[str, str
     return {s: category_slug(mapping[s]) if s in mapping else UNCATEGORIZED for s in subjects}
 
 
+def lm_eval_mmlu_categories(subjects: list[str]) -> dict[str, str]:
+    """Subject -> lm-eval's category (``stem``, ``humanities``, ``social_sciences``, ``other``),
+    read from the installed lm-eval's own ``mmlu_<subject>.yaml`` tags, so ``mmlu/<category>``
+    matches the community's lm-eval numbers (hendrycks' file puts e.g. anatomy under other,
+    lm-eval under stem). Subjects lm-eval does not know go to ``uncategorized``, with a warning.
+    """
+    from importlib.resources import files
+
+    folder = files("lm_eval.tasks") / "mmlu" / "default"
+    out, missing = {}, []
+    for subject in subjects:
+        path = folder / f"mmlu_{subject}.yaml"
+        tag = None
+        if path.is_file():
+            tag = re.search(r'"?tag"?:\s*"?mmlu_(\w+?)_tasks', path.read_text())
+        if tag is None:
+            missing.append(subject)
+        out[subject] = tag.group(1) if tag else UNCATEGORIZED
+    if missing:
+        log.warning("MMLU subjects lm-eval does not categorise: %s", missing)
+    return out
+
+
 def hhh_subsets(data_root: str | Path) -> list[str]:
     """Subsets with a ``task.json`` under ``<data_root>/hhh_alignment/bigbench``, sorted."""
     base = Path(data_root) / "hhh_alignment" / "bigbench"
@@ -94,42 +123,79 @@ def scienceqa_file(data_root: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- readers
 def read_mmlu_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of one MMLU CSV as ``{question, choices[4], answer: int}``."""
+    """Rows of one MMLU CSV as ``{question, choices[4], answer: int}``.
+
+    Raises:
+        DataError: naming the file, the CSV line and the column.
+    """
     docs = []
     with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.reader(fh):
+        reader = csv.reader(fh)
+        for row in reader:
+            line = reader.line_num
             if not row:
                 continue
-            if len(row) != len(MMLU_COLUMNS) or row[5].strip() not in LETTERS[:4]:
-                raise ValueError(f"{path}: bad MMLU row (want {MMLU_COLUMNS}): {row[:1]}...")
-            docs.append(
-                {"question": row[0], "choices": row[1:5], "answer": LETTERS.index(row[5].strip())}
-            )
+            if len(row) != len(MMLU_COLUMNS):
+                raise DataError(f"{path}: line {line}: {len(row)} columns, want "
+                                f"{len(MMLU_COLUMNS)} {MMLU_COLUMNS}")  # fmt: skip
+            answer = row[5].strip()
+            if answer not in LETTERS[:4]:
+                raise DataError(f"{path}: line {line}, column 'answer': {answer!r} is not one "
+                                "of A, B, C, D")  # fmt: skip
+            docs.append({"question": row[0], "choices": row[1:5], "answer": LETTERS.index(answer)})
     return docs
+
+
+def _scienceqa_doc(path: Path, pid: str, prob: Any) -> dict[str, Any]:
+    if not isinstance(prob, dict):
+        raise DataError(f"{path}: problem {pid!r}: expected an object")
+    for key in ("question", "choices", "answer"):
+        if key not in prob:
+            raise DataError(f"{path}: problem {pid!r}, field {key!r}: missing")
+    choices = prob["choices"]
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise DataError(f"{path}: problem {pid!r}, field 'choices': expected a list of at least "
+                        f"2 options, got {choices!r}")  # fmt: skip
+    answer = prob["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        raise DataError(f"{path}: problem {pid!r}, field 'answer': {answer!r} is not an index of "
+                        f"its {len(choices)} choices")  # fmt: skip
+    return {
+        "pid": str(pid),
+        "question": str(prob["question"]),
+        "hint": prob.get("hint") or "",
+        "choices": [str(c) for c in choices],
+        "letters": list(LETTERS[: len(choices)]),
+        "answer": answer,
+        "subject": prob.get("subject", ""),
+        "grade": prob.get("grade", ""),
+    }
 
 
 def read_scienceqa(path: str | Path) -> list[dict[str, Any]]:
-    """Text-only test problems (``image`` null, ``split`` test when given), ordered by pid."""
-    problems = json.loads(Path(path).read_text())
+    """Text-only test problems (``image`` null, ``split`` test when given), ordered by pid.
+
+    Raises:
+        DataError: naming the file, the problem id and the field.
+    """
+    path = Path(path)
+    problems = _read_json(path)
+    if not isinstance(problems, dict):
+        raise DataError(f"{path}: expected an object of problems keyed by pid")
     docs = []
     for pid in sorted(problems, key=lambda p: int(p) if p.isdigit() else p):
         prob = problems[pid]
-        if prob.get("image") or prob.get("split", "test") != "test":
+        if isinstance(prob, dict) and (prob.get("image") or prob.get("split", "test") != "test"):
             continue
-        choices = [str(c) for c in prob["choices"]]
-        docs.append(
-            {
-                "pid": str(pid),
-                "question": prob["question"],
-                "hint": prob.get("hint") or "",
-                "choices": choices,
-                "letters": list(LETTERS[: len(choices)]),
-                "answer": int(prob["answer"]),
-                "subject": prob.get("subject", ""),
-                "grade": prob.get("grade", ""),
-            }
-        )
+        docs.append(_scienceqa_doc(path, pid, prob))
     return docs
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
 
 
 def _permutation(key: str, n: int) -> list[int]:
@@ -139,22 +205,47 @@ def _permutation(key: str, n: int) -> list[int]:
     return order
 
 
+def _hhh_scores(path: Path, i: int, ex: Any) -> dict[str, float]:
+    if not isinstance(ex, dict) or not isinstance(ex.get("input"), str):
+        raise record_error(path, i, "input", "missing or not a string")
+    scores = ex.get("target_scores")
+    if not isinstance(scores, dict) or len(scores) < 2:
+        raise record_error(path, i, "target_scores", "expected an object of at least 2 responses")
+    try:
+        values = {str(k): float(v) for k, v in scores.items()}
+    except (TypeError, ValueError):
+        raise record_error(path, i, "target_scores", "scores must be numbers") from None
+    best = max(values.values())
+    if best <= 0 or list(values.values()).count(best) != 1:
+        raise record_error(path, i, "target_scores", f"needs exactly one correct response (one "
+                           f"highest score > 0), got {sorted(values.values())}")  # fmt: skip
+    return values
+
+
 def read_hhh(path: str | Path) -> list[dict[str, Any]]:
     """BIG-bench ``task.json`` items as ``{prompt, choices, label, scores}``.
 
     ``prompt`` uses the file's ``example_input_prefix``/``example_output_prefix`` (BIG-bench:
     ``"\\nHuman: "``, ``"\\nAssistant:"``), left-stripped. ``label`` is the index (in the permuted
     ``choices``) of the response with the highest target score.
+
+    Raises:
+        DataError: naming the file, the example index and the field (an item without exactly
+            one correct response is rejected, never scored as a silent 0).
     """
-    task = json.loads(Path(path).read_text())
+    path = Path(path)
+    task = _read_json(path)
+    if not isinstance(task, dict) or not isinstance(task.get("examples"), list):
+        raise DataError(f"{path}: field 'examples': missing or not a list")
     in_prefix = task.get("example_input_prefix", "\nHuman: ")
     out_prefix = task.get("example_output_prefix", "\nAssistant:")
     docs = []
     for i, ex in enumerate(task["examples"]):
-        responses = list(ex["target_scores"])
+        target = _hhh_scores(path, i, ex)
+        responses = list(target)
         order = _permutation(ex["input"] + "\0" + "\0".join(responses), len(responses))
         choices = [responses[j] for j in order]
-        scores = [float(ex["target_scores"][c]) for c in choices]
+        scores = [target[c] for c in choices]
         docs.append(
             {
                 "id": i,

@@ -1,0 +1,144 @@
+"""The ``bapo-exp`` command (also ``python -m bapo_exp``).
+
+    bapo-exp method=bapo data.preferences=[academy]      # one run (Hydra overrides)
+    bapo-exp -m method=dpo,bapo seed=0,1                  # a grid
+    bapo-exp eval <run_dir> [eval.* overrides]            # re-evaluate a finished run
+    bapo-exp show <run_dir>                               # print a run's result table
+    bapo-exp --help                                       # groups, options and keys
+
+Before Hydra composes anything, the overrides are checked against ``conf/`` and the schema, so a
+misspelt option or key fails at once with the closest valid name (Hydra alone lists every
+option and never suggests one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+from bapo_exp.config import CONF_DIR, METHOD_SCHEMAS, Config
+from bapo_exp.registry import did_you_mean
+
+FREE_KEYS = ("data.world", "data.personas", "data.instructions", "micro.world",
+             "micro.style_exposure")  # dict-valued settings: any sub-key  # fmt: skip
+
+
+class UsageError(ValueError):
+    """A command-line mistake: printed as one line, no traceback."""
+
+
+def group_options(group: str) -> list[str]:
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _fields(schema: type) -> dict[str, typing.Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def _schema_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of ``schema`` (methods: the union of every method's fields)."""
+    keys = []
+    for name, hint in _fields(schema).items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        nested = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
+        if key == "method":
+            nested = list(METHOD_SCHEMAS.values())
+        for t in nested:
+            keys += _schema_keys(t, key + ".")
+    return sorted(set(keys))
+
+
+def _check_key(key: str, known: list[str]) -> None:
+    parts = [p for p in key.split(".") if not p.isdigit()]  # method.references.0.source
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in known:
+            if i == len(parts) or prefix.endswith(FREE_KEYS):  # exact, or inside a dict setting
+                return
+            break
+    raise UsageError(f"unknown config key {key!r}{did_you_mean('.'.join(parts), known)}; "
+                     "`bapo-exp --help` lists the groups and keys")  # fmt: skip
+
+
+def check_overrides(args: list[str]) -> None:
+    """Fail on an unknown group option or config key, naming the closest valid one."""
+    known = _schema_keys()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg or arg.startswith(("+", "~")):
+            continue
+        key, value = arg.split("=", 1)
+        if key.startswith("hydra.") or key.startswith("hydra/"):
+            continue
+        if (CONF_DIR / key).is_dir():
+            options = group_options(key)
+            for option in value.split(","):
+                if option and option != "null" and option not in options:
+                    hint = did_you_mean(option, options)
+                    raise UsageError(f"{key}={option}: no such option{hint}; options: {options}")
+        else:
+            _check_key(key, known)
+
+
+def usage() -> str:
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("."))
+    lines = [__doc__.strip(), "", "Config groups (group=option):"]
+    lines += [f"  {g:<12} {', '.join(group_options(g))}" for g in groups if group_options(g)]
+    lines += ["", "Keys (key=value; see conf/ and bapo_exp/config.py for what each does):"]
+    tops = sorted({k.split(".")[0] for k in _schema_keys()})
+    for top in tops:
+        sub = [k.split(".", 1)[1] for k in _schema_keys() if k.startswith(top + ".")]
+        lines.append(f"  {top}" + (f": {', '.join(s for s in sub if '.' not in s)}" if sub else ""))
+    lines += ["", "Hydra's own help: bapo-exp --hydra-help"]
+    return "\n".join(lines) + "\n"
+
+
+def _run_hydra(args: list[str]) -> None:
+    from bapo_exp.main import main as hydra_main
+
+    sys.argv = [sys.argv[0], *args]
+    hydra_main()
+
+
+def eval_command(args: list[str]) -> None:
+    """``bapo-exp eval <run_dir> [overrides]``: the run's own config, its eval stage again."""
+    if not args or args[0].startswith("-"):
+        raise UsageError("usage: bapo-exp eval <run_dir> [eval.* overrides]")
+    run_dir, rest = Path(args[0]), args[1:]
+    if not (run_dir / ".hydra" / "config.yaml").exists():
+        raise UsageError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+    check_overrides(rest)
+    _run_hydra(["stages=[eval]", "force=true", f"hydra.run.dir={run_dir}", *rest])
+
+
+def show_command(args: list[str]) -> None:
+    from bapo_exp.report import run_table
+
+    if not args:
+        raise UsageError("usage: bapo-exp show <run_dir>")
+    sys.stdout.write(run_table(args[0]) + "\n")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    try:
+        if args and args[0] == "eval":
+            return eval_command(args[1:])
+        if args and args[0] == "show":
+            return show_command(args[1:])
+        if any(a in ("--help", "-h") for a in args):
+            sys.stdout.write(usage())
+            return None
+        check_overrides(args)
+    except UsageError as err:
+        sys.stderr.write(f"bapo-exp: error: {err}\n")
+        raise SystemExit(2) from None
+    _run_hydra(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The synthetic world as a plug-in (loaded by ``bapo_exp.plugins``): it registers
+
+- the dataset ``synthetic`` (``data=synthetic``: pairs of the world, split by entity);
+- the model source ``micro`` (``model=micro``: a micro Llama pretrained on the world, cached);
+- the eval suites ``synthetic_knowledge`` (MMLU format, options scored as text) and
+  ``synthetic_alignment`` (HHH format), read from the world folder of the run's data;
+- the exact style check ``synthetic`` (``in_style``), used for generated personalisation.
+
+Nothing outside ``bapo_exp/synthetic`` imports this package: deleting it leaves every other
+module importable and the real-data paths working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bapo_exp.config import ModelSpec
+from bapo_exp.data import DATASETS, DatasetSpec
+from bapo_exp.evaluation.personalisation import STYLE_CHECKS
+from bapo_exp.evaluation.suites import (
+    SUITES,
+    SuiteContext,
+    SuiteSpec,
+    check_hhh_format,
+    check_mmlu_format,
+    hhh_format,
+    mmlu_format,
+)
+from bapo_exp.evaluation.tasks import utils as task_utils
+from bapo_exp.modeling.load import MODEL_SOURCES
+from bapo_exp.synthetic.builder import build_synthetic, world_root
+from bapo_exp.synthetic.styles import in_style
+
+NAME = "synthetic"
+
+
+def _micro(cfg: ModelSpec, cache_dir: Path) -> str:
+    from bapo_exp.synthetic.pretrain import ensure_micro_from_config
+
+    return str(ensure_micro_from_config(cfg.tiny, cfg.micro, cache_dir / "models"))
+
+
+def world_of(ctx: SuiteContext, suite: str) -> Path:
+    """The world folder a synthetic suite reads: the run's ``data=synthetic`` world, else a data
+    root that is a world folder."""
+    data = ctx.data
+    if data is not None and data.name == NAME:
+        return world_root(data.path, data.world, ctx.cache_dir or ".")
+    if (ctx.data_root / "world.json").exists():
+        return ctx.data_root
+    raise FileNotFoundError(
+        f"eval suite {suite} reads the synthetic world: run with data=synthetic (or point "
+        f"paths.data_root at a world folder; {ctx.data_root} has no world.json)"
+    )
+
+
+def wording(category: str) -> str:
+    """A knowledge category -> its summary key: ``world_facts`` -> ``neutral``,
+    ``world_facts_poetic`` -> ``poetic`` (``synthetic.evalsets.CATEGORY``)."""
+    return category.removeprefix("world_facts").lstrip("_") or "neutral"
+
+
+def _knowledge(ctx: SuiteContext):
+    root = world_of(ctx, "synthetic_knowledge")
+    subjects = task_utils.mmlu_subjects(root)
+    categories = task_utils.mmlu_categories(root, subjects)
+    return mmlu_format(root, "synthetic_knowledge", ctx, categories=categories, plain=True,
+                       summary_key=wording)  # fmt: skip
+
+
+def register() -> None:
+    DATASETS.register(NAME, DatasetSpec(build_synthetic))
+    MODEL_SOURCES.register("micro", _micro)
+    STYLE_CHECKS.register(NAME, in_style)
+    SUITES.register("synthetic_knowledge", SuiteSpec(
+        _knowledge,
+        lambda c: check_mmlu_format(world_of(c, "synthetic_knowledge"), None),
+        auto_format="options",  # a micro model knows its facts but cannot read letters (#9)
+    ))  # fmt: skip
+    SUITES.register("synthetic_alignment", SuiteSpec(
+        lambda c: hhh_format(world_of(c, "synthetic_alignment"), "synthetic_alignment",
+                             plain=True),
+        lambda c: check_hhh_format(world_of(c, "synthetic_alignment")),
+    ))  # fmt: skip
