@@ -86,9 +86,10 @@ fig-frontier: install  ## Retention vs generated personalisation across beta, an
 
 # wandb 0.31 removed `sync --sync-all`: the offline run folders are passed explicitly.
 WANDB_SYNC_FLAGS ?= --yes
+RUNS ?= runs
 wandb-sync: install  ## Upload the offline W&B runs under runs/ (runs/**/wandb/offline-run-*)
-	@dirs=$$(find runs -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null | sort); \
-	if [ -z "$$dirs" ]; then echo "no offline W&B runs under runs/"; exit 0; fi; \
+	@dirs=$$(find $(RUNS) -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null | sort); \
+	if [ -z "$$dirs" ]; then echo "no offline W&B runs under $(RUNS)/"; exit 0; fi; \
 	echo "$(VENV)/bin/wandb sync $(WANDB_SYNC_FLAGS) <$$(echo "$$dirs" | wc -l) offline runs>"; \
 	$(VENV)/bin/wandb sync $(WANDB_SYNC_FLAGS) $$dirs
 

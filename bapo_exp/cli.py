@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -30,8 +31,17 @@ class UsageError(ValueError):
 
 
 def group_options(group: str) -> list[str]:
+    """The options of a config group: ``conf/<group>/*.yaml`` and those plug-ins stored in
+    Hydra's ConfigStore (the ``schema/`` group holds schemas, not options)."""
+    from hydra.core.config_store import ConfigStore
+
     folder = CONF_DIR / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    names = {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else set()
+    node = ConfigStore.instance().repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    names |= {k.removesuffix(".yaml") for k, v in node.items() if k.endswith(".yaml")}
+    return sorted(names)
 
 
 def _fields(schema: type) -> dict[str, typing.Any]:
@@ -84,15 +94,25 @@ def check_overrides(args: list[str]) -> None:
             _check_key(key, known)
 
 
+NOT_GROUPS = ("accelerate", "hydra", "local")  # conf/ folders that are not config groups
+
+
+def _wrapped(head: str, items: list[str]) -> list[str]:
+    return textwrap.wrap(", ".join(items), width=98, initial_indent=f"  {head:<12} ",
+                         subsequent_indent=" " * 15)  # fmt: skip
+
+
 def usage() -> str:
-    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("."))
-    lines = [__doc__.strip(), "", "Config groups (group=option):"]
-    lines += [f"  {g:<12} {', '.join(group_options(g))}" for g in groups if group_options(g)]
-    lines += ["", "Keys (key=value; see conf/ and bapo_exp/config.py for what each does):"]
-    tops = sorted({k.split(".")[0] for k in _schema_keys()})
-    for top in tops:
-        sub = [k.split(".", 1)[1] for k in _schema_keys() if k.startswith(top + ".")]
-        lines.append(f"  {top}" + (f": {', '.join(s for s in sub if '.' not in s)}" if sub else ""))
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_GROUPS)
+    lines = [__doc__.strip(), "", "Config groups (group=option; hydra/launcher=local_joblib|"
+             "local_submitit|slurm):"]  # fmt: skip
+    for g in groups:
+        lines += _wrapped(g, group_options(g))
+    lines += ["", "Keys (key=value; conf/ and bapo_exp/config.py say what each does):"]
+    keys = _schema_keys()
+    for top in sorted({k.split(".")[0] for k in keys}):
+        sub = [k.split(".", 1)[1] for k in keys if k.startswith(top + ".")]
+        lines += _wrapped(top, [x for x in sub if "." not in x] or ["(a value)"])
     lines += ["", "Hydra's own help: bapo-exp --hydra-help"]
     return "\n".join(lines) + "\n"
 
@@ -124,6 +144,11 @@ def show_command(args: list[str]) -> None:
 
 
 def main() -> None:
+    from bapo_exp.config import register_configs
+    from bapo_exp.plugins import load_plugins
+
+    load_plugins()  # plug-ins may add methods, datasets, suites and their config options
+    register_configs()
     args = sys.argv[1:]
     try:
         if args and args[0] == "eval":

@@ -38,7 +38,35 @@ def test_bad_overrides_fail_at_composition(override: str) -> None:
 
 def test_missing_method_is_named() -> None:
     out = bapo()
-    assert out.returncode != 0 and "method" in out.stderr
+    assert out.returncode != 0 and "choose a method: method=<name>" in out.stderr
+
+
+def test_help_needs_no_method_and_lists_only_real_options() -> None:
+    out = bapo("--help")
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert "method       bapo, bapo_light, dpo" in out.stdout
+    assert "base_dpo" not in out.stdout and "schema/" not in out.stdout  # no internal names
+
+
+def test_misspelt_key_gets_the_closest_name() -> None:
+    out = bapo("method=dpo", "train.stpes=3")
+    assert out.returncode == 2 and "did you mean 'train.steps'" in out.stderr
+
+
+@pytest.mark.integration
+def test_make_wandb_sync_finds_offline_runs(tmp_path: Path) -> None:
+    """wandb 0.31 removed `sync --sync-all`: the target passes the offline run folders."""
+    runs = tmp_path / "runs" / "grid" / "cell"
+    script = "import wandb; r = wandb.init(project='t', dir='.', mode='offline'); r.finish()"
+    runs.mkdir(parents=True)
+    subprocess.run([sys.executable, "-c", script], cwd=runs, env=ENV, check=True, timeout=300,
+                   capture_output=True)  # fmt: skip
+    out = subprocess.run(
+        ["make", "-s", "wandb-sync", "WANDB_SYNC_FLAGS=--dry-run", f"RUNS={tmp_path / 'runs'}"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Would sync 1 run(s)" in out.stdout + out.stderr
 
 
 @pytest.mark.integration

@@ -29,6 +29,10 @@ class AnalysisError(ValueError):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("root", type=Path, help="results folder of a grid, e.g. runs/fig5_drift")
@@ -72,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duplicates", choices=["error", "first", "keep"], default="error",
                    help="runs with equal configs: refuse (default), keep the first complete one "
                    "of each group, or keep all (each with a warning)")  # fmt: skip
-    return p.parse_args(argv)
+    return p
 
 
 def load_with_base(root: Path, base: Path | None, duplicates: str) -> pd.DataFrame:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
 from bapo_exp.analysis import add_forgetting, aggregate, load_runs, plots, read_run
+from bapo_exp.analysis import cli
 from bapo_exp.analysis.cli import main as cli_main
 from tests.analysis.conftest import cfg, make_run
 
@@ -129,3 +131,45 @@ def test_frontier_draws_one_figure_per_preference_and_prints_the_base(
     assert "base model: hhh/acc=0.950" in printed
     assert sorted(f.name for f in out.glob("*.png")) == ["f_concise.png", "f_poetic.png"]
     assert (out / "f_table.csv").exists()
+
+
+def test_forgetting_figure_without_a_base_run_is_refused_with_the_command(
+    toy_runs: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    shutil.rmtree(toy_runs / "base")
+    out = tmp_path / "figs"
+    code = cli_main([str(toy_runs), "--figure", "heterogeneity", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no base-model run for ['tiny']" in err and "Traceback" not in err
+    assert "python -m bapo_exp -m experiment=base_model model=tiny" in err
+    assert not out.exists()  # nothing written
+
+
+def test_failed_cells_block_the_figure_unless_partial(
+    toy_runs: Path, tmp_path: Path, capsys
+) -> None:
+    report = {"problems": [{"status": "failed", "run_dir": "x/mrpo", "error": "boom"}]}
+    (toy_runs / "multirun_report.json").write_text(json.dumps(report))
+    out = tmp_path / "figs"
+    assert cli_main([str(toy_runs), "--figure", "alignment", "--out", str(out)]) == 2
+    assert "failed: x/mrpo boom" in capsys.readouterr().err and not out.exists()
+    assert cli_main([str(toy_runs), "--figure", "alignment", "--out", str(out), "--partial"]) == 0
+
+
+def test_no_complete_trained_run_draws_nothing(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "grid"
+    make_run(root, "failed", cfg("mrpo", 0), None, done=("reference",))
+    make_run(root, "base", cfg("none", 0) | {"stages": ["eval"]}, {"hhh/acc": 0.9}, done=("eval",))
+    assert cli_main([str(root), "--figure", "alignment", "--out", str(tmp_path / "f")]) == 2
+    assert "no complete trained run" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+
+
+def test_cli_help_describes_every_option() -> None:
+    parser = cli.build_parser()
+    described = {a.dest: a.help for a in parser._actions if a.dest != "help"}
+    assert set(described) >= {"root", "figure", "out", "name", "x", "metrics", "base",
+                              "duplicates", "partial"}  # fmt: skip
+    assert all(text and len(text) > 15 for text in described.values()), described

@@ -127,3 +127,31 @@ def test_an_overflowing_update_names_its_step_and_keeps_the_last_good_checkpoint
     for path in saved:
         state = torch.load(path / "state.pt", weights_only=False)
         assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_bapo_anchors_on_a_prompt_file(tmp_path: Path, tiny_cache: Path) -> None:
+    """method.anchor.prompts=file (design, METHODS §3): the anchor holds the base responses to
+    the file's prompts (cycled over the pairs), not to the training prompts; the drift probes
+    still use each pair's own base response."""
+    from bapo_exp.stages.common import anchor_prompts_of, load_data, reference_tables
+
+    prompts = ["What is a lake?", "Name a colour.", "Say hello."]
+    (tmp_path / "anchors.json").write_text(json.dumps(prompts))
+    args = ["method=bapo", "train.steps=2", "method.anchor.weight=1.0",
+            "model.max_response_tokens=16", "model.max_prompt_tokens=16"]  # fmt: skip
+    cfg = make_cfg(tmp_path, tiny_cache, *args, "method.anchor.prompts=file",
+                   f"method.anchor.prompt_file={tmp_path / 'anchors.json'}")  # fmt: skip
+    data = load_data(cfg)
+    anchors = anchor_prompts_of(cfg, len(data.train))
+    assert anchors[:4] == [*prompts, prompts[0]]
+    tables = reference_tables(cfg, data)
+    assert tables.train.roles == ("chosen", "rejected", "base", "anchor")
+    assert set(prompts) <= set(tables.base)  # y_b generated for the anchor prompts too
+    assert not torch.equal(tables.train.role("anchor"), tables.train.role("base"))
+    run_stages(cfg, RunDir(tmp_path / "file"), {})
+    own = make_cfg(tmp_path, tiny_cache, *args)
+    run_stages(own, RunDir(tmp_path / "train"), {})
+    by_file, by_train = rows(RunDir(tmp_path / "file")), rows(RunDir(tmp_path / "train"))
+    assert by_file[0]["loss"] == pytest.approx(by_train[0]["loss"])  # policy == ref at step 1
+    assert by_file[0]["anchor/delta"] == by_train[0]["anchor/delta"] == 0.0
+    assert by_file[1]["anchor/delta"] != by_train[1]["anchor/delta"]  # other sequences held

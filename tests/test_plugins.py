@@ -1,0 +1,114 @@
+"""Extension points (issue 16): the synthetic world is a plug-in the rest does not need, and a
+new method is a loss, a LossSpec and a config schema registered from outside the package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
+
+pytestmark = pytest.mark.integration
+SMALL = ["debug=tiny", "eval.suites=[hhh]", "eval.limit=2", "eval.gen_prompts=2", "train.steps=2"]
+
+WITHOUT_SYNTHETIC = """
+import importlib, pkgutil, sys
+sys.modules["bapo_exp.synthetic"] = None  # the folder "deleted": every import of it fails
+import bapo_exp
+names = [m.name for m in pkgutil.walk_packages(bapo_exp.__path__, "bapo_exp.")
+         if not m.name.startswith("bapo_exp.synthetic") and not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+from bapo_exp.data import DATASETS
+from bapo_exp.plugins import load_plugins
+assert load_plugins() == [] and DATASETS.get("synthetic") is None, DATASETS
+print("imported", len(names), "modules")
+sys.argv = ["bapo-exp", *sys.argv[1:]]
+from bapo_exp.cli import main
+main()
+"""
+
+HINGE_PLUGIN = '''
+"""A test-only method: a hinge on the DPO margin, registered from outside the package."""
+from dataclasses import dataclass
+
+import torch
+from hydra.core.config_store import ConfigStore
+
+from bapo_exp.config import MethodConfig, register_method_schema
+from bapo_exp.losses import LOSSES, LossSpec
+from bapo_exp.losses.types import LossOutput
+
+
+def hinge_loss(policy, reference, *, beta=0.1, label_smoothing=0.0, margin=1.0):
+    z = beta * ((policy.chosen - reference.chosen) - (policy.rejected - reference.rejected))
+    losses = torch.relu(margin - z)
+    return LossOutput(losses, {"hinge/active": (losses > 0).to(z.dtype).detach()})
+
+
+@dataclass
+class HingeConfig(MethodConfig):
+    name: str = "hinge"
+    margin: float = 1.0
+
+
+def register():
+    LOSSES.register("hinge", LossSpec(hinge_loss))
+    register_method_schema("hinge", HingeConfig)
+    ConfigStore.instance().store(group="method", name="hinge", node=HingeConfig)
+'''
+
+
+def run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=REPO, env=env or SUBPROCESS_ENV, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+
+
+def test_everything_but_the_synthetic_world_works_without_it(tmp_path: Path, tiny_cache) -> None:
+    require_shared("dsp")
+    script = tmp_path / "without_synthetic.py"
+    script.write_text(WITHOUT_SYNTHETIC)
+    out = run([sys.executable, str(script), *SMALL, "method=dpo",
+               f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tiny_cache}"])  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "imported" in out.stdout
+    assert (tmp_path / "run" / "eval" / "DONE").exists()
+    unknown = run([sys.executable, str(script), "data=synthetic", "model=micro", "method=dpo",
+                   f"hydra.run.dir={tmp_path / 'synth'}"])  # fmt: skip
+    assert unknown.returncode != 0 and "unknown model source 'micro'" in unknown.stderr
+
+
+def test_a_method_registered_by_a_plugin_runs_end_to_end(tmp_path: Path, tiny_cache) -> None:
+    require_shared("dsp")
+    (tmp_path / "hinge_plugin.py").write_text(textwrap.dedent(HINGE_PLUGIN))
+    env = {
+        **SUBPROCESS_ENV,
+        "BAPO_PLUGINS": "hinge_plugin",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), SUBPROCESS_ENV.get("PYTHONPATH", "")]),
+    }
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "bapo_exp",
+            *SMALL,
+            "method=hinge",
+            "method.margin=0.5",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.cache_dir={tiny_cache}",
+        ],
+        env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = [
+        json.loads(x) for x in (tmp_path / "run/train/metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics] == [1, 2] and "hinge/active" in metrics[0]
+    assert metrics[0]["loss"] == pytest.approx(0.5)  # policy == reference at step 1: z = 0
+    assert (tmp_path / "run" / "eval" / "DONE").exists()
