@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.analysis import add_forgetting, aggregate, load_runs, plots, read_run
-from bapo_exp.analysis import cli
+from bapo_exp.analysis import add_forgetting, aggregate, cli, load_runs, plots, read_run
 from bapo_exp.analysis.cli import main as cli_main
 from tests.analysis.conftest import cfg, make_run
 
