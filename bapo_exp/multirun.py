@@ -133,6 +133,10 @@ class MultirunReport(Callback):
         log.info(
             "multirun: %d jobs %s -> %s", report["n_jobs"], report["counts"], sweep_dir / REPORT
         )
+        from bapo_exp.report import grid_table
+
+        log.info("grid results (python -m bapo_exp.analysis %s for the aggregated table):\n%s",
+                 sweep_dir, grid_table(report["jobs"]))  # fmt: skip
         for rec in report["problems"]:
             log.error("%s cell: %s  %s", rec["status"], rec["run_dir"], rec.get("error", ""))
         if self.exit_on_failure and report["problems"]:

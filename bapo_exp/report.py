@@ -76,3 +76,30 @@ def run_table(run: RunDir | str | Path) -> str:
         if personal := _personal_line(summary):
             lines.append(personal)
     return "\n".join(lines) or "(no train or eval summary)"
+
+
+GRID_KEYS = ("gen/style_share", "gen/win_rate", "personal/pref_acc")
+
+
+def _grid_row(root: Path) -> dict[str, str]:
+    path = root / "eval" / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    row = {"cell": root.name}
+    for suite in _suites(summary):
+        row[suite] = f"{summary[f'{suite}/acc']:.3f}"
+    for key in GRID_KEYS:
+        if isinstance(summary.get(key), int | float):
+            row[key.split("/")[-1]] = f"{summary[key]:.3f}"
+    return row
+
+
+def grid_table(records: list[dict]) -> str:
+    """One line per cell of a multirun: its status and headline numbers (eval/summary.json)."""
+    rows = [{**_grid_row(Path(r["run_dir"])), "status": r["status"]} for r in records]
+    if not rows:
+        return "(no cells)"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    width = {c: max(len(c), *(len(r.get(c, "-")) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(width[c]) for c in cols)]
+    lines += ["  ".join(r.get(c, "-").ljust(width[c]) for c in cols) for r in rows]
+    return "\n".join(lines)

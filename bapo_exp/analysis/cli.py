@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_with_base(root: Path, base: Path | None, duplicates: str) -> pd.DataFrame:
+def load_with_base(root: Path, base: Path | None, duplicates: str = "error") -> pd.DataFrame:
     """Complete runs under ``root`` plus the base-model runs of the same models."""
     df = load_runs(root, duplicates=duplicates)
     incomplete = df[df["status"] != "complete"]

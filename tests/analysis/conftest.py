@@ -78,3 +78,23 @@ def toy_runs(tmp_path: Path) -> Path:
     make_run(root, "base", cfg("none", 0) | {"stages": ["eval"]}, {"hhh/acc": 0.95}, done=("eval",))
     make_run(root, "broken", cfg("dpo", 7), None, done=("reference",))
     return root
+
+
+@pytest.fixture
+def demo_runs(tmp_path: Path) -> Path:
+    """Files shaped like `make demo`'s: 2 methods x 2 preferences x 2 steps, and the base."""
+    root = tmp_path / "demo"
+    for i, (method, pref, steps) in enumerate(
+        (m, p, s) for m in ("dpo", "bapo") for p in ("concise", "poetic") for s in (20, 60)
+    ):
+        run_cfg = cfg(method, 0, prefs=(pref,)) | {"name": "demo", "train": {"steps": steps}}
+        run_cfg["model"] = {"name": "micro"}
+        make_run(root, f"cell{i}", run_cfg, {
+            "gen/style_share": 0.1 * i, "synthetic_knowledge/neutral/acc": 0.9 - 0.02 * i,
+            "synthetic_knowledge/acc": 0.95 - 0.01 * i, "synthetic_alignment/acc": 1.0 - 0.01 * i,
+        })  # fmt: skip
+    base = cfg("none", 0) | {"name": "demo", "stages": ["eval"], "model": {"name": "micro"}}
+    make_run(root, "base_model", base, {"gen/style_share": 0.0,
+             "synthetic_knowledge/neutral/acc": 0.95, "synthetic_knowledge/acc": 0.96,
+             "synthetic_alignment/acc": 1.0}, done=("eval",))  # fmt: skip
+    return root

@@ -30,16 +30,33 @@ def test_notebook_is_clean_and_paired_with_a_preset(path: Path) -> None:
             compile("".join(c["source"]), str(path), "exec")
 
 
-def test_frontier_notebook_runs_on_results(toy_runs: Path, tmp_path: Path) -> None:
-    nb = json.loads((REPO / "notebooks" / "frontier.ipynb").read_text())
-    cells = [c for c in code_cells(nb) if "IPython" not in c]
-    cells[0] = cells[0].replace('Path("../runs/frontier")', f'Path("{toy_runs}")')
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
+def execute(path: Path, results: Path, figures: Path) -> None:
+    """Run every cell of ``path`` in a real kernel (nbconvert), on the ``results`` folder."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    nb = nbformat.read(path, as_version=4)
+    env = {"BAPO_RESULTS": str(results), "BAPO_FIGURES": str(figures)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits the parameters
     try:
-        scope: dict = {}
-        for src in cells:
-            exec(compile(src, "frontier.ipynb", "exec"), scope)
+        ExecutePreprocessor(timeout=300, kernel_name="python3").preprocess(
+            nb, {"metadata": {"path": str(figures.parent)}}
+        )
     finally:
-        os.chdir(cwd)
-    assert len(scope["runs"]) == 8 and (tmp_path / "figures" / "frontier.png").stat().st_size > 0
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_frontier_notebook_runs_on_results(toy_runs: Path, tmp_path: Path) -> None:
+    execute(REPO / "notebooks" / "frontier.ipynb", toy_runs, tmp_path / "figures")
+    assert (tmp_path / "figures" / "frontier.png").stat().st_size > 0
+
+
+def test_demo_notebook_runs_on_demo_shaped_results(demo_runs: Path, tmp_path: Path) -> None:
+    """The demo's files (synthetic suites, style share, base model under the same folder)."""
+    execute(REPO / "notebooks" / "demo.ipynb", demo_runs, tmp_path / "figures")
+    assert sorted(p.name for p in (tmp_path / "figures").glob("demo*.png")) == [
+        "demo_concise.png",
+        "demo_poetic.png",
+    ]
