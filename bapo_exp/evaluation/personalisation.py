@@ -276,14 +276,14 @@ def generate(
 
 
 def run_generated(
-    settings: GenSettings, out_path: Path, policy, items: Sequence[GenItem], base: dict, judge
+    settings: GenSettings, out_path: Path, evaluated, items: Sequence[GenItem], base: dict, judge
 ) -> dict:
     """Generate, write ``out_path`` (generations.jsonl), score exactly and by the judge.
 
     Args:
         settings: see ``GenSettings``.
         out_path: ``<run>/eval/generations.jsonl``; rewritten with per-item scores at the end.
-        policy: ``(model, tokenizer, spec)`` evaluated.
+        evaluated: ``(model, tokenizer, spec)`` of the evaluated model.
         items: the held-out items (``select_items``).
         base: prompt -> y_b for every item's prompt.
         judge: called once there is something to judge: returns an ``ImplicitJudge``, or a
@@ -291,7 +291,7 @@ def run_generated(
     """
     if not items:
         return {"gen/skipped": "no held-out prompts (eval.gen_prompts=0 or no held-out pairs)"}
-    gens = generate(*policy, items, settings, base)
+    gens = generate(*evaluated, items, settings, base)
     bases = [base[it.prompt] for it in items]
     rows = item_rows(items, gens, bases)
     write_jsonl_atomic(out_path, rows)

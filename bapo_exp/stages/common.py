@@ -131,9 +131,6 @@ class WorkerRunDir(RunDir):
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         return None
 
-    def clear_done(self, stage: str) -> None:
-        return None
-
 
 def world_size() -> int:
     """Processes of this job, from the launcher's environment (1 without a launcher)."""

@@ -58,9 +58,6 @@ class RunDir:
         self.write_json(f"{stage}/summary.json", summary)
         self.done_marker(stage).write_text("")
 
-    def clear_done(self, stage: str) -> None:
-        self.done_marker(stage).unlink(missing_ok=True)
-
     def summary(self, stage: str) -> dict[str, Any] | None:
         p = self.root / stage / "summary.json"
         return json.loads(p.read_text()) if p.exists() else None
