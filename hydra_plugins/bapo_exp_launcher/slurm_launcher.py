@@ -20,7 +20,7 @@ from typing import Any
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 OWN_KEYS = ("processes_per_cell", "accelerate_config", "skip_done_cells")
@@ -63,6 +63,8 @@ class BapoSlurmLauncher(SlurmLauncher):
         todo: list[tuple[int, list[str], dict]] = []
         for num, overrides in enumerate(job_overrides, start=initial_job_idx):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg.hydra.job):  # as __call__ does on the node (a subdir may use it)
+                cfg.hydra.job.num = num
             record = cells.cell_record(cfg, num, list(overrides))
             if self.skip_done_cells and cells.is_done(record):
                 returns[num] = cells.skip(record, sweep_dir, OmegaConf.select(cfg, "objective"))
