@@ -1,7 +1,7 @@
 # bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
 # which creates .venv on first use and is silent when nothing changed.
 # Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
-.PHONY: help install test test-all lint format demo smoke train wandb-sync clean
+.PHONY: help install test test-all lint format demo smoke train wandb-sync clean slurm-start slurm-stop
 LAUNCHER ?= basic
 PYTHON ?= python3
 # The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
@@ -83,6 +83,12 @@ fig-mrpo_references: install  ## DPO vs MRPO with 2 and 3 references
 
 fig-frontier: install  ## Retention vs generated personalisation across beta, anchor weight, steps
 	$(call figure,frontier,frontier,frontier,frontier frontier_anchor)
+
+slurm-start:  ## A one-node Slurm on this machine (root; installs slurm-wlm): README "Try the Slurm launcher"
+	scripts/local_slurm.sh start
+
+slurm-stop:  ## Stop the local Slurm (cancels its jobs)
+	scripts/local_slurm.sh stop
 
 # wandb 0.31 removed `sync --sync-all`: the offline run folders are passed explicitly.
 WANDB_SYNC_FLAGS ?= --yes

@@ -44,6 +44,11 @@ def _records_dir(config: DictConfig) -> Path:
     return Path(str(config.hydra.sweep.dir)) / RECORDS
 
 
+def record_file(sweep_dir: Path, num: int) -> Path:
+    """The record of job ``num`` of the multirun in ``sweep_dir`` (also written by launchers)."""
+    return Path(sweep_dir) / RECORDS / f"{int(num):06d}.json"
+
+
 def _is_multirun(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
 
@@ -87,7 +92,7 @@ class MultirunReport(Callback):
         shutil.rmtree(_records_dir(config), ignore_errors=True)  # records of an earlier launch
 
     def _record_path(self, config: DictConfig) -> Path:
-        return _records_dir(config) / f"{int(config.hydra.job.num):06d}.json"
+        return record_file(Path(str(config.hydra.sweep.dir)), config.hydra.job.num)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not _is_multirun(config):
@@ -103,6 +108,7 @@ class MultirunReport(Callback):
             "done_before": done,
             "all_done_before": bool(stages) and len(done) == len(stages),
             "force": bool(OmegaConf.select(config, "force", default=False)),
+            "job_id": OmegaConf.select(config, "hydra.job.id", default=None),  # Slurm: 12_3
             "status": "running",
         }
         write_json_atomic(self._record_path(config), record)

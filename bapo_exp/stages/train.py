@@ -23,6 +23,7 @@ from bapo_exp.references import ROLES, RefTable
 from bapo_exp.stages.common import load_data, main_process_first, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
+from bapo_exp.training import sharded
 from bapo_exp.training.forward import PolicyData, blocks, policy_batch, policy_logps
 from bapo_exp.training.loop import LoopParts, train_loop
 from bapo_exp.training.optim import make_optimizer
@@ -137,8 +138,14 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     if policy.frozen_reference is not None:  # PITFALLS #4: the copy goes where the policy goes
         policy.frozen_reference.to(acc.device)
     ref_fn = reference_fn(cfg, policy, tokenizer, table)
+    model = sharded.shard_on_cpu(model, acc)  # FSDP2 on CPU; on GPUs accelerate shards in prepare
     optimizer, scheduler = make_optimizer(model, cfg.train, the_plan["total_steps"])
-    model, optimizer = acc.prepare(model, optimizer)
+    model, optimizer = sharded.prepare(acc, model, optimizer)
+    if policy.frozen_reference is not None and sharded.is_fsdp2(model):
+        log.warning(
+            "online reference under FSDP2: the frozen initial model is a full copy on every "
+            "process, not sharded; precomputed references (the default) avoid it"
+        )
     probe_idx = random.Random(cfg.seed).sample(
         range(len(data.train)), min(cfg.train.probe_size, len(data.train))
     )
@@ -155,7 +162,7 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     ckpt_root = Path(cfg.paths.ckpt_root) / run.root.name if cfg.paths.ckpt_root else run.root
     last = train_loop(parts, cfg.train, ckpt_root / "checkpoints")
     final = ckpt_root / "checkpoints" / "final"
-    state = acc.get_state_dict(model)  # collective: gathers FSDP shards into a full state dict
+    state = sharded.full_state_dict(acc, model)  # collective: gathers FSDP shards on rank 0
     if acc.is_main_process:
         acc.unwrap_model(model).save_pretrained(final, state_dict=state)
         tokenizer.save_pretrained(final)

@@ -42,11 +42,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(root: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Atomically write ``root/step_<step>/state.pt`` and drop the oldest beyond ``keep``."""
-    final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save(payload, tmp / "state.pt")
+    return publish(tmp, root, step, keep)
+
+
+def publish(tmp: Path, root: Path, step: int, keep: int) -> Path:
+    """Rename a complete checkpoint folder ``tmp`` to ``root/step_<step>``; keep the newest."""
+    final = root / f"step_{step:08d}"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
@@ -61,11 +66,17 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if (p / "state.pt").exists())
 
 
-def load_latest(root: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint; an unreadable one is skipped with a warning."""
+def latest(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint and its folder; an unreadable one is skipped (warning)."""
     for path in reversed(list_checkpoints(root)):
         try:
-            return torch.load(path / "state.pt", weights_only=False)
+            return path, torch.load(path / "state.pt", weights_only=False)
         except Exception as err:  # a truncated file from a kill: fall back to the previous one
             log.warning("checkpoint %s is unreadable (%s); trying an older one", path, err)
     return None
+
+
+def load_latest(root: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint's ``state.pt``, or None."""
+    found = latest(root)
+    return found[1] if found else None

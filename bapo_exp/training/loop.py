@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -29,6 +30,7 @@ from torch import Tensor
 from bapo_exp.config import TrainConfig
 from bapo_exp.losses import LossSpec
 from bapo_exp.training import checkpoint as ckpt
+from bapo_exp.training import sharded
 from bapo_exp.training.forward import (
     PolicyData,
     RefFn,
@@ -47,15 +49,28 @@ class NonFiniteError(FloatingPointError):
 
 
 class Preempted(SystemExit):
-    """SIGTERM or SIGINT: a checkpoint was written at the step boundary; exit code 128+signal."""
+    """SIGTERM, SIGINT (or submitit's USR2): a checkpoint was written at the step boundary."""
+
+
+def requeue_signals() -> tuple[int, ...]:
+    """submitit's requeue signal (USR2, or ``SUBMITIT_PREEMPT_SIGNAL``) if submitit handles it here.
+
+    Slurm sends it ``signal_delay_s`` before the time limit (and on preemption where configured);
+    submitit's handler requeues the job and exits. Outside a submitit job, or in the processes a
+    multi-process cell starts (they ignore it), nothing is added.
+    """
+    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    return (sig,) if sig is not None and callable(signal.getsignal(sig)) else ()
 
 
 @contextmanager
 def stop_requests() -> Iterator[dict[str, int | None]]:
     """Catch SIGTERM and SIGINT while training: ``flag["signal"]`` is set, the loop stops later.
 
-    A second SIGINT raises ``KeyboardInterrupt`` at once. Handlers are restored on exit; off the
-    main thread (where Python cannot install handlers) nothing is caught.
+    A second SIGINT raises ``KeyboardInterrupt`` at once. Inside a submitit job its requeue
+    signal is caught too, and once the loop has written its checkpoint and raised ``Preempted``,
+    handed to submitit's handler (requeue the job, exit): a timed-out job resumes from the step
+    it reached. Handlers are restored on exit; off the main thread nothing is caught.
     """
     flag: dict[str, int | None] = {"signal": None}
     if threading.current_thread() is not threading.main_thread():
@@ -67,12 +82,22 @@ def stop_requests() -> Iterator[dict[str, int | None]]:
             raise KeyboardInterrupt
         flag["signal"] = signum
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
+    chained = requeue_signals()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, *chained)}
+
+    def restore() -> None:
         for s, h in previous.items():
             signal.signal(s, h)
+
+    try:
+        yield flag
+    except Preempted:
+        if flag["signal"] in chained:
+            restore()
+            previous[flag["signal"]](flag["signal"], None)  # submitit: requeue, then exit
+        raise
+    finally:
+        restore()
 
 
 def agreed_stop(acc, flag: dict[str, int | None]) -> int | None:
@@ -194,33 +219,33 @@ def all_rng_states(acc) -> list[dict]:
     return gather_object([ckpt.rng_state()])
 
 
-def is_sharded(acc) -> bool:
+def refuse_fsdp1(acc, model) -> None:
     from accelerate.utils import DistributedType
 
-    return acc.distributed_type == DistributedType.FSDP
+    if acc.distributed_type == DistributedType.FSDP and not sharded.is_fsdp2(model):
+        raise NotImplementedError(  # rank 0 would save its own shards as if they were the model
+            "resumable checkpoints under FSDP need FSDP2 (fsdp_config.fsdp_version: 2, as in "
+            "conf/accelerate/fsdp.yaml); with FSDP1 set train.ckpt_every above train.steps"
+        )
 
 
 def save(p: LoopParts, ckpt_dir: Path, step: int, keep: int) -> None:
-    """Collective: every process hands in its RNG state; the main process writes."""
-    if is_sharded(p.accelerator):  # rank 0 would save its own shards as if they were the model
-        raise NotImplementedError(
-            "resumable checkpoints under FSDP are not implemented (the parameters and AdamW "
-            "states are sharded); set train.ckpt_every above train.steps, or use DDP"
-        )
+    """Collective: every process hands in its RNG state (and under FSDP2 writes its shards)."""
+    refuse_fsdp1(p.accelerator, p.model)
     rng = all_rng_states(p.accelerator)
+    meta = {"step": step, "scheduler": p.scheduler.state_dict(), "rng": rng, "history": p.history}
+    if sharded.is_fsdp2(p.model):
+        sharded.save_checkpoint(ckpt_dir, step, p.model, p.optimizer, meta, keep, p.accelerator)
+        return
     if p.accelerator.is_main_process:
-        ckpt.save_checkpoint(ckpt_dir, step, state_payload(p, step, rng), keep)
+        ckpt.save_checkpoint(ckpt_dir, step, {**meta, **weights_payload(p)}, keep)
     p.accelerator.wait_for_everyone()
 
 
-def state_payload(p: LoopParts, step: int, rng: list[dict]) -> dict:
+def weights_payload(p: LoopParts) -> dict:
     return {
-        "step": step,
         "model": ckpt.trainable_state(p.accelerator.unwrap_model(p.model)),
         "optimizer": p.optimizer.state_dict(),
-        "scheduler": p.scheduler.state_dict(),
-        "rng": rng,
-        "history": p.history,
     }
 
 
@@ -237,19 +262,31 @@ def own_rng(state: dict, acc) -> dict:
 
 def restore(p: LoopParts, ckpt_dir: Path) -> int:
     """Load the newest checkpoint, if any; return the step to continue from."""
-    state = ckpt.load_latest(ckpt_dir)
-    if state is None:
+    found = ckpt.latest(ckpt_dir)
+    if found is None:
         return 0
-    model = p.accelerator.unwrap_model(p.model)
-    missing = model.load_state_dict(state["model"], strict=False)
-    if missing.unexpected_keys:
-        raise RuntimeError(f"checkpoint has unknown parameters: {missing.unexpected_keys[:5]}")
-    p.optimizer.load_state_dict(state["optimizer"])
+    path, state = found
+    if bool(state.get("sharded")) != sharded.is_fsdp2(p.model):
+        saved, now = ("a sharded", "without") if state.get("sharded") else ("an unsharded", "under")
+        raise RuntimeError(f"{path} is {saved} checkpoint and this run is {now} FSDP2: resume "
+                           "it with the accelerate config that wrote it")  # fmt: skip
+    if state.get("sharded"):
+        sharded.load_checkpoint(path, p.model, p.optimizer)
+    else:
+        load_weights(p, state)
     p.scheduler.load_state_dict(state["scheduler"])
     ckpt.set_rng_state(own_rng(state, p.accelerator))
     p.history[:] = state["history"]
     log.info("resumed from checkpoint at step %d", state["step"])
     return state["step"]
+
+
+def load_weights(p: LoopParts, state: dict) -> None:
+    model = p.accelerator.unwrap_model(p.model)
+    missing = model.load_state_dict(state["model"], strict=False)
+    if missing.unexpected_keys:
+        raise RuntimeError(f"checkpoint has unknown parameters: {missing.unexpected_keys[:5]}")
+    p.optimizer.load_state_dict(state["optimizer"])
 
 
 def peak_memory_mb() -> float:
