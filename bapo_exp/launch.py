@@ -47,8 +47,10 @@ def launch_config(
     """``(config, changes)``: for a re-launch of ``run`` (it holds a saved config), the saved
     config merged with this launch's allowed overrides and what they changed; for a new run,
     the composed config and None."""
+    from bapo_exp.stages.common import is_worker
+
     saved = run.root / SAVED
-    if is_new_run(run.root) or not saved.exists():
+    if is_new_run(run.root) or not saved.exists() or is_worker():  # a worker follows rank 0
         return dcfg, None
     with _quiet_run_log(run):
         merged, changes = merge_saved(OmegaConf.load(saved), dcfg, overrides, run.root)

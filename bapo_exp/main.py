@@ -66,18 +66,20 @@ def run_stages(cfg: Config, run: RunDir, config_dict: dict) -> None:
 def main(dcfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from bapo_exp.stages.common import is_worker, process_view  # lazy (torch)
+
     run = RunDir.from_hydra()
     overrides = list(HydraConfig.get().overrides.task)
+    cfg, changes = None, None
     try:
         dcfg, changes = launch_config(dcfg, run, overrides)  # changes: None for a new run
-        cfg = checked_config(dcfg, run, changes)
+        if not is_worker():  # accelerate launch: the main process checks, the others follow it
+            cfg = checked_config(dcfg, run, changes)
     except USER_ERRORS as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the cell fails, the others run; the multirun report names the error
         raise SystemExit(f"bapo-exp: error: {err}") from None  # one clear line, no traceback
-    from bapo_exp.stages.common import process_view  # lazy (torch); accelerate launch: rank>0
-
-    cfg, run = process_view(cfg, run)  # reads only, runs only the train stage
+    cfg, run = process_view(cfg, run)  # a worker reads only and runs only the train stage
     if all(run.is_done(s) for s in cfg.stages) and not cfg.force:
         log.info("nothing to do: every stage of %s is done in %s", cfg.stages, run.root)
         return run.objective(cfg.objective)

@@ -128,6 +128,9 @@ class WorkerRunDir(RunDir):
     def append_jsonl(self, rel: str, obj: dict) -> None:
         return None
 
+    def save_config(self, yaml_text: str) -> None:
+        return None
+
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         return None
 
@@ -137,22 +140,30 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def process_view(cfg: Config, run: RunDir) -> tuple[Config, RunDir]:
+def is_worker() -> bool:
+    """A process other than the main one under ``accelerate launch`` (``RANK > 0``)."""
+    return world_size() > 1 and int(os.environ.get("RANK", "0")) > 0
+
+
+def process_view(cfg: Config | None, run: RunDir) -> tuple[Config, RunDir]:
     """This process's view of the job: ``(cfg, run)`` unchanged in a single process.
 
-    Under ``accelerate launch`` (``WORLD_SIZE > 1``) the process group is set up here, every
-    process must agree on the run directory (pass ``hydra.run.dir``: a ``${now:}`` stamp can
-    differ between processes), and a non-main process gets a run directory that never writes,
-    no tracker (``logger=none``), no ``main.log`` handler, and only the data-parallel stages.
+    Under ``accelerate launch`` (``WORLD_SIZE > 1``) the process group is set up here; the main
+    process has checked the config (a re-launch's merged one) and hands it to the others
+    (``cfg`` is None there); every process must agree on the run directory (pass
+    ``hydra.run.dir``: a ``${now:}`` stamp can differ between processes), and a non-main process
+    gets a run directory that never writes, no tracker (``logger=none``), no ``main.log``
+    handler, and only the data-parallel stages.
     """
     if world_size() <= 1:
+        assert cfg is not None
         return cfg, run
     import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    [main_root] = broadcast_object_list([str(run.root.resolve())], from_process=0)
+    [cfg, main_root] = broadcast_object_list([cfg, str(run.root.resolve())], from_process=0)
     if main_root != str(run.root.resolve()):
         raise RuntimeError(
             f"process {state.process_index} has run directory {run.root}, the main process "
