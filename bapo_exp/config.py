@@ -296,6 +296,10 @@ class EvalConfig:
     mc_format: McFormat = McFormat.auto  # auto: each suite's own (letter for MMLU)
     mmlu_categories: MmluCategories = MmluCategories.lm_eval  # mmlu/<category> groups
     ckpt: str | None = None  # score this checkpoint instead of the run's own
+    # also score the model after these training steps (< train.steps): the train stage keeps
+    # their weights (checkpoints/at_step_<N>), the eval stage writes eval/at_step/<N>/, so one
+    # run traces a curve of retention against personalisation (analysis.load_curves)
+    at_steps: list[int] = field(default_factory=list)
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None

@@ -75,9 +75,10 @@ def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> 
             if relaunch:
                 _check_done_stages(cfg, run, changes)
             if "eval" in cfg.stages and (run.is_done("train") or cfg.eval.ckpt):
-                from bapo_exp.stages.evaluate import checkpoint_of
+                from bapo_exp.stages.evaluate import at_step_checkpoints, checkpoint_of
 
-                checkpoint_of(cfg, run)  # the model to evaluate exists (before any work)
+                checkpoint_of(cfg, run)  # the models to evaluate exist (before any work)
+                at_step_checkpoints(cfg, run)
         except Exception:
             if not relaunch:
                 _remove_fresh(run)

@@ -67,12 +67,19 @@ def check_settings(cfg: Config) -> None:
             f"{', '.join(divisions)} divides by length again (METHODS §2-3: normalise once). "
             "Use reference.reduce=sum with it, or drop the second normalisation."
         )
-    if cfg.train.steps is None and cfg.train.epochs <= 0:
-        raise ConfigError("train.steps is null, so train.epochs must be > 0")
+    check_steps(cfg)
     for suite in cfg.eval.suites:
         _require(SUITES, suite, "eval.suites")
     if cfg.eval.style_check is not None:
         _require(STYLE_CHECKS, cfg.eval.style_check, "eval.style_check")
+
+
+def check_steps(cfg: Config) -> None:
+    if cfg.train.steps is None and cfg.train.epochs <= 0:
+        raise ConfigError("train.steps is null, so train.epochs must be > 0")
+    if bad := [s for s in cfg.eval.at_steps if s < 1 or (cfg.train.steps and s > cfg.train.steps)]:
+        raise ConfigError(f"eval.at_steps={list(cfg.eval.at_steps)}: {bad} not in 1..train.steps "
+                          f"({cfg.train.steps})")  # fmt: skip
 
 
 def check_inputs(cfg: Config) -> None:

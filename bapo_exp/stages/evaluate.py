@@ -140,7 +140,7 @@ def gen_settings(cfg: Config, is_base: bool):
     )  # fmt: skip
 
 
-def personalisation(cfg: Config, run: RunDir, ckpt: str | None, model, tokenizer) -> dict:
+def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenizer) -> dict:
     """Likelihood (trained models) and generated personalisation (every model), and verdicts."""
     from bapo_exp.evaluation.personalisation import clears, run_generated, select_items
 
@@ -156,7 +156,7 @@ def personalisation(cfg: Config, run: RunDir, ckpt: str | None, model, tokenizer
         table: RefTable = score_examples([main], data.heldout, base, cfg.reference)
         out.update(likelihood_personalisation(cfg, model, tokenizer, data, base, table))
     out.update(run_generated(
-        settings, run.path("eval", "generations.jsonl"), (model, tokenizer, cfg.model), items,
+        settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), items,
         base, judge=lambda: make_judge(cfg, main, settings.style_check is not None),
     ))  # fmt: skip
     if "personal/pref_acc" in out:
@@ -172,23 +172,56 @@ def personalisation(cfg: Config, run: RunDir, ckpt: str | None, model, tokenizer
     return out
 
 
-def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
+def evaluate_checkpoint(cfg: Config, ckpt: str | None, out: Path) -> dict:
+    """Suites and personalisation of one model (``ckpt``; None: the base), files into ``out``."""
     from bapo_exp.evaluation.harness import evaluate
     from bapo_exp.evaluation.summary import flatten
 
-    ckpt = checkpoint_of(cfg, run)
     model, tokenizer = load_evaluated(cfg, ckpt)
     summary: dict = {"ckpt_path": ckpt or "base"}
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.eval.suites:
         results = evaluate(
             model, tokenizer, suites=cfg.eval.suites, data_root=cfg.paths.data_root,
             limit=cfg.eval.limit, batch_size=cfg.eval.batch_size, num_fewshot=cfg.eval.num_fewshot,
-            mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=run.root / "eval",
-            mc_format=cfg.eval.mc_format, mmlu_categories=cfg.eval.mmlu_categories,
-            data=cfg.data, cache_dir=cfg.paths.cache_dir,
+            mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=out, mc_format=cfg.eval.mc_format,
+            mmlu_categories=cfg.eval.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
         )  # fmt: skip
         summary.update(flatten(results))
     if cfg.eval.personalisation:
-        summary.update(personalisation(cfg, run, ckpt, model, tokenizer))
+        summary.update(personalisation(cfg, out, ckpt, model, tokenizer))
+    return summary
+
+
+def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
+    """``eval.at_steps`` -> the checkpoint the train stage kept for each (steps before the last)."""
+    from bapo_exp.stages.train import at_step_dir, checkpoints_dir
+
+    total = (run.summary("train") or {}).get("total_steps")
+    if not cfg.eval.at_steps or cfg.eval.ckpt or total is None:
+        return {}
+    out = {}
+    for step in sorted(s for s in set(cfg.eval.at_steps) if s < total):
+        path = at_step_dir(checkpoints_dir(cfg, run), step)
+        if not path.is_dir():
+            raise MissingCheckpointError(
+                f"eval.at_steps asks for step {step}, but the train stage kept no model there "
+                f"({path}); retrain with the same eval.at_steps: `python -m bapo_exp "
+                f"stages=[train,eval] force=true hydra.run.dir={run.root}`"
+            )
+        out[step] = str(path)
+    return out
+
+
+def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
+    ckpt = checkpoint_of(cfg, run)
+    curve = at_step_checkpoints(cfg, run)
+    summary = evaluate_checkpoint(cfg, ckpt, run.root / "eval")
+    for step, path in curve.items():  # the final model is the last point of the curve
+        log.info("eval at step %d: %s", step, path)
+        point = evaluate_checkpoint(cfg, path, run.root / "eval" / "at_step" / str(step))
+        run.write_json(f"eval/at_step/{step}/summary.json", point)
+    if curve:
+        summary["at_steps"] = sorted(curve)
     tracker.log({f"eval/{k}": v for k, v in summary.items() if isinstance(v, int | float)})
     return summary

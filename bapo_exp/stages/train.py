@@ -158,18 +158,51 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
         total_steps=the_plan["total_steps"], reduce=cfg.reference.reduce,
         probe=probe_fn(model, pdata, table, probe_idx, cfg.reference.reduce),
         log_row=log_row, reset_log=reset_log,
+        after_step=keep_at(cfg.eval.at_steps, acc, model, tokenizer, checkpoints_dir(cfg, run)),
     )  # fmt: skip
-    ckpt_root = Path(cfg.paths.ckpt_root) / run.root.name if cfg.paths.ckpt_root else run.root
-    last = train_loop(parts, cfg.train, ckpt_root / "checkpoints")
-    final = ckpt_root / "checkpoints" / "final"
-    state = sharded.full_state_dict(acc, model)  # collective: gathers FSDP shards on rank 0
-    if acc.is_main_process:
-        acc.unwrap_model(model).save_pretrained(final, state_dict=state)
-        tokenizer.save_pretrained(final)
-    acc.wait_for_everyone()
+    last = train_loop(parts, cfg.train, checkpoints_dir(cfg, run))
+    final = checkpoints_dir(cfg, run) / "final"
+    save_model(acc, model, tokenizer, final)
     # relative to the run directory when inside it, so a moved or copied run finds its own model
     rel = final.resolve().relative_to(run.root.resolve()) if not cfg.paths.ckpt_root else None
     return {**last, "ckpt_path": str(rel or final.resolve()), **the_plan}
+
+
+def checkpoints_dir(cfg: Config, run: RunDir) -> Path:
+    """``<run>/checkpoints``, or ``<paths.ckpt_root>/<run name>/checkpoints`` on a cluster."""
+    root = Path(cfg.paths.ckpt_root) / run.root.name if cfg.paths.ckpt_root else run.root
+    return root / "checkpoints"
+
+
+def at_step_dir(checkpoints: Path, step: int) -> Path:
+    return checkpoints / f"at_step_{step:08d}"
+
+
+def save_model(acc, model, tokenizer, out: Path) -> None:
+    """Collective: the model (adapter or full weights) and tokenizer, loadable by the eval
+    stage, written to a temporary folder and renamed (a kill leaves no half model)."""
+    import shutil
+
+    state = sharded.full_state_dict(acc, model)  # collective: gathers FSDP shards on rank 0
+    if acc.is_main_process:
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        acc.unwrap_model(model).save_pretrained(tmp, state_dict=state)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    acc.wait_for_everyone()
+
+
+def keep_at(steps: list[int], acc, model, tokenizer, checkpoints: Path):
+    """``after_step``: keep the model after each step of ``eval.at_steps`` (for the eval stage)."""
+    wanted = set(steps)
+
+    def after_step(done: int) -> None:
+        if done in wanted:
+            save_model(acc, model, tokenizer, at_step_dir(checkpoints, done))
+
+    return after_step
 
 
 def metric_writers(run: RunDir, tracker: Tracker, is_main: bool):

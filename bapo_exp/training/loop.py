@@ -128,6 +128,7 @@ class LoopParts:
     reduce: str = "sum"
     probe: Callable[[], dict[str, float]] | None = None  # drift metrics on the fixed probe set
     log_row: Callable[[dict], None] = lambda row: None  # appends to metrics.jsonl + tracker
+    after_step: Callable[[int], None] = lambda done: None  # e.g. keep the weights of eval.at_steps
     reset_log: Callable[[list[dict]], None] = lambda rows: None  # rewrite the log on resume
     history: list[dict] = field(default_factory=list)
 
@@ -318,6 +319,7 @@ def train_loop(p: LoopParts, cfg: TrainConfig, ckpt_dir: Path) -> dict[str, floa
             if done % cfg.log_every == 0 or done == p.total_steps:
                 log_step(p, row, done)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", margin=f"{row['reward_margin']:.3f}")
+            p.after_step(done)
             sig = agreed_stop(p.accelerator, flag)
             periodic = done % cfg.ckpt_every == 0
             if done < p.total_steps and (periodic or sig):
