@@ -292,7 +292,8 @@ class EvalConfig:
     limit: int | None = None  # per task (lm-eval --limit)
     batch_size: int = 8
     num_fewshot: int = 0  # MMLU: 0 (default) or 5 from the dev split
-    mmlu_subjects: list[str] | None = None  # null = all 57
+    # MMLU-format subjects to score (mmlu: its 57; synthetic_knowledge: attribute x wording)
+    mmlu_subjects: list[str] | None = None  # null = all
     mc_format: McFormat = McFormat.auto  # auto: each suite's own (letter for MMLU)
     mmlu_categories: MmluCategories = MmluCategories.lm_eval  # mmlu/<category> groups
     ckpt: str | None = None  # score this checkpoint instead of the run's own
@@ -390,7 +391,9 @@ def register_resolvers() -> None:
     from bapo_exp.cells import cell_dir
     from bapo_exp.relaunch import fresh_run_subdir
 
-    for name, fn in (("cell_dir", cell_dir), ("fresh_run_subdir", fresh_run_subdir)):
+    resolvers = {"cell_dir": cell_dir, "fresh_run_subdir": fresh_run_subdir,
+                 "add": lambda a, b: a + b}  # ${add:${model.micro.seed},100}  # fmt: skip
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -61,11 +61,21 @@ def wording(category: str) -> str:
 
 
 def _knowledge(ctx: SuiteContext):
+    """The world's knowledge test; ``eval.mmlu_subjects`` may pick subjects (attribute x wording:
+    ``world_capitals`` is neutral, ``world_capitals_concise`` the concise wording)."""
     root = world_of(ctx, "synthetic_knowledge")
-    subjects = task_utils.mmlu_subjects(root)
+    subjects = subjects_of(root, ctx.mmlu_subjects)
     categories = task_utils.mmlu_categories(root, subjects)
     return mmlu_format(root, "synthetic_knowledge", ctx, categories=categories, plain=True,
                        summary_key=wording)  # fmt: skip
+
+
+def subjects_of(root: Path, wanted) -> list[str]:
+    available = task_utils.mmlu_subjects(root)
+    if unknown := sorted(set(wanted or []) - set(available)):
+        raise ValueError(f"eval.mmlu_subjects: {unknown} are not subjects of the synthetic "
+                         f"knowledge test; available: {available}")  # fmt: skip
+    return list(wanted) if wanted else available
 
 
 def register() -> None:
@@ -74,7 +84,7 @@ def register() -> None:
     STYLE_CHECKS.register(NAME, in_style)
     SUITES.register("synthetic_knowledge", SuiteSpec(
         _knowledge,
-        lambda c: check_mmlu_format(world_of(c, "synthetic_knowledge"), None),
+        lambda c: check_mmlu_format(world_of(c, "synthetic_knowledge"), c.mmlu_subjects),
         auto_format="options",  # a micro model knows its facts but cannot read letters (#9)
     ))  # fmt: skip
     SUITES.register("synthetic_alignment", SuiteSpec(
