@@ -66,6 +66,9 @@ class Claim:
     where: tuple[tuple[str, Any], ...] = ()
     x: str = "x"
 
+    def __post_init__(self) -> None:
+        _check_sign(self.id, self.expected_sign)
+
 
 @dataclass(frozen=True)
 class TrendClaim:
@@ -83,6 +86,14 @@ class TrendClaim:
     by: tuple[str, ...] = ()
     where: tuple[tuple[str, Any], ...] = ()
     design: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_sign(self.id, self.expected_sign)
+
+
+def _check_sign(claim_id: str, sign: Any) -> None:
+    if sign not in (1, -1):
+        raise ValueError(f"claim {claim_id!r}: expected_sign must be +1 or -1, got {sign!r}")
 
 
 def select(df: pd.DataFrame, where: Sequence[tuple[str, Any]]) -> pd.DataFrame:

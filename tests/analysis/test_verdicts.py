@@ -62,6 +62,13 @@ def test_not_reached_levels_are_counted_and_named() -> None:
     assert table.loc[0.5, "n_not_reached_treatment"] == 0  # 0.5 is reached at the last step
 
 
+def test_a_claim_without_a_direction_is_refused() -> None:
+    with pytest.raises(ValueError, match="claim 'A1': expected_sign must be"):
+        anchoring(expected_sign=0)
+    with pytest.raises(ValueError, match="claim 'H': expected_sign"):
+        TrendClaim("H", "", "het", "loss", 2)
+
+
 def test_one_base_gives_no_verdict() -> None:
     table = claim_table([anchoring()], curves(n_bases=1))
     assert (table["verdict"] == "insufficient").all() and (table["n_bases"] == 1).all()
