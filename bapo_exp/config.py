@@ -255,6 +255,15 @@ class MRPOConfig(MethodConfig):
 
 
 @dataclass
+class DPORescaledConfig(MethodConfig):
+    """DPO against (1 + eps_y) x the main reference: MRPO's control (losses/rescaled.py)."""
+
+    name: str = "dpo_rescaled"
+    ctro_eps: float = 0.1
+    eps_split: EpsSplit = EpsSplit.adaptive
+
+
+@dataclass
 class ReferenceStageConfig:
     precompute: bool = True  # false: reference log-probs computed online in every step
     cache_dir: str = "${paths.cache_dir}/reference"
@@ -353,7 +362,8 @@ class Config:
 # adds a method with register_method_schema (and a LossSpec in bapo_exp.losses.LOSSES).
 METHOD_SCHEMAS: Registry[type[MethodConfig]] = Registry("method schema", "method.name")
 for _name, _schema in {"none": NoMethodConfig, "dpo": DPOConfig, "ipo": IPOConfig,
-                       "bapo": BAPOConfig, "mrpo": MRPOConfig}.items():  # fmt: skip
+                       "bapo": BAPOConfig, "mrpo": MRPOConfig,
+                       "dpo_rescaled": DPORescaledConfig}.items():  # fmt: skip
     METHOD_SCHEMAS.register(_name, _schema)
 # Schemas are stored under schema/<group>/ so that Hydra's option lists and errors show only
 # conf/ files; a YAML file extends its schema with `defaults: [/schema/<group>/<name>@_here_]`.

@@ -18,6 +18,7 @@ from bapo_exp.losses.dpo import dpo_loss
 from bapo_exp.losses.ipo import ipo_loss
 from bapo_exp.losses.metrics import anchor_drift, pair_metrics
 from bapo_exp.losses.mrpo import mrpo_loss
+from bapo_exp.losses.rescaled import dpo_rescaled_loss
 from bapo_exp.losses.types import AnchorLogps, LossOutput, PairLogps
 from bapo_exp.registry import Registry
 
@@ -60,6 +61,7 @@ LOSSES.register("dpo", LossSpec(dpo_loss))
 LOSSES.register("ipo", LossSpec(ipo_loss, needs_token_counts=True, length_normalised=True))
 LOSSES.register("bapo", LossSpec(bapo_loss, needs_anchors=True))
 LOSSES.register("mrpo", LossSpec(mrpo_loss, multi_reference=True))
+LOSSES.register("dpo_rescaled", LossSpec(dpo_rescaled_loss))  # MRPO's control (issue 17)
 
 
 def get_loss(name: str) -> LossSpec:
@@ -76,6 +78,7 @@ __all__ = [
     "anchor_drift",
     "bapo_loss",
     "dpo_loss",
+    "dpo_rescaled_loss",
     "get_loss",
     "ipo_loss",
     "mrpo_loss",

@@ -27,6 +27,14 @@ def dpo(pw: float, pl: float, rw: float, rl: float, beta: float, eps: float = 0.
     return bradley_terry(beta * ((pw - rw) - (pl - rl)), eps)
 
 
+def dpo_rescaled(pw, pl, rw, rl, *, beta, eps_ls, eps, split):
+    """DPO against (1 + eps_y) l_0(y); eps_w = eps s, eps_l = eps (1 - s),
+    s = |rw| / (|rw| + |rl|) (adaptive) or eps_w = eps_l = eps (fixed)."""
+    s = abs(rw) / (abs(rw) + abs(rl)) if split == "adaptive" else None
+    eps_w, eps_l = (eps * s, eps * (1 - s)) if s is not None else (eps, eps)
+    return dpo(pw, pl, (1 + eps_w) * rw, (1 + eps_l) * rl, beta, eps_ls)
+
+
 def ipo(pw, pl, rw, rl, nw, nl, beta):
     """(r(y_w)/|y_w| - r(y_l)/|y_l| - 1/(2 beta))^2."""
     return ((pw - rw) / nw - (pl - rl) / nl - 1 / (2 * beta)) ** 2

@@ -25,6 +25,8 @@ CONFIGS = [
     ("bapo", {"anchor_type": "sq", "anchor_reduce": "mean", "label_smoothing": 0.1}),
     ("bapo", {"anchor_type": "nll", "anchor_weight": 0.3}),
     ("bapo", {"anchor_type": "abs", "anchor_margin": 1.0}),
+    ("dpo_rescaled", {}),
+    ("dpo_rescaled", {"ctro_eps": 0.5, "eps_split": "fixed", "label_smoothing": 0.1}),
     ("mrpo", {"weight_assignment": "harmonic"}),  # the fixture has K=3 references
     (
         "mrpo",
@@ -173,7 +175,8 @@ def _swap_gap(name, hp, metrics):
     beta = hp.get("beta", 0.1)
     if name == "ipo":
         return 4 * (metrics["rewards/margin"] / beta) / (2 * beta)
-    z = metrics["mrpo/rewards_margin" if name == "mrpo" else "rewards/margin"]
+    own = {"mrpo": "mrpo/rewards_margin", "dpo_rescaled": "rescaled/rewards_margin"}
+    z = metrics[own.get(name, "rewards/margin")]  # the margin the loss itself sees
     return (1 - 2 * hp.get("label_smoothing", 0.0)) * z
 
 
