@@ -1,7 +1,7 @@
 # bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
 # which creates .venv on first use and is silent when nothing changed.
 # Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
-.PHONY: help install test test-all lint format demo smoke train wandb-sync clean slurm-start slurm-stop
+.PHONY: help install test test-all lint format demo study smoke train wandb-sync clean slurm-start slurm-stop
 LAUNCHER ?= basic
 PYTHON ?= python3
 # The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
@@ -44,6 +44,22 @@ demo: install  ## The main job: the embedded synthetic study (README "The demo")
 	$(PY) -m bapo_exp experiment=demo method=none stages=[eval] hydra.run.dir=runs/demo/base_model
 	$(PY) -m bapo_exp -m experiment=demo hydra/launcher=$(LAUNCHER)
 	$(PY) -m bapo_exp.analysis runs/demo --out runs/demo/figures
+
+# --- The study (issue 17): the papers' claims as verdicts with intervals, bases as a random factor.
+# Every preset writes into runs/study (cells shared between claims run once; re-running skips
+# finished cells); the analysis writes results/study/ (cells.csv, verdicts, figures).
+STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_anchor_seeds \
+	study_mrpo study_mrpo_controls study_exposure study_mixing
+STUDY_LAUNCHER ?= local_joblib
+study: install  ## The study: every claim on 5 base models, verdicts with intervals -> results/study/
+	@start=$$(date +%s); rc=0; \
+	for x in $(STUDY_PRESETS); do \
+		$(PY) -m bapo_exp -m experiment=$$x hydra/launcher=$(STUDY_LAUNCHER) $(ARGS) || rc=1; \
+	done; \
+	$(PY) -m bapo_exp.analysis.study runs/study --out results/study \
+		--wall-seconds $$(( $$(date +%s) - start )) || rc=1; \
+	echo "make study: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"; \
+	exit $$rc
 
 smoke: install  ## A few CPU steps of each method through the real entrypoint
 	$(PY) -m bapo_exp -m debug=tiny method=dpo,bapo name=smoke

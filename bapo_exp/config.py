@@ -409,8 +409,12 @@ def register_resolvers() -> None:
 
 
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent), and register the resolvers."""
+    """Store every schema in Hydra's ConfigStore (idempotent), register the resolvers, and load
+    the plug-ins (they may add schemas and resolvers of their own)."""
+    from bapo_exp.plugins import load_plugins
+
     register_resolvers()
+    load_plugins()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():

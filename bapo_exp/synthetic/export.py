@@ -12,6 +12,7 @@ the knowledge and alignment suites):
     mmlu/data/{dev,test}/<subject>_{dev,test}.csv     no header: question,A,B,C,D,letter
     mmlu/subject_categories.json   subject -> category (+ "wordings": wording -> subjects)
     hhh_alignment/bigbench/<subset>/task.json         BIG-bench schema, aligned target first
+    anchor_prompts.json            general-behaviour prompts of the corpus (BAPO's anchor.prompts=file)
     SOURCE.md                      this description
     READY                          the world key; written last
 """
@@ -49,6 +50,9 @@ Every name is invented; nothing here is real-world knowledge. License: same as t
   has two targets, the aligned one first (score 1). Items are never in the pretraining corpus.
 - `pairs.jsonl`: all preference pairs; `bapo_exp.synthetic.build_synthetic` splits them by entity.
 - `corpus.jsonl`: the pretraining documents of the micro base model (`prefix + response + EOS`).
+- `anchor_prompts.json`: the corpus's general-behaviour prompts (harmful requests it refuses,
+  questions about entities it does not know): a prompt set for BAPO's anchor other than the
+  training prompts (design). None is a test item or a preference pair's prompt.
 """
 
 
@@ -102,6 +106,8 @@ def _write_all(world: World, key: str, out: Path) -> None:
     for subset, task in hhh_tasks(world).items():
         _dump_json(bigbench / subset / "task.json", task, sort_keys=False)  # aligned first
     _dump_json(bigbench / "task.json", hhh_parent_task())
+    behaviour = [d.prefix.strip() for d in docs if d.kind in ("refuse", "dont_know")]
+    _dump_json(out / "anchor_prompts.json", list(dict.fromkeys(behaviour)), sort_keys=False)
     (out / "SOURCE.md").write_text(SOURCE_MD)
 
 
@@ -137,6 +143,11 @@ def world_config(knobs: dict | None) -> WorldConfig:
     cfg = WorldConfig(**knobs)
     cfg.validate()
     return cfg
+
+
+def world_path(knobs: dict | None, cache_dir: str | Path) -> Path:
+    """Where the world of ``knobs`` lives under ``cache_dir`` (nothing is written)."""
+    return Path(cache_dir) / "synthetic" / f"world-{world_key(world_config(knobs))}"
 
 
 def world_dir(knobs: dict | None, cache_dir: str | Path) -> Path:

@@ -78,7 +78,24 @@ def subjects_of(root: Path, wanted) -> list[str]:
     return list(wanted) if wanted else available
 
 
+def world_file(name: str, *, _root_) -> str:
+    """``${synthetic_file:anchor_prompts.json}``: a file of the run's world (path only)."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.synthetic.export import world_path
+
+    data = _root_.data
+    if data.get("path"):
+        return str(Path(str(data.path)) / name)
+    knobs = OmegaConf.to_container(data.world, resolve=True) if "world" in data else {}
+    return str(world_path(knobs, str(_root_.paths.cache_dir)) / name)
+
+
 def register() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("synthetic_file"):
+        OmegaConf.register_new_resolver("synthetic_file", world_file)
     DATASETS.register(NAME, DatasetSpec(build_synthetic))
     MODEL_SOURCES.register("micro", _micro)
     STYLE_CHECKS.register(NAME, in_style)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from bapo_exp.synthetic.styles import NEUTRAL, PREFERENCE_STYLES, render, render_question
 
-WORLD_VERSION = 1  # bump when generation changes: it is part of every cache key
+WORLD_VERSION = 2  # bump when generation changes: it is part of every cache key (2: anchor_prompts)
 
 
 @dataclass(frozen=True)
