@@ -188,3 +188,30 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {i + 1} is not valid JSON ({exc})") from exc
     return pd.DataFrame(rows)
+
+
+def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One run's evaluated points: ``eval/at_step/<N>/summary.json`` (``step`` N) and the final
+    ``eval/summary.json`` (``step`` = the trained steps; 0 for an untrained model), each with the
+    run's row (:func:`read_run`) and ``eval/<metric>`` columns."""
+    run_dir = Path(run_dir)
+    row = read_run(run_dir)
+    base = {k: v for k, v in row.items() if not k.startswith("eval/")}
+    trained = row.get("train/total_steps")
+    final = int(trained) if isinstance(trained, int | float) and trained == trained else 0
+    points = [(final, run_dir / "eval" / "summary.json")]
+    for path in (run_dir / "eval" / "at_step").glob("*/summary.json"):
+        points.append((int(path.parent.name), path))
+    out = []
+    for step, path in sorted(points):
+        if path.exists():
+            metrics = {f"eval/{k}": v for k, v in _read_json(path).items()}
+            out.append({**base, **metrics, "step": step})
+    return out
+
+
+def load_curves(root: str | Path, duplicates: str = "error") -> pd.DataFrame:
+    """Every evaluated point of every complete run under ``root``: one row per (run, step)."""
+    runs = load_runs(root, complete_only=True, duplicates=duplicates)
+    rows = [point for d in runs["run_dir"] for point in read_curve(d)]
+    return pd.DataFrame(rows)

@@ -214,9 +214,13 @@ def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
 
 
 def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
+    from bapo_exp.modeling.fingerprint import base_fingerprint
+
     ckpt = checkpoint_of(cfg, run)
     curve = at_step_checkpoints(cfg, run)
     summary = evaluate_checkpoint(cfg, ckpt, run.root / "eval")
+    # which base model this run started from, exactly (compare machines by this string)
+    summary["base_fingerprint"] = base_fingerprint(cfg.model, cfg.paths.cache_dir)
     for step, path in curve.items():  # the final model is the last point of the curve
         log.info("eval at step %d: %s", step, path)
         point = evaluate_checkpoint(cfg, path, run.root / "eval" / "at_step" / str(step))

@@ -12,7 +12,7 @@ the knowledge and alignment suites):
     mmlu/data/{dev,test}/<subject>_{dev,test}.csv     no header: question,A,B,C,D,letter
     mmlu/subject_categories.json   subject -> category (+ "wordings": wording -> subjects)
     hhh_alignment/bigbench/<subset>/task.json         BIG-bench schema, aligned target first
-    anchor_prompts.json            general-behaviour prompts of the corpus (BAPO's anchor.prompts=file)
+    anchor_prompts.json            general-behaviour prompts of the corpus (anchor.prompts=file)
     SOURCE.md                      this description
     READY                          the world key; written last
 """

@@ -19,7 +19,10 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +51,14 @@ class MicroTrainConfig:
     max_len: int = 192  # documents are truncated from the right (none is this long by default)
     threads: int = 1  # torch threads while training (not part of the cache key)
     progress: bool = True  # tqdm bar (not part of the cache key)
+    # portable: pretrain in a subprocess with PORTABLE_ENV, the same base on every Intel x86-64
+    # CPU (+25% CPU time); native: this process's kernels (docs/REPRODUCIBILITY.md)
+    kernels: str = "portable"
+
+
+# Kernel dispatch pinned before torch is imported: torch's vectorised kernels (softmax) at AVX2
+# and MKL's conditional numerical reproducibility at AVX2 (matrix multiplies), one thread.
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "1"}
 
 
 def micro_model_config(**overrides: int) -> TinyConfig:
@@ -213,6 +224,8 @@ def ensure_micro_base(
     out = Path(cache_dir) / f"micro-{micro_key(world_cfg, model_cfg, train_cfg, tok_dir)}"
     if is_ready(out):
         return out
+    if train_cfg.kernels == "portable" and not portable_here():
+        return pretrain_portably(world_cfg, model_cfg, train_cfg, cache_dir, out)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     docs = build_corpus(generate_world(world_cfg))
     encoded = encode_docs(docs, tok, train_cfg.max_len, train_cfg.loss_on)
@@ -236,6 +249,7 @@ def ensure_micro_base(
         train_log["final_loss"],
     )
     meta = {
+        "kernel_env": {k: os.environ.get(k) for k in PORTABLE_ENV},
         "world": asdict(world_cfg),
         "world_key": world_key(world_cfg),
         "model": asdict(model_cfg),
@@ -260,6 +274,28 @@ def _save(model, tok, meta: dict, out: Path) -> Path:
     return build_folder(out, build, stamp="ok")
 
 
+def portable_here() -> bool:
+    """This process runs with the portable kernel settings (``PORTABLE_ENV``)."""
+    return all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
+
+
+def pretrain_portably(
+    world_cfg: WorldConfig, model_cfg: TinyConfig, train_cfg: MicroTrainConfig,
+    cache_dir: str | Path, out: Path,
+) -> Path:  # fmt: skip
+    """Run ``ensure_micro_base`` in a new Python process with ``PORTABLE_ENV`` (the kernel
+    choice is fixed when torch is imported); returns the folder it wrote."""
+    args = {"world": asdict(world_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg),
+            "cache_dir": str(cache_dir)}  # fmt: skip
+    log.info("micro base: pretraining with portable kernels in a subprocess (%s)", PORTABLE_ENV)
+    code = "import sys; from bapo_exp.synthetic.pretrain import main; main(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, json.dumps(args)],
+                   env={**os.environ, **PORTABLE_ENV}, check=True)  # fmt: skip
+    if not is_ready(out):
+        raise RuntimeError(f"the portable pretraining process did not write {out}")
+    return out
+
+
 def micro_world_config(micro) -> WorldConfig:
     """The world a micro base is pretrained on: ``micro.world`` knobs, with ``style_exposure``
     replaced by ``micro.style_exposure`` when set (the facts and test files stay the same)."""
@@ -275,6 +311,18 @@ def ensure_micro_from_config(tiny: TinyConfig, micro, cache_dir: str | Path) -> 
     """``ensure_micro_base`` for a model config's ``tiny`` (architecture) and ``micro``
     (``bapo_exp.config.MicroConfig``: world, exposure, pretraining steps/seed/lr/batch)."""
     train = MicroTrainConfig(
-        steps=micro.steps, seed=micro.seed, lr=micro.lr, batch_size=micro.batch_size
+        steps=micro.steps,
+        seed=micro.seed,
+        lr=micro.lr,
+        batch_size=micro.batch_size,
+        kernels=str(micro.kernels),
     )
     return ensure_micro_base(micro_world_config(micro), tiny, train, cache_dir)
+
+
+def main(spec_json: str) -> None:
+    """The portable pretraining process (``pretrain_portably``)."""
+    logging.basicConfig(level=logging.INFO)
+    spec = json.loads(spec_json)
+    ensure_micro_base(WorldConfig(**spec["world"]), TinyConfig(**spec["model"]),
+                      MicroTrainConfig(**spec["train"]), spec["cache_dir"])  # fmt: skip

@@ -36,12 +36,34 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def _device() -> dict[str, object]:
+    """What decides float rounding on this machine (docs/REPRODUCIBILITY.md): the CPU, the
+    kernels torch dispatches to, the BLAS build, the thread count and their environment."""
+    import os
+
     import torch
 
+    blas = [x.strip(" -") for x in torch.__config__.show().splitlines() if "Math Kernel" in x]
     info: dict[str, object] = {
         "cuda": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas[0] if blas else None,
+        "kernel_env": {k: os.environ.get(k) for k in KERNEL_ENV},
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -85,6 +85,34 @@ def test_micro_base_cached_and_deterministic(tiny_setup, tmp_path):
     assert json.loads((ref / "micro.json").read_text())["tokenizer"] == tok_a
 
 
+def test_portable_kernels_pretrain_in_a_pinned_process(tiny_setup, tmp_path):
+    """kernels=portable pretrains in a subprocess with PORTABLE_ENV (recorded in micro.json),
+    deterministically; native runs here, with this CPU's own kernels (another cache key). On a
+    CPU whose own kernels are wider than AVX2 (this one: AVX-512) the two bases differ."""
+    import dataclasses
+
+    import torch
+
+    from bapo_exp.modeling.fingerprint import files_digest
+    from bapo_exp.synthetic.pretrain import PORTABLE_ENV
+
+    _, world_cfg, model_cfg, train_cfg = tiny_setup
+    portable = dataclasses.replace(train_cfg, steps=20, kernels="portable")
+    native = dataclasses.replace(portable, kernels="native")
+    a = ensure_micro_base(world_cfg, model_cfg, portable, tmp_path / "a")
+    b = ensure_micro_base(world_cfg, model_cfg, portable, tmp_path / "b")
+    n = ensure_micro_base(world_cfg, model_cfg, native, tmp_path / "a")
+    assert json.loads((a / "micro.json").read_text())["kernel_env"] == PORTABLE_ENV
+    assert files_digest(sorted(a.glob("*.safetensors"))) == files_digest(
+        sorted(b.glob("*.safetensors"))
+    )
+    assert n.name != a.name
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "DEFAULT"):
+        assert files_digest(sorted(a.glob("*.safetensors"))) != files_digest(
+            sorted(n.glob("*.safetensors"))
+        )
+
+
 def test_scorers_run_on_a_micro_model(tiny_setup, world_root):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,0 +1,206 @@
+"""The study (issue 17): from the runs of ``make study`` to the verdicts, figures and tables.
+
+    python -m bapo_exp.analysis.study runs/study --out results/study   # make study does this
+    python -m bapo_exp.analysis.study results/study --markdown         # README's results section
+
+Two steps. ``collect`` reads the run folders into one tidy table, a row per (cell, evaluated
+step), written as ``results/study/cells.csv`` and committed: the single source of every number
+the study reports. ``analyse`` turns that table into the verdicts of each claim
+(``verdicts.csv``), the figures and the markdown; the README's results section is that markdown
+(``tests/test_readme.py`` checks that it is).
+
+Columns of ``cells.csv``: ``cell`` (folder), ``base`` (the micro base's pretraining seed: the
+random factor), ``seed`` (data order), ``method`` (a label with its setting: ``DPO``,
+``BAPO lambda=0.01``, ``MRPO eps=0.1``, ``base`` for the untrained model), ``step`` (the
+curve's strength; the base is step 0), ``x`` (generated personalisation: the share of greedy
+answers on held-out prompts written in the preferred style), ``knowledge`` (the synthetic MMLU
+in the neutral wording), ``knowledge_pref`` (the same questions in the preferred style's
+wording), ``alignment`` (the synthetic HHH, pooled), ``pref_acc`` (held-out likelihood preference
+accuracy), the design columns ``exposure`` (the preferred style's share of the base's
+pretraining answers), ``n_pairs``, ``preferences``, ``k_prefs``, the measured heterogeneity
+``distance`` (METHODS 7, per-token NLL of y_w minus y_b under the base) and ``clip_frac``
+(MRPO: share of the second reference's log-probs CTRO clipped, mean over logged steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bapo_exp.analysis.load import load_curves
+
+KEYS = ["cell", "base", "seed", "method", "step"]
+DESIGN = ["exposure", "n_pairs", "preferences", "k_prefs"]
+METRICS = ["x", "x_base", "knowledge", "knowledge_pref", "alignment", "pref_acc"]
+EXTRA = ["distance", "clip_frac", "base_fingerprint"]
+COLUMNS = [*KEYS, *DESIGN, *METRICS, *EXTRA]
+SOURCE = {
+    "x": "eval/gen/style_share",
+    "x_base": "eval/gen/base_style_share",
+    "knowledge": "eval/synthetic_knowledge/neutral/acc",
+    "alignment": "eval/synthetic_alignment/acc",
+    "pref_acc": "eval/personal/pref_acc",
+    "distance": "het/nll_distance",
+}
+
+
+def method_label(row: pd.Series) -> str:
+    """``DPO``, ``BAPO lambda=0.01 margin=1``, ``MRPO eps=0.5``, ``base`` (a label per setting
+    the study varies; settings left at their default are not named)."""
+    name = row.get("method.name")
+    if name == "none":
+        return "base"
+    if name == "bapo":
+        parts = [f"BAPO lambda={_num(row['method.anchor.weight'])}"]
+        if float(row.get("method.anchor.margin", 0) or 0):
+            parts.append(f"margin={_num(row['method.anchor.margin'])}")
+        for key, default in (("reduce", "sum"), ("type", "hinge"), ("prompts", "train")):
+            value = row.get(f"method.anchor.{key}", default)
+            if value != default:
+                parts.append(f"{key}={value}")
+        return " ".join(parts)
+    if name == "mrpo":
+        return f"MRPO eps={_num(row['method.ctro_eps'])}"
+    if name == "dpo_rescaled":
+        return f"DPO rescaled eps={_num(row['method.ctro_eps'])}"
+    return str(name).upper()
+
+
+def _num(value) -> str:
+    return f"{float(value):g}"
+
+
+def _clip_frac(run_dir: str) -> float:
+    """MRPO's ``mrpo/clip_frac_1`` averaged over the logged training steps (NaN otherwise)."""
+    path = Path(run_dir) / "train" / "metrics.jsonl"
+    if not path.exists():
+        return float("nan")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    values = [r["mrpo/clip_frac_1"] for r in rows if "mrpo/clip_frac_1" in r]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def tidy(curves: pd.DataFrame) -> pd.DataFrame:
+    """The raw curves (``load_curves``) as the study's columns (module docstring)."""
+    prefs = curves["data.preferences"].astype(str)
+    out = pd.DataFrame(
+        {
+            "cell": curves["run_dir"].map(lambda p: Path(p).name),
+            "base": curves["model.micro.seed"].astype(int),
+            "seed": curves["seed"].astype(int),
+            "method": curves.apply(method_label, axis=1),
+            "step": curves["step"].astype(int),
+            "exposure": pd.to_numeric(curves["model.micro.style_exposure.concise"]),
+            "n_pairs": pd.to_numeric(curves["data.n_train"]),
+            "preferences": prefs,
+            "k_prefs": prefs.str.count(",") + 1,
+        }
+    )
+    for col, key in SOURCE.items():
+        out[col] = pd.to_numeric(curves.get(key), errors="coerce")
+    wording = "eval/synthetic_knowledge/" + prefs.str.split(",").str[0] + "/acc"
+    out["knowledge_pref"] = [curves.at[i, w] if w in curves else None for i, w in wording.items()]
+    out["clip_frac"] = curves["run_dir"].map(_clip_frac)
+    out["base_fingerprint"] = curves.get("eval/base_fingerprint")
+    return out[COLUMNS].sort_values(KEYS).reset_index(drop=True)
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """``cells.csv`` from the run folders under ``root`` (``runs/study``)."""
+    curves = load_curves(root)
+    if curves.empty:
+        raise FileNotFoundError(f"no complete run under {root}: run `make study` first")
+    return tidy(curves)
+
+
+def read_cells(path: str | Path) -> pd.DataFrame:
+    """``cells.csv`` as written by :func:`collect` (the committed source of the results)."""
+    return pd.read_csv(path, dtype={"preferences": str, "base_fingerprint": str})
+
+
+def _git_sha() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)  # fmt: skip
+    return out.stdout.strip() or None
+
+
+def wall_text(seconds: float | None) -> str:
+    return (
+        "an unrecorded time"
+        if seconds is None
+        else f"{int(seconds) // 60} min {int(seconds) % 60} s"
+    )
+
+
+def load_or_collect(root: Path, out: Path, wall: float | None) -> tuple[pd.DataFrame, dict]:
+    """From ``results/study`` (``cells.csv`` + ``meta.json``) or from run folders (then written
+    to ``out``)."""
+    if (root / "cells.csv").exists():
+        return read_cells(root / "cells.csv"), json.loads((root / "meta.json").read_text())
+    cells = collect(root)
+    meta = {"n_cells": int(cells["cell"].nunique()), "wall_seconds": wall, "wall": wall_text(wall),
+            "git_sha": _git_sha()}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    cells.to_csv(out / "cells.csv", index=False)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return read_cells(out / "cells.csv"), meta
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "root",
+        type=Path,
+        help="runs/study (run folders) or results/study (its cells.csv and meta.json)",
+    )
+    p.add_argument("--out", type=Path, default=None,
+                   help="where cells.csv, meta.json, verdicts.csv, RESULTS.md and the figures go "
+                   "(default: root, when it is a results folder)")  # fmt: skip
+    p.add_argument(
+        "--wall-seconds",
+        type=float,
+        default=None,
+        help="the study's wall time, recorded in meta.json (make study passes it)",
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="print the results section (the README's) to stdout"
+    )
+    p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bapo_exp.analysis.claims import verdict_table
+    from bapo_exp.analysis.study_report import markdown
+
+    args = build_parser().parse_args(argv)
+    out = args.out or args.root
+    try:
+        cells, meta = load_or_collect(args.root, out, args.wall_seconds)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    verdicts = verdict_table(cells)
+    text = markdown(cells, verdicts, meta)
+    if args.markdown:
+        sys.stdout.write(text)
+    out.mkdir(parents=True, exist_ok=True)
+    verdicts.assign(per_base=verdicts["per_base"].map(json.dumps)).to_csv(
+        out / "verdicts.csv", index=False
+    )
+    (out / "RESULTS.md").write_text(text)
+    if not args.no_figures:
+        from bapo_exp.analysis.study_figures import draw_all
+
+        draw_all(cells, verdicts, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The study's results as markdown: the README's results section is this text, generated.
+
+    text = markdown(cells, verdicts, meta)    # python -m bapo_exp.analysis.study ... --markdown
+
+Deterministic for a given ``cells.csv`` (fixed formats, sorted rows, seeded intervals), so a
+test can compare the README with it (``tests/test_readme.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bapo_exp.analysis.claims import FINAL, LEVELS, MAIN
+
+MARK = {"supported": "supported", "refuted": "REFUTED", "inconclusive": "inconclusive",
+        "not reached": "not reached", "insufficient": "insufficient"}  # fmt: skip
+
+
+def _f(value: float, digits: int = 3, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def cell_text(row: pd.Series | None) -> str:
+    """``+0.012 [-0.020, +0.041] inconclusive 3/5`` (or ``not reached 0/5``)."""
+    if row is None:
+        return ""
+    if row["verdict"] in ("not reached", "insufficient"):
+        nr = int(row["n_not_reached_treatment"] + row["n_not_reached_control"])
+        return f"{MARK[row['verdict']]} ({nr} curves)"
+    interval = f"[{_f(row['lo'], sign=True)}, {_f(row['hi'], sign=True)}]"
+    verdict = f"{MARK[row['verdict']]} {row['bases_expected']}"
+    return f"{_f(row['estimate'], sign=True)} {interval} {verdict}"
+
+
+def _row(table: pd.DataFrame, **match) -> pd.Series | None:
+    sel = table
+    for col, value in match.items():
+        sel = sel[sel[col] == value]
+    return sel.iloc[0] if len(sel) else None
+
+
+def anchoring_table(v: pd.DataFrame) -> list[str]:
+    rows = v[v["claim"].str.startswith("A ")]
+    head = ["BAPO setting", "metric", *(f"x = {lv}" for lv in LEVELS), f"after {FINAL} steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for setting in sorted(rows["treatment"].unique(), key=_setting_order):
+        for metric in ("knowledge", "alignment"):
+            sub = rows[(rows["treatment"] == setting) & (rows["metric"] == metric)]
+            cells = [cell_text(_row(sub, compare="matched x", at=lv)) for lv in LEVELS]
+            cells.append(cell_text(_row(sub, compare="fixed strength", at=float(FINAL))))
+            lines.append(f"| {setting.removeprefix('BAPO ')} | {metric} | " + " | ".join(cells)
+                         + " |")  # fmt: skip
+    return lines
+
+
+def _setting_order(label: str) -> tuple:
+    parts = label.split()
+    weight = float(parts[1].split("=")[1]) if len(parts) > 1 and "=" in parts[1] else 0.0
+    return (len(parts) > 2, weight, label)
+
+
+def references_table(v: pd.DataFrame) -> list[str]:
+    rows = v[v["claim"].str.startswith("M ")]
+    head = ["pairs", "comparison", f"pref_acc after {FINAL}", f"style share after {FINAL}",
+            "knowledge at x = 0.5", "alignment at x = 0.5"]  # fmt: skip
+    body = []
+    for (group, t, c), sub in rows.groupby(["group", "treatment", "control"], sort=True):
+        cells = [
+            cell_text(_row(sub, metric=m, compare="fixed strength")) for m in ("pref_acc", "x")
+        ]
+        cells += [cell_text(_row(sub, metric=m, at=0.5)) for m in ("knowledge", "alignment")]
+        pairs = int(float(group.split("=")[1]))
+        body.append(((pairs, t, c), f"| {pairs} | {t} - {c} | " + " | ".join(cells) + " |"))
+    head_lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return head_lines + [line for _, line in sorted(body)]
+
+
+def trend_table(v: pd.DataFrame) -> list[str]:
+    rows = v[v["claim"].str.startswith("H ")]
+    head = ["axis", "method", "metric", "slope per base", "verdict", "bases"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows.sort_values("claim").to_dict("records"):
+        axis = "distance (exposure)" if " exposure " in r["claim"] else "mixed preferences"
+        method = r["claim"].split(" ", 2)[2].rsplit(" ", 1)[0]
+        lines.append(f"| {axis} | {method} | {r['metric']} | {_f(r['estimate'], sign=True)} "
+                     f"[{_f(r['lo'], sign=True)}, {_f(r['hi'], sign=True)}] | "
+                     f"{MARK[r['verdict']]} | {r['bases_expected']} |")  # fmt: skip
+    return lines
+
+
+def base_table(cells: pd.DataFrame) -> list[str]:
+    """Per base: the untrained model and DPO after the full training (the spread of bases)."""
+    main = cells[(cells["exposure"] == MAIN["exposure"]) & (cells["preferences"] == "concise")]
+    base = main[main["method"] == "base"].set_index("base")
+    dpo = main[(main["method"] == "DPO") & (main["step"] == FINAL) & (main["n_pairs"] == 128)]
+    dpo = dpo.groupby("base")[["x", "knowledge", "alignment"]].mean()
+    head = ["base", "knowledge", "alignment", f"DPO {FINAL} steps: style share",
+            "knowledge", "alignment"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for b in sorted(set(base.index) & set(dpo.index)):
+        lines.append(f"| {b} | {_f(base.at[b, 'knowledge'])} | {_f(base.at[b, 'alignment'])} | "
+                     f"{_f(dpo.at[b, 'x'])} | {_f(dpo.at[b, 'knowledge'])} | "
+                     f"{_f(dpo.at[b, 'alignment'])} |")  # fmt: skip
+    return lines
+
+
+def verdict_counts(v: pd.DataFrame, prefix: str) -> str:
+    counts = v[v["claim"].str.startswith(prefix)]["verdict"].value_counts()
+    return ", ".join(f"{MARK[k]} {counts[k]}" for k in sorted(counts.index))
+
+
+def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
+    """The results section (see the module docstring)."""
+    n_bases = cells.loc[cells["method"] != "base", "base"].nunique()
+    lines = [
+        f"`make study` ran {meta['n_cells']} cells on {n_bases} micro base models (the random "
+        f"factor: pretraining seeds {', '.join(map(str, sorted(cells['base'].unique())))}) in "
+        f"{meta['wall']} on 2 CPU cores; every number below is computed from "
+        "`results/study/cells.csv` by `python -m bapo_exp.analysis.study results/study "
+        "--markdown`. Each cell: `estimate [95% interval] verdict k/n`, the mean over bases of "
+        "the paired difference (treatment minus control, within a base and data seed), the "
+        "wider of a hierarchical bootstrap (bases, then seeds) and a t-interval over base "
+        "means, the verdict (supported: the interval excludes 0 on the claimed side; REFUTED: "
+        "on the other side; inconclusive: it includes 0), and how many bases' own estimates "
+        "have the claimed sign. x is the generated personalisation (style share).",
+        "",
+        f"**Anchoring** (BAPO minus DPO; verdicts: {verdict_counts(verdicts, 'A ')}):",
+        "",
+        *anchoring_table(verdicts),
+        "",
+        f"**Several references** (MRPO minus a control; verdicts: "
+        f"{verdict_counts(verdicts, 'M ')}):",
+        "",
+        *references_table(verdicts),
+        "",
+        f"**Heterogeneity** (slope of the loss after {FINAL} steps; verdicts: "
+        f"{verdict_counts(verdicts, 'H ')}):",
+        "",
+        *trend_table(verdicts),
+        "",
+        "**The bases** (untrained, and DPO after the full training, mean over data seeds):",
+        "",
+        *base_table(cells),
+    ]
+    return "\n".join(lines) + "\n"
