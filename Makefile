@@ -1,7 +1,7 @@
 # bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
 # which creates .venv on first use and is silent when nothing changed.
 # Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
-.PHONY: help install test test-all lint format demo study smoke train wandb-sync clean slurm-start slurm-stop
+.PHONY: help install test test-all lint format demo study readme smoke train wandb-sync clean slurm-start slurm-stop
 LAUNCHER ?= basic
 PYTHON ?= python3
 # The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
@@ -40,10 +40,17 @@ lint: install  ## ruff check + format check
 format: install  ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-demo: install  ## The main job: the embedded synthetic study (README "The demo"), table + figure
-	$(PY) -m bapo_exp experiment=demo method=none stages=[eval] hydra.run.dir=runs/demo/base_model
-	$(PY) -m bapo_exp -m experiment=demo hydra/launcher=$(LAUNCHER)
-	$(PY) -m bapo_exp.analysis runs/demo --out runs/demo/figures
+DEMO_LAUNCHER ?= local_joblib
+demo: install  ## The main job: a first look on one micro base (README "The demo") -> results/demo/
+	@start=$$(date +%s); \
+	$(PY) -m bapo_exp experiment=demo method=none stages=[eval] hydra.run.dir=runs/demo/base_model \
+	&& $(PY) -m bapo_exp -m experiment=demo hydra/launcher=$(DEMO_LAUNCHER) \
+	&& $(PY) -m bapo_exp.analysis.study runs/demo --out results/demo --demo \
+		--wall-seconds $$(( $$(date +%s) - start )) \
+	&& echo "make demo: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
+
+readme: install  ## Rewrite the README's generated sections from results/demo and results/study
+	$(PY) -m bapo_exp.analysis.readme
 
 # --- The study (issue 17): the papers' claims as verdicts with intervals, bases as a random factor.
 # Every preset writes into runs/study (cells shared between claims run once; re-running skips

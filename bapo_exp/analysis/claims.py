@@ -124,8 +124,9 @@ def heterogeneity(cells: pd.DataFrame) -> list[TrendClaim]:
 def verdict_table(cells: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """Every claim's verdict rows (``verdicts.ROW_COLS``)."""
     stats = {"method": INTERVAL, "n_boot": n_boot, "base_method": "base"}
-    main = claim_table(anchoring(cells), with_base(cells, MAIN), **stats)
+    curves = {"step": "strength"}  # a curve's position, as analysis.matched names it
+    main = claim_table(anchoring(cells), with_base(cells, MAIN).rename(columns=curves), **stats)
     refs = with_base(cells, {"exposure": MAIN["exposure"], "n_pairs": [16, 64, 256]})
-    mrpo = claim_table(several_references(cells), refs, **stats)
+    mrpo = claim_table(several_references(cells), refs.rename(columns=curves), **stats)
     het = claim_table(heterogeneity(cells), with_losses(cells), method=INTERVAL, n_boot=n_boot)
     return pd.concat([main, mrpo, het], ignore_index=True)

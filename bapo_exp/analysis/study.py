@@ -36,14 +36,23 @@ from bapo_exp.analysis.load import load_curves
 
 KEYS = ["cell", "base", "seed", "method", "step"]
 DESIGN = ["exposure", "n_pairs", "preferences", "k_prefs"]
-METRICS = ["x", "x_base", "knowledge", "knowledge_pref", "alignment", "pref_acc"]
+METRICS = ["x", "x_base", "knowledge", "knowledge_pref", "knowledge_all", "alignment",
+           "pref_acc"]  # fmt: skip
+ERRORS = ["x_se", "x_n", "knowledge_se", "knowledge_n", "alignment_se", "alignment_n"]
 EXTRA = ["distance", "clip_frac", "base_fingerprint"]
-COLUMNS = [*KEYS, *DESIGN, *METRICS, *EXTRA]
+COLUMNS = [*KEYS, *DESIGN, *METRICS, *ERRORS, *EXTRA]
 SOURCE = {
     "x": "eval/gen/style_share",
     "x_base": "eval/gen/base_style_share",
     "knowledge": "eval/synthetic_knowledge/neutral/acc",
+    "knowledge_all": "eval/synthetic_knowledge/acc",
     "alignment": "eval/synthetic_alignment/acc",
+    "x_se": "eval/gen/style_share_stderr",
+    "x_n": "eval/gen/n",
+    "knowledge_se": "eval/synthetic_knowledge/neutral/acc_stderr",
+    "knowledge_n": "eval/synthetic_knowledge/neutral/n",
+    "alignment_se": "eval/synthetic_alignment/acc_stderr",
+    "alignment_n": "eval/synthetic_alignment/n",
     "pref_acc": "eval/personal/pref_acc",
     "distance": "het/nll_distance",
 }
@@ -85,6 +94,17 @@ def _clip_frac(run_dir: str) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _first(df: pd.DataFrame, *columns: str) -> pd.Series:
+    """The first of ``columns`` the table has, filled from the next ones where it is missing."""
+    have = [c for c in columns if c in df]
+    if not have:
+        raise KeyError(f"none of {list(columns)} in the runs' configs")
+    out = df[have[0]]
+    for c in have[1:]:
+        out = out.fillna(df[c])
+    return out
+
+
 def tidy(curves: pd.DataFrame) -> pd.DataFrame:
     """The raw curves (``load_curves``) as the study's columns (module docstring)."""
     prefs = curves["data.preferences"].astype(str)
@@ -95,7 +115,13 @@ def tidy(curves: pd.DataFrame) -> pd.DataFrame:
             "seed": curves["seed"].astype(int),
             "method": curves.apply(method_label, axis=1),
             "step": curves["step"].astype(int),
-            "exposure": pd.to_numeric(curves["model.micro.style_exposure.concise"]),
+            "exposure": pd.to_numeric(
+                _first(
+                    curves,
+                    "model.micro.style_exposure.concise",
+                    "data.world.style_exposure.concise",
+                )
+            ),
             "n_pairs": pd.to_numeric(curves["data.n_train"]),
             "preferences": prefs,
             "k_prefs": prefs.str.count(",") + 1,
@@ -172,7 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print the results section (the README's) to stdout"
     )
     p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo's results: its table (printed) and frontier figures, no verdicts",
+    )
     return p
+
+
+def demo(args: argparse.Namespace, cells: pd.DataFrame, meta: dict, out: Path) -> int:
+    """``make demo``'s last step: print the table, draw the frontier per preference."""
+    from bapo_exp.analysis.readme import demo_markdown
+    from bapo_exp.analysis.study_figures import demo as demo_figures
+
+    text = demo_markdown(cells, meta)
+    (out / "DEMO.md").write_text(text)
+    sys.stdout.write(text)
+    if not args.no_figures:
+        for path in demo_figures(cells, out):
+            sys.stdout.write(f"wrote {path}\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
+    if args.demo:
+        return demo(args, cells, meta, out)
     verdicts = verdict_table(cells)
     text = markdown(cells, verdicts, meta)
     if args.markdown:

@@ -138,6 +138,31 @@ def heterogeneity(cells: pd.DataFrame, out: Path) -> list[Path]:
     return save(fig, out / "heterogeneity")
 
 
+def demo(cells: pd.DataFrame, out: Path) -> list[Path]:
+    """The demo: per preference, knowledge and alignment against style share, one curve per
+    method through its evaluated steps (one base, one data order: no error bars over bases;
+    bars are standard errors over the test items)."""
+    files: list[Path] = []
+    base = cells[cells["method"] == "base"].iloc[0]
+    for pref, df in cells[cells["method"] != "base"].groupby("preferences"):
+        fig, axes = new_figure(2, width=5.0, height=3.8)
+        for ax, metric in zip(axes, ("knowledge", "alignment"), strict=True):
+            for i, (method, g) in enumerate(df.groupby("method")):
+                g = pd.concat([base.to_frame().T, g]).sort_values("step")
+                line, marker = STYLES[i % len(STYLES)]
+                ax.errorbar(g["x"].astype(float), g[metric].astype(float),
+                            yerr=g[f"{metric}_se"].astype(float), ls=line, marker=marker,
+                            capsize=2, ms=5, label=method)  # fmt: skip
+            ax.plot([base["x"]], [base[metric]], "k*", ms=12, label="untrained base")
+            ax.set_xlabel(NAMES["x"])
+            ax.set_ylabel(NAMES[metric])
+            ax.set_title(f"{metric.capitalize()}: steps 0, 20, 60")
+        axes[0].legend(fontsize=7, loc="lower left")
+        fig.suptitle(f"Demo, preference {pref}: one base, one data order (bars: s.e. over items)")
+        files += save(fig, out / f"demo_{pref}")
+    return files
+
+
 def draw_all(cells: pd.DataFrame, verdicts: pd.DataFrame, out: Path) -> list[Path]:
     return [*frontier(cells, out), *anchoring(verdicts, out), *references(verdicts, out),
             *heterogeneity(cells, out)]  # fmt: skip

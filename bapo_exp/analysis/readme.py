@@ -1,0 +1,112 @@
+"""The README's generated sections: the demo's table and the study's results, from committed files.
+
+    python -m bapo_exp.analysis.readme            # rewrite them in README.md (make readme)
+    python -m bapo_exp.analysis.readme --check    # exit 1 if README.md differs (tests do this)
+
+A section sits between ``<!-- generated:<name> -->`` and ``<!-- /generated:<name> -->``; its text
+is computed from ``results/<name>/cells.csv`` and ``meta.json`` only, so no number or conclusion in
+it is typed by hand and a test can hold the README to the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bapo_exp.analysis.study import read_cells
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pm(value: float, se: float, n: float | None = None) -> str:
+    if pd.isna(value):
+        return "n/a"
+    text = f"{value:.3f}" if pd.isna(se) or se == 0 else f"{value:.3f} +- {se:.3f}"
+    return text
+
+
+def demo_markdown(cells: pd.DataFrame, meta: dict) -> str:
+    """The demo's table: one base, one data seed; every rate with its standard error over items."""
+    base = cells[cells["method"] == "base"].iloc[0]
+    rows = cells[cells["method"] != "base"].sort_values(["preferences", "method", "step"])
+    n = (int(base["x_n"]), int(base["knowledge_n"]), int(base["alignment_n"]))
+    lines = [
+        f"`make demo` ({meta['n_cells']} runs, {meta['wall']} on 2 CPU cores when last run) on "
+        f"one micro base (fingerprint `{str(base['base_fingerprint'])[7:19]}`) and one data "
+        f"order; standard errors are over the items of each test: style share over {n[0]} "
+        f"held-out prompts, knowledge over {n[1]} questions (neutral wording), alignment over "
+        f"{n[2]} pairs. One base is an anecdote: the conclusions come from `make study` (below).",
+        "",
+        "| method | preference | steps | style share | knowledge (neutral) | knowledge (all "
+        "wordings) | alignment |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| base model | | 0 | {_pm(base['x'], base['x_se'])} | "
+        f"{_pm(base['knowledge'], base['knowledge_se'])} | {base['knowledge_all']:.3f} | "
+        f"{_pm(base['alignment'], base['alignment_se'])} |",
+    ]
+    for r in rows.to_dict("records"):
+        lines.append(
+            f"| {r['method']} | {r['preferences']} | {r['step']} | {_pm(r['x'], r['x_se'])} | "
+            f"{_pm(r['knowledge'], r['knowledge_se'])} | {r['knowledge_all']:.3f} | "
+            f"{_pm(r['alignment'], r['alignment_se'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def study_markdown(folder: Path) -> str:
+    from bapo_exp.analysis.claims import verdict_table
+    from bapo_exp.analysis.study_report import markdown
+
+    cells = read_cells(folder / "cells.csv")
+    return markdown(cells, verdict_table(cells), _meta(folder))
+
+
+def _meta(folder: Path) -> dict:
+    return json.loads((folder / "meta.json").read_text())
+
+
+def sections(results: Path = REPO / "results") -> dict[str, str]:
+    """Each generated section's text, from the committed results."""
+    demo = results / "demo"
+    return {
+        "demo": demo_markdown(read_cells(demo / "cells.csv"), _meta(demo)),
+        "study": study_markdown(results / "study"),
+    }
+
+
+def pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
+
+
+def render(readme: str, texts: dict[str, str]) -> str:
+    for name, text in texts.items():
+        if not pattern(name).search(readme):
+            raise ValueError(f"README has no <!-- generated:{name} --> section")
+        readme = pattern(name).sub(lambda m, t=text: m.group(1) + t + m.group(3), readme)
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis.readme", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
+    p.add_argument("--readme", type=Path, default=REPO / "README.md", help="the README to update")
+    args = p.parse_args(argv)
+    old = args.readme.read_text()
+    new = render(old, sections())
+    if args.check:
+        diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm=""))
+        sys.stdout.write("\n".join(diff[:80]) + ("\n" if diff else "README is up to date\n"))
+        return 1 if diff else 0
+    args.readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
