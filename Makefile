@@ -60,8 +60,10 @@ STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_an
 STUDY_LAUNCHER ?= local_joblib
 study: install  ## The study: every claim on 5 base models, verdicts with intervals -> results/study/
 	@start=$$(date +%s); rc=0; \
+	mkdir -p runs/study/reports; \
 	for x in $(STUDY_PRESETS); do \
 		$(PY) -m bapo_exp -m experiment=$$x hydra/launcher=$(STUDY_LAUNCHER) $(ARGS) || rc=1; \
+		cp runs/study/multirun_report.json runs/study/reports/$$x.json; \
 	done; \
 	$(PY) -m bapo_exp.analysis.study runs/study --out results/study \
 		--wall-seconds $$(( $$(date +%s) - start )) || rc=1; \

@@ -136,8 +136,27 @@ def tidy(curves: pd.DataFrame) -> pd.DataFrame:
     return out[COLUMNS].sort_values(KEYS).reset_index(drop=True)
 
 
-def collect(root: str | Path) -> pd.DataFrame:
-    """``cells.csv`` from the run folders under ``root`` (``runs/study``)."""
+def failed_cells(root: Path) -> list[str]:
+    """Cells the multiruns under ``root`` reported failed or unfinished (``reports/*.json``, one
+    per preset, written by make study; else the folder's last ``multirun_report.json``)."""
+    reports = sorted((root / "reports").glob("*.json")) or [root / "multirun_report.json"]
+    out = []
+    for path in (p for p in reports if p.exists()):
+        for problem in json.loads(path.read_text()).get("problems", []):
+            out.append(f"{path.stem}: {problem.get('status')} {problem.get('run_dir')}")
+    return out
+
+
+def collect(root: str | Path, partial: bool = False) -> pd.DataFrame:
+    """``cells.csv`` from the run folders under ``root`` (``runs/study``); refuses when a cell
+    failed or did not finish (a verdict over the cells that happened to finish would be biased),
+    unless ``partial``."""
+    if (failed := failed_cells(Path(root))) and not partial:
+        raise ValueError(
+            f"{len(failed)} cell(s) failed or did not finish:\n  "
+            + "\n  ".join(failed[:10])
+            + "\nre-run make study (finished cells are skipped) or pass --partial"
+        )
     curves = load_curves(root)
     if curves.empty:
         raise FileNotFoundError(f"no complete run under {root}: run `make study` first")
@@ -163,12 +182,14 @@ def wall_text(seconds: float | None) -> str:
     )
 
 
-def load_or_collect(root: Path, out: Path, wall: float | None) -> tuple[pd.DataFrame, dict]:
+def load_or_collect(
+    root: Path, out: Path, wall: float | None, partial: bool = False
+) -> tuple[pd.DataFrame, dict]:
     """From ``results/study`` (``cells.csv`` + ``meta.json``) or from run folders (then written
     to ``out``)."""
     if (root / "cells.csv").exists():
         return read_cells(root / "cells.csv"), json.loads((root / "meta.json").read_text())
-    cells = collect(root)
+    cells = collect(root, partial)
     meta = {"n_cells": int(cells["cell"].nunique()), "wall_seconds": wall, "wall": wall_text(wall),
             "git_sha": _git_sha()}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or args.root
     try:
-        cells, meta = load_or_collect(args.root, out, args.wall_seconds)
+        cells, meta = load_or_collect(args.root, out, args.wall_seconds, args.partial)
     except (FileNotFoundError, KeyError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2

@@ -95,7 +95,7 @@ def build_synthetic(
         ``SplitPools`` (per preference, pairs in file order) with a report (world, split).
     """
     del data_root, load_writer
-    root = world_root(cfg.path, getattr(cfg, "world", None), cache_dir)
+    root = world_root(cfg.path, cfg.world, cache_dir)
     meta = load_world_json(root)
     styles = list(meta["config"]["styles"])
     preferences = styles  # empty data.preferences: every style, in the world's order

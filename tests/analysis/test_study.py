@@ -38,12 +38,12 @@ def cells(effect: float, n_bases: int = 5, noise: float = 0.004, seed: int = 0) 
                 exposure=exposure, distance=distance)  # fmt: skip
         for step in STEPS[1:]:
             x = step / 100
-            noisy = lambda: start - 0.125 * x + rng.normal(0, noise)  # noqa: E731
-            add(b, "DPO", step, x, noisy(), distance=1.0)
-            add(b, "BAPO lambda=0.1", step, x, noisy() + effect)
+            mean = start - 0.125 * x  # loss 0.1 after step 80 (x = 0.8): distance 1.0 below
+            add(b, "DPO", step, x, mean + rng.normal(0, noise), distance=1.0)
+            add(b, "BAPO lambda=0.1", step, x, mean + rng.normal(0, noise) + effect)
             for n in (16, 64, 256):
-                add(b, "DPO", step, x, noisy(), n_pairs=n)
-                add(b, "MRPO eps=0.1", step, x, noisy() + effect, n_pairs=n)
+                add(b, "DPO", step, x, mean + rng.normal(0, noise), n_pairs=n)
+                add(b, "MRPO eps=0.1", step, x, mean + rng.normal(0, noise) + effect, n_pairs=n)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

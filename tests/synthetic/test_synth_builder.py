@@ -75,7 +75,7 @@ def test_split_seed_changes_heldout(world_root, tmp_path):
 
 
 def test_errors(world_root, tmp_path):
-    with pytest.raises(ValueError, match="unknown synthetic styles"):
+    with pytest.raises(ValueError, match="unknown synthetic style \\[.pirate.\\]"):
         _build(world_root, tmp_path, preferences=["pirate"])
     with pytest.raises(FileNotFoundError):
         _build(tmp_path / "nowhere", tmp_path)
