@@ -1,7 +1,7 @@
 # bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
 # which creates .venv on first use and is silent when nothing changed.
 # Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
-.PHONY: help install test test-all lint format demo study readme smoke train wandb-sync clean slurm-start slurm-stop
+.PHONY: help install test test-all lint format demo study laptop readme smoke train wandb-sync clean slurm-start slurm-stop
 LAUNCHER ?= basic
 PYTHON ?= python3
 # The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
@@ -48,6 +48,10 @@ demo: install  ## The main job: a first look on one micro base (README "The demo
 	&& $(PY) -m bapo_exp.analysis.study runs/demo --out results/demo --demo \
 		--wall-seconds $$(( $$(date +%s) - start )) \
 	&& echo "make demo: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
+
+laptop: install  ## SmolLM2-135M on one DSP domain, DPO and BAPO, every stage -> results/laptop/
+	$(PY) -m bapo_exp -m experiment=laptop method=dpo,bapo $(ARGS) \
+	&& $(PY) -m bapo_exp.analysis.laptop runs/laptop --out results/laptop
 
 readme: install  ## Rewrite the README's generated sections from results/demo and results/study
 	$(PY) -m bapo_exp.analysis.readme

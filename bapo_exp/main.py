@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from contextlib import nullcontext
 
 import hydra
@@ -51,10 +52,11 @@ def run_stages(cfg: Config, run: RunDir, config_dict: dict) -> None:
                          run.done_marker(name))  # fmt: skip
                 continue
             log.info("stage %s: start", name)
+            start = time.perf_counter()
             try:
                 with redo(run, name, spec.outputs) if run.is_done(name) else nullcontext():
                     summary = spec.load()(cfg, run, tracker)
-                    run.mark_done(name, summary)
+                    run.mark_done(name, summary, seconds=round(time.perf_counter() - start, 2))
             except BaseException:
                 log.exception("stage %s failed; the earlier stages' outputs are kept", name)
                 raise

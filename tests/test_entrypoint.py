@@ -87,6 +87,12 @@ def test_run_directory_contract_and_skip(tmp_path: Path, tiny_cache: Path) -> No
     train = json.loads((run_dir / "train/summary.json").read_text())
     assert (run_dir / train["ckpt_path"]).is_dir()  # relative to the run directory
     stamp = (run_dir / "train/summary.json").stat().st_mtime_ns
+    from bapo_exp.analysis.laptop import markdown, run_record
+
+    record = run_record(run_dir)  # what make laptop reports, read from this run's files
+    assert record["method"] == "bapo" and record["train_steps"] == len({r["step"] for r in rows})
+    assert all(record["stage_seconds"][s] > 0 for s in ("reference", "train", "eval"))
+    assert "| bapo |" in markdown({"runs": [record]})
 
     again = bapo(*args, cache=tiny_cache)
     assert again.returncode == 0

@@ -1,11 +1,12 @@
-"""The README's generated sections: the demo's table and the study's results, from committed files.
+"""The README's generated sections (demo, study, laptop, performance), from committed files.
 
     python -m bapo_exp.analysis.readme            # rewrite them in README.md (make readme)
     python -m bapo_exp.analysis.readme --check    # exit 1 if README.md differs (tests do this)
 
 A section sits between ``<!-- generated:<name> -->`` and ``<!-- /generated:<name> -->``; its text
-is computed from ``results/<name>/cells.csv`` and ``meta.json`` only, so no number or conclusion in
-it is typed by hand and a test can hold the README to the data.
+is computed only from ``results/<name>/`` (``cells.csv`` and ``meta.json``; the laptop's
+``summary.json``) and ``benchmarks/results/*.json``, so no number or conclusion in it is typed by
+hand and a test can hold the README to the data.
 """
 
 from __future__ import annotations
@@ -72,11 +73,15 @@ def _meta(folder: Path) -> dict:
 
 
 def sections(results: Path = REPO / "results") -> dict[str, str]:
-    """Each generated section's text, from the committed results."""
+    """Each generated section's text, from the committed results and benchmark results."""
+    from bapo_exp.analysis import laptop, perf_report
+
     demo = results / "demo"
     return {
         "demo": demo_markdown(read_cells(demo / "cells.csv"), _meta(demo)),
         "study": study_markdown(results / "study"),
+        "laptop": laptop.markdown(json.loads((results / "laptop/summary.json").read_text())),
+        "performance": perf_report.markdown(REPO / "benchmarks/results"),
     }
 
 

@@ -131,7 +131,7 @@ class WorkerRunDir(RunDir):
     def save_config(self, yaml_text: str) -> None:
         return None
 
-    def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
+    def mark_done(self, stage: str, summary: dict[str, Any], seconds: float | None = None) -> None:
         return None
 
 

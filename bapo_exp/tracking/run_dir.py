@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,19 @@ class RunDir:
     def is_done(self, stage: str) -> bool:
         return self.done_marker(stage).exists()
 
-    def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
-        """Write ``<stage>/summary.json``, then ``<stage>/DONE`` (in that order)."""
+    def mark_done(self, stage: str, summary: dict[str, Any], seconds: float | None = None) -> None:
+        """Write ``<stage>/summary.json``, then ``<stage>/DONE`` (in that order); ``DONE`` holds
+        the stage's wall seconds and finish time (its existence is what marks the stage done)."""
         self.write_json(f"{stage}/summary.json", summary)
-        self.done_marker(stage).write_text("")
+        record = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.write_json(f"{stage}/DONE", record)
+
+    def stage_seconds(self, stage: str) -> float | None:
+        """The wall seconds ``DONE`` recorded for a stage (None: not done, or an older run)."""
+        try:
+            return json.loads(self.done_marker(stage).read_text() or "{}").get("seconds")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     def summary(self, stage: str) -> dict[str, Any] | None:
         p = self.root / stage / "summary.json"
