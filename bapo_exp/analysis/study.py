@@ -191,7 +191,7 @@ def load_or_collect(
         return read_cells(root / "cells.csv"), json.loads((root / "meta.json").read_text())
     cells = collect(root, partial)
     meta = {"n_cells": int(cells["cell"].nunique()), "wall_seconds": wall, "wall": wall_text(wall),
-            "git_sha": _git_sha()}  # fmt: skip
+            "git_sha": _git_sha(), "unfinished_cells": len(failed_cells(root))}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     cells.to_csv(out / "cells.csv", index=False)
     (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -219,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print the results section (the README's) to stdout"
     )
     p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="analyse the finished cells although some failed or did not finish (recorded in "
+        "meta.json and printed with the results)",
+    )
     p.add_argument(
         "--demo",
         action="store_true",

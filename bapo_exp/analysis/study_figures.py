@@ -58,19 +58,28 @@ def frontier(cells: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel(NAMES[metric])
         ax.set_title(f"{NAMES[metric].split(' (')[0].capitalize()} against personalisation")
     axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Steps 0, 10, 20, 40, {FINAL} (concise, 128 pairs); bars: s.e. over bases")
+    steps = ", ".join(str(int(t)) for t in sorted(df["step"].unique()))
+    fig.suptitle(f"Steps {steps} ({MAIN['preferences']}, {MAIN['n_pairs']} pairs); "
+                 "bars: s.e. over bases")  # fmt: skip
     return save(fig, out / "frontier")
 
 
 def _forest(ax, rows: pd.DataFrame, labels: list[str]) -> None:
     for j, level in enumerate(LEVELS):
         sub = rows[rows["at"] == level].set_index("treatment").reindex(labels)
+        sub = sub.mask(sub["verdict"] == "not reached")  # no dot where too few curves got there
         y = np.arange(len(labels)) + (j - 1) * 0.22
         err = np.vstack([sub["estimate"] - sub["lo"], sub["hi"] - sub["estimate"]])
         ax.errorbar(sub["estimate"], y, xerr=err, fmt="o", ms=4, capsize=2,
                     label=f"at style share {level}")  # fmt: skip
     ax.axvline(0.0, c="k", lw=0.8)
     ax.set_yticks(np.arange(len(labels)), [lbl.removeprefix("BAPO ") for lbl in labels])
+
+
+def _bases(verdicts: pd.DataFrame) -> str:
+    """The number of bases behind the plotted intervals ("3-5" when it varies)."""
+    n = verdicts.loc[verdicts["verdict"] != "not reached", "n_bases"]
+    return "?" if n.empty else str(n.max()) if n.min() == n.max() else f"{n.min()}-{n.max()}"
 
 
 def anchoring(verdicts: pd.DataFrame, out: Path) -> list[Path]:
@@ -82,7 +91,8 @@ def anchoring(verdicts: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel(f"BAPO minus DPO, {NAMES[metric]}")
         ax.set_title(f"{metric.capitalize()} at matched personalisation")
     axes[0].legend(fontsize=7)
-    fig.suptitle("Paired differences, mean over 5 bases with 95% intervals (not reached: no dot)")
+    fig.suptitle(f"Paired differences, mean over {_bases(rows)} bases with 95% intervals "
+                 "(not reached: no dot)")  # fmt: skip
     return save(fig, out / "anchoring")
 
 
@@ -106,7 +116,7 @@ def references(verdicts: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel("training pairs")
         where = f"after {FINAL} steps" if compare == "fixed strength" else "at style share 0.5"
         ax.set_title(f"{NAMES[metric]}, {where}", fontsize=9)
-    axes[0].set_ylabel("difference (95% interval over 5 bases)")
+    axes[0].set_ylabel(f"difference (95% interval over {_bases(rows)} bases)")
     axes[-1].legend(fontsize=6)
     return save(fig, out / "references")
 

@@ -115,10 +115,15 @@ def verdict_counts(v: pd.DataFrame, prefix: str) -> str:
 
 def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
     """The results section (see the module docstring)."""
-    n_bases = cells.loc[cells["method"] != "base", "base"].nunique()
+    bases = sorted(cells.loc[cells["method"] != "base", "base"].unique())
+    n_bases = len(bases)
+    unfinished = meta.get("unfinished_cells", 0)
+    warning = [f"**Partial:** {unfinished} cell(s) failed or did not finish and are left out "
+               "(analysed with `--partial`).", ""] if unfinished else []  # fmt: skip
     lines = [
+        *warning,
         f"`make study` ran {meta['n_cells']} cells on {n_bases} micro base models (the random "
-        f"factor: pretraining seeds {', '.join(map(str, sorted(cells['base'].unique())))}) in "
+        f"factor: pretraining seeds {', '.join(map(str, bases))}) in "
         f"{meta['wall']} on 2 CPU cores; every number below is computed from "
         "`results/study/cells.csv` by `python -m bapo_exp.analysis.study results/study "
         "--markdown`. Each cell: `estimate [95% interval] verdict k/n`, the mean over bases of "

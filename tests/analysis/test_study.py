@@ -86,3 +86,21 @@ def test_markdown_is_deterministic_and_names_the_verdicts() -> None:
     assert first == second
     assert "`make study` ran 42 cells on 5 micro base models" in first
     assert "| lambda=0.1 | knowledge | +0.05" in first and "supported 5/5" in first
+
+
+def test_failed_cells_are_refused_unless_partial_and_then_said(tmp_path) -> None:
+    import json
+
+    from bapo_exp.analysis.study import collect, main
+
+    (tmp_path / "reports").mkdir()
+    problem = {"status": "failed", "run_dir": str(tmp_path / "cell")}
+    (tmp_path / "reports/study_dpo.json").write_text(json.dumps({"problems": [problem]}))
+    with pytest.raises(ValueError, match="(?s)1 cell.*study_dpo: failed.*--partial"):
+        collect(tmp_path)
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2  # the CLI refuses too
+    c = cells(effect=0.0)
+    text = markdown(
+        c, verdict_table(c, n_boot=50), {"n_cells": 1, "wall": "", "unfinished_cells": 1}
+    )
+    assert text.startswith("**Partial:** 1 cell(s) failed or did not finish")
