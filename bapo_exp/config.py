@@ -227,7 +227,12 @@ class TrainConfig:
 class EvalConfig:
     suites: list[str] = field(default_factory=lambda: ["mmlu", "scienceqa", "hhh"])
     limit: int | None = None  # per task (lm-eval --limit)
-    batch_size: int = 8
+    batch_size: int = 8  # held-out scoring and judge; hf backend: requests per forward
+    # lm-eval model backend (design): bapo = ours, each distinct context run once in the
+    # padding-free layout, LM head only on continuations (evaluation/backend.py; same
+    # log-likelihoods as hf up to float rounding); hf = lm-eval's HFLM, kept for comparison
+    backend: str = "bapo"
+    token_budget: int = 2048  # bapo backend: distinct tokens per forward pass
     num_fewshot: int = 0  # MMLU: 0 (default) or 5 from the dev split
     mmlu_subjects: list[str] | None = None  # null = all 57
     mc_format: str = "auto"  # auto (letter: real suites; options: synthetic) | letter | options

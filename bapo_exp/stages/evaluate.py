@@ -146,7 +146,8 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
             model, tokenizer, suites=cfg.eval.suites, data_root=cfg.paths.data_root,
             limit=cfg.eval.limit, batch_size=cfg.eval.batch_size, num_fewshot=cfg.eval.num_fewshot,
             mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=run.root / "eval",
-            mc_format=cfg.eval.mc_format,
+            mc_format=cfg.eval.mc_format, backend=cfg.eval.backend,
+            token_budget=cfg.eval.token_budget,
         )  # fmt: skip
         summary.update(flatten(results))
     if cfg.eval.personalisation:
