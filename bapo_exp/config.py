@@ -201,7 +201,9 @@ class ReferenceStageConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None  # null = model.max_response_tokens
-    gen_batch_size: int = 8
+    # prompts decoded together; greedy rows leave the batch when done (modeling/greedy.py), and
+    # CPU decoding is bound by reading the weights, so large batches pay (BENCHMARKS.md)
+    gen_batch_size: int = 32
 
 
 @dataclass
@@ -240,6 +242,7 @@ class EvalConfig:
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None
+    gen_batch_size: int | None = 32  # prompts decoded together; null = eval.batch_size
     judge: str | None = None  # conf/model/ name of the judge; null = main reference; "none" = off
     judge_template: str = "{prompt} {instruction}"  # judge's prompt with the instruction (design)
     style_check: str | None = None  # "module:function" exact style check; null = by data.name

@@ -261,7 +261,7 @@ def generate(
     fp = model_fingerprint(model, cfg.model.pretrained, include_adapter=True)
     return generate_texts(
         model, tokenizer, [tok.render(it.prompt) for it in items], max_new_tokens=budget,
-        batch_size=cfg.eval.batch_size,
+        batch_size=cfg.eval.gen_batch_size or cfg.eval.batch_size,
         cache_path=Path(cfg.paths.cache_dir) / "generations" / f"{fp[:16]}.jsonl",
         cache_key_extra={"model": fp, "tokenization": tok.fingerprint()},
         desc="eval generations",

@@ -1,4 +1,4 @@
-"""Log-likelihoods of continuations, each distinct context run once (lm-eval's loglikelihood).
+"""Log-likelihoods of continuations, each distinct input run once (lm-eval's loglikelihood).
 
     results = score_continuations(model, [(context_ids, continuation_ids), ...],
                                   token_budget=2048)          # [(logprob, is_greedy), ...]
@@ -6,19 +6,21 @@
 What ``lm_eval``'s ``HFLM`` returns for requests that already fit the model's window, computed
 with less work:
 
-- requests are grouped by context token ids; a context shared by several continuations (the
-  choices of a multiple-choice item) runs once, in the padding-free, prompt-shared layout of
-  ``modeling.unpad`` (the training step's forward);
+- a request's model input is ``context + continuation[:-1]``; requests with the same input run
+  once (the one-token choices of an MMLU item: ``HFLM`` does this too), and every member reads
+  the trailing ``len(continuation)`` rows of it;
+- inputs are sorted and run in the prefix-shared, padding-free layout of
+  ``modeling.prefix_share``: a common prefix (the context of an item's choices, the few-shot
+  examples of an MMLU subject) runs once, and attention runs per sequence without padding;
 - the LM head and a float32 log-softmax run only on the positions that predict continuation
   tokens (``HFLM`` computes full-vocabulary logits and log-softmax for every position);
-- batches are filled up to ``token_budget`` distinct tokens (not a count of requests), longest
-  first, so batches hold sequences of similar length.
+- batches are filled up to ``token_budget`` distinct tokens, not a count of requests.
 
 ``logprob`` is the sum of the continuation tokens' log-probs and ``is_greedy`` whether every
 continuation token is the arg-max of its log-softmax row, as in ``HFLM``. The caller truncates
 (``truncate_like_hflm``) and validates lengths; this module only scores.
 
-``SCORER_STATS`` counts what ran (forwards, body tokens, head rows, padded attention slots), so
+``SCORER_STATS`` counts what ran (forwards, body tokens, head rows, causal attention pairs), so
 benchmarks can count the executed FLOPs.
 """
 
@@ -51,11 +53,11 @@ class ScorerStats:
     sequences: int = 0
     body_tokens: int = 0  # distinct tokens through every linear layer (shared contexts once)
     head_rows: int = 0  # positions through the LM head and the log-softmax
-    attention_slots: int = 0  # sum over forwards of B * T^2 (padded per-sequence layout)
+    attention_pairs: int = 0  # causal (query, key) pairs attention computes
 
     def reset(self) -> None:
         self.forwards = self.sequences = self.body_tokens = 0
-        self.head_rows = self.attention_slots = 0
+        self.head_rows = self.attention_pairs = 0
 
 
 SCORER_STATS = ScorerStats()
@@ -172,7 +174,7 @@ def _score_batch(model: Any, requests: Sequence[Request], batch: list[_Unique]) 
     picked, greedy = _pick(logits, rows.to(logits.device), targets.to(logits.device))
     plan = layout.inputs["prefix_plan"]
     _count(len(batch), layout.inputs["input_ids"].shape[1], keep.numel(),
-           sum((sp.stop - sp.start) * len(sp.kv_rows) for sp in plan))  # fmt: skip
+           sum(causal_pairs(sp.stop - sp.start, len(sp.kv_rows)) for sp in plan))  # fmt: skip
     lengths = [len(requests[m][1]) for m in members]
     return {
         m: (float(lp.sum()), bool(g.all()))
@@ -180,12 +182,17 @@ def _score_batch(model: Any, requests: Sequence[Request], batch: list[_Unique]) 
     }
 
 
+def causal_pairs(queries: int, keys: int) -> int:
+    """(query, key) pairs of causal attention whose ``queries`` are the last of ``keys``."""
+    return queries * (keys - queries) + queries * (queries + 1) // 2
+
+
 def _count(sequences: int, body: int, head: int, attention: int) -> None:
     SCORER_STATS.forwards += 1
     SCORER_STATS.sequences += sequences
     SCORER_STATS.body_tokens += body
     SCORER_STATS.head_rows += head
-    SCORER_STATS.attention_slots += attention
+    SCORER_STATS.attention_pairs += attention
 
 
 def score_continuations(

@@ -1,58 +1,17 @@
-"""lm-eval requests of our suites and per-item metrics: backends compared request by request."""
+"""Comparing lm-eval backends request by request: tolerance and deviations."""
 
 from __future__ import annotations
 
-import tempfile
-from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 
-from bapo_exp.evaluation.harness import build_tasks
+from bapo_exp.evaluation.requests import build_requests, item_metrics
 
+__all__ = ["MMLU_SUBJECTS", "build_requests", "compare", "item_metrics", "tolerance"]
 MMLU_SUBJECTS = ["abstract_algebra", "high_school_biology", "philosophy", "world_religions"]
 
 
-def build_requests(
-    data_root: Path, suite: str, *, limit: int | None, num_fewshot: int = 0, subjects=None
-) -> tuple[list, dict]:
-    """lm-eval ``Instance``s of ``suite`` (``limit`` items per task) and the tasks by name."""
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    instances: list = []
-    tasks: dict = {}
-
-    def walk(node: dict) -> None:
-        for value in node.values():
-            if isinstance(value, dict):
-                walk(value)
-            else:
-                value.build_all_requests(limit=limit)
-                instances.extend(value.instances)
-                tasks[value.config.task] = value
-
-    with tempfile.TemporaryDirectory() as task_dir:
-        layouts = build_tasks(data_root, [suite], task_dir, num_fewshot=num_fewshot,
-                              mmlu_subjects=subjects)  # fmt: skip
-        manager = TaskManager(include_path=task_dir, include_defaults=False)
-        walk(get_task_dict([layouts[suite][suite]["name"]], manager))
-    return instances, tasks
-
-
-def item_metrics(tasks: dict, instances: list, results: list) -> dict[tuple, dict]:
-    """lm-eval's own per-item metrics (acc, acc_norm) from per-request ``(logprob, greedy)``."""
-    by_item: dict[tuple, list] = defaultdict(list)
-    for inst, res in zip(instances, results, strict=True):
-        by_item[(inst.task_name, inst.doc_id)].append((inst.idx, inst.doc, res))
-    out = {}
-    for (task, doc_id), rows in by_item.items():
-        rows.sort(key=lambda r: r[0])
-        out[(task, doc_id)] = tasks[task].process_results(rows[0][1], [r[2] for r in rows])
-    return out
-
-
 def tolerance(reference: float) -> float:
-    """1e-4, or 2 float32 ulps of the value when that is larger (|logprob| > ~420: a sum of
+    """1e-4, or 2 float32 ulps of the value when that is larger (|logprob| >= 512: a sum of
     hundreds of float32 token log-probs cannot be closer than its own rounding)."""
     return max(1e-4, 2 * float(np.spacing(np.float32(abs(reference)))))
 
