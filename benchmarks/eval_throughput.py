@@ -14,8 +14,10 @@ Run:  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/eval_th
 2. Scorer FLOP utilisation: executed FLOPs (2 x body linear params x distinct body tokens +
    2 x LM head x head rows + 4 x heads x head dim x layers x causal attention pairs, counted
    by ``SCORER_STATS``) / wall (and CPU) time / the fp32 matmul peak measured here at the
-   scorer's shapes (``mfu.mm_gflops``, best of N, same threads). HFLM's work is estimated the
-   same way from its inputs (each distinct context + continuation[:-1], full LM head).
+   scorer's shapes (``mfu.mm_gflops``, best of N, same threads). HFLM's work is counted the
+   same way from its inputs (each distinct context + continuation[:-1], LM head on every
+   position, no padding), so ``work_ratio_hf_over_ours`` bounds the speed-up at equal
+   efficiency.
 3. Generation (SmolLM2, ``--gen-prompts`` DSP queries, chat template, ``--gen-new-tokens``):
    today's path (``generate_texts(engine="hf")``, ``model.generate``, batch 8) vs ours
    (``engine="auto"``, the KV-cache engine) at batch 8 and at 32 (the new default of
@@ -81,24 +83,26 @@ def best_hf_batch(model, tok, probe: list, sizes: list[int]) -> tuple[int, dict]
     return min(times, key=times.get), {str(k): round(v, 3) for k, v in times.items()}
 
 
-def work(model, stats, hf_inputs: int) -> dict:
-    """Executed FLOPs of our scorer (from its counters) and the model FLOPs HFLM runs."""
+def work(model, stats, hf: tuple[int, int]) -> dict:
+    """Executed FLOPs of our scorer (from its counters) and of HFLM's inputs (full LM head)."""
     n = matmul_params(model)
     cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     attn = 4 * cfg.num_attention_heads * head_dim * cfg.num_hidden_layers
     ours = (2 * n["body_linear"] * stats.body_tokens + 2 * n["lm_head"] * stats.head_rows
             + attn * stats.attention_pairs)  # fmt: skip
-    return {"ours_executed_flops": ours,
-            "hf_model_flops": 2 * (n["body_linear"] + n["lm_head"]) * hf_inputs,
+    hf_flops = 2 * (n["body_linear"] + n["lm_head"]) * hf[0] + attn * hf[1]
+    return {"ours_executed_flops": ours, "hf_executed_flops": hf_flops,
             "body_tokens": stats.body_tokens, "head_rows": stats.head_rows,
-            "attention_pairs": stats.attention_pairs, "hf_input_tokens": hf_inputs}  # fmt: skip
+            "attention_pairs": stats.attention_pairs, "hf_input_tokens": hf[0],
+            "hf_attention_pairs": hf[1]}  # fmt: skip
 
 
-def hf_input_tokens(model, tok, instances) -> int:
-    """Tokens HFLM runs: each distinct context + continuation[:-1] (its one-token cache)."""
+def hf_inputs(model, tok, instances) -> tuple[int, int]:
+    """Tokens and causal attention pairs HFLM runs: each distinct context + continuation[:-1]
+    once (its one-token cache key), without its padding."""
     from bapo_exp.evaluation.backend import make_backend
-    from bapo_exp.modeling.continuations import truncate_like_hflm
+    from bapo_exp.modeling.continuations import causal_pairs, truncate_like_hflm
 
     lm = make_backend("hf", model, tok)
     seen = set()
@@ -106,7 +110,7 @@ def hf_input_tokens(model, tok, instances) -> int:
         ctx, cont = lm._encode_pair(*inst.args)
         ctx, cont = truncate_like_hflm(ctx, cont, lm.max_length)
         seen.add((*ctx, *cont[:-1]))
-    return sum(len(s) for s in seen)
+    return sum(len(s) for s in seen), sum(causal_pairs(len(s), len(s)) for s in seen)
 
 
 def peak_gflops(model, budget: int, repeats: int) -> dict:
@@ -164,14 +168,14 @@ def measure_suite(name: str, model, tok, args, peak: float) -> dict:
     sbs = side_by_side(model, tok, instances, hf_bs, args)
     (ow, oc), (hw, hc) = sbs["best"]["ours"], sbs["best"]["hf"]
     items = len({(i.task_name, i.doc_id) for i in instances})
-    fl = work(model, sbs["stats"], hf_input_tokens(model, tok, instances))
+    fl = work(model, sbs["stats"], hf_inputs(model, tok, instances))
     return {
         "suite": name, "items": items, "requests": len(instances), "hf_batch_size": hf_bs,
         "hf_batch_sweep_wall_s": sweep, "ours_wall_s": round(ow, 3), "hf_wall_s": round(hw, 3),
         "ours_cpu_s": round(oc, 3), "hf_cpu_s": round(hc, 3),
         "ours_items_per_s": items / ow, "hf_items_per_s": items / hw,
         "speedup_wall": hw / ow, "speedup_cpu": hc / oc, **fl,
-        "work_ratio_hf_over_ours": fl["hf_model_flops"] / fl["ours_executed_flops"],
+        "work_ratio_hf_over_ours": fl["hf_executed_flops"] / fl["ours_executed_flops"],
         "scorer_utilisation_wall": fl["ours_executed_flops"] / ow / peak,
         "scorer_utilisation_cpu": fl["ours_executed_flops"] / oc / (peak / args.threads),
         **compare_results(tasks, instances, sbs["results"]["ours"], sbs["results"]["hf"]),

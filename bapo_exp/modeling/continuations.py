@@ -172,9 +172,8 @@ def _score_batch(model: Any, requests: Sequence[Request], batch: list[_Unique]) 
         )
     members, rows, targets = _targets(requests, batch)
     picked, greedy = _pick(logits, rows.to(logits.device), targets.to(logits.device))
-    plan = layout.inputs["prefix_plan"]
-    _count(len(batch), layout.inputs["input_ids"].shape[1], keep.numel(),
-           sum(causal_pairs(sp.stop - sp.start, len(sp.kv_rows)) for sp in plan))  # fmt: skip
+    pairs = sum(causal_pairs(sp.stop - sp.start, len(sp.kv_rows)) for sp in layout.spans)
+    _count(len(batch), layout.inputs["input_ids"].shape[1], keep.numel(), pairs)
     lengths = [len(requests[m][1]) for m in members]
     return {
         m: (float(lp.sum()), bool(g.all()))

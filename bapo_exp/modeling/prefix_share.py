@@ -43,14 +43,34 @@ _CALLS = _CallCount()
 
 @dataclass
 class Span:
-    """One sequence's attention: query rows ``[start, stop)`` of the flat row, the flat rows of
-    all its tokens as keys and values, and its mask (``None`` = plain causal, when it owns every
-    token)."""
+    """One sequence's attention: its query rows ``[start, stop)`` of the flat row (the tokens
+    it owns, the last of its positions) and the flat rows of all its positions (keys, values).
+    """
 
     start: int
     stop: int
     kv_rows: Tensor
+
+
+@dataclass
+class Bucket:
+    """Spans of similar size run as one padded SDPA call.
+
+    Attributes:
+        q_index: (B, Lq) flat row of each query slot (padding slots read row 0).
+        kv_index: (B, Lk) flat row of each key/value slot (padding slots read row 0).
+        mask: (B, 1, Lq, Lk) bool, causal with the queries aligned to the end of each span,
+            padding keys masked (a padding query sees key 0); ``None`` for one span that owns
+            all its tokens (plain causal SDPA).
+        valid: (B * Lq,) bool, the real query slots; ``None`` when all are.
+        out_rows: flat row of each real query slot, in slot order.
+    """
+
+    q_index: Tensor
+    kv_index: Tensor
     mask: Tensor | None
+    valid: Tensor | None
+    out_rows: Tensor
 
 
 @dataclass
@@ -59,14 +79,16 @@ class PrefixLayout:
 
     Attributes:
         inputs: ``input_ids``, ``position_ids``, ``attention_mask`` (1, N) and ``prefix_plan``
-            (list of ``Span``) for the model call.
+            (list of ``Bucket``) for the model call.
         rows: per sequence, (L_i,) flat row of each position (shared ones point to the first
             sequence that computed them).
+        spans: the attention of each sequence that owns tokens.
         shared: tokens not recomputed thanks to sharing (sum of L_i minus N).
     """
 
     inputs: dict[str, Any]
     rows: list[Tensor]
+    spans: list[Span]
     shared: int
 
 
@@ -85,7 +107,7 @@ def prefix_layout(seqs: Sequence[Sequence[int]], device: Any = "cpu") -> PrefixL
     ids: list[int] = []
     pos: list[int] = []
     rows: list[Tensor] = []
-    plan: list[Span] = []
+    spans: list[Span] = []
     for i, seq in enumerate(seqs):
         if not seq:
             raise ValueError(f"sequence {i} is empty")
@@ -96,21 +118,57 @@ def prefix_layout(seqs: Sequence[Sequence[int]], device: Any = "cpu") -> PrefixL
         own = torch.arange(start, len(ids))
         rows.append(torch.cat([rows[i - 1][:s], own]) if s else own)
         if s < len(seq):
-            q = torch.arange(s, len(seq)).unsqueeze(-1)
-            mask = None if s == 0 else torch.arange(len(seq)).unsqueeze(0) <= q
-            plan.append(Span(start, len(ids), rows[i].to(device), _dev(mask, device)))
+            spans.append(Span(start, len(ids), rows[i]))
     n = len(ids)
     inputs = {
         "input_ids": torch.tensor([ids], dtype=torch.long, device=device),
         "position_ids": torch.tensor([pos], dtype=torch.long, device=device),
         "attention_mask": torch.ones((1, n), dtype=torch.long, device=device),
-        "prefix_plan": plan,
+        "prefix_plan": [_bucket(g, device) for g in _groups(spans)],
     }
-    return PrefixLayout(inputs, rows, sum(len(s) for s in seqs) - n)
+    return PrefixLayout(inputs, rows, spans, sum(len(s) for s in seqs) - n)
 
 
-def _dev(x: Tensor | None, device: Any) -> Tensor | None:
-    return None if x is None else x.to(device)
+def _groups(spans: list[Span], slack: float = 1.25, free: int = 4096) -> list[list[Span]]:
+    """Spans sorted by size and grouped while the padded area stays within ``slack`` times
+    the real one (plus ``free`` slots: tiny spans cost less padded than as separate calls)."""
+    order = sorted(spans, key=lambda sp: (-len(sp.kv_rows), sp.start - sp.stop))
+    groups: list[list[Span]] = []
+    cur: list[Span] = []
+    lq = lk = real = 0
+    for sp in order:
+        nq, nk = sp.stop - sp.start, len(sp.kv_rows)
+        mq, mk = max(lq, nq), max(lk, nk)
+        if cur and (len(cur) + 1) * mq * mk > slack * (real + nq * nk) + free:
+            groups.append(cur)
+            cur, mq, mk, real = [], nq, nk, 0
+        cur.append(sp)
+        lq, lk, real = mq, mk, real + nq * nk
+    return [*groups, cur] if cur else groups
+
+
+def _bucket(group: list[Span], device: Any) -> Bucket:
+    if len(group) == 1 and group[0].stop - group[0].start == len(group[0].kv_rows):
+        sp = group[0]  # owns every position: plain causal attention, no mask
+        q = torch.arange(sp.start, sp.stop)
+        return Bucket(q[None].to(device), sp.kv_rows[None].to(device), None, None, q.to(device))
+    b = len(group)
+    lq = max(sp.stop - sp.start for sp in group)
+    lk = max(len(sp.kv_rows) for sp in group)
+    q_index = torch.zeros((b, lq), dtype=torch.long)
+    kv_index = torch.zeros((b, lk), dtype=torch.long)
+    mask = torch.zeros((b, 1, lq, lk), dtype=torch.bool)
+    mask[:, 0, :, 0] = True  # padding queries see key 0 (their output is dropped)
+    for i, sp in enumerate(group):
+        nq, nk = sp.stop - sp.start, len(sp.kv_rows)
+        q_index[i, :nq] = torch.arange(sp.start, sp.stop)
+        kv_index[i, :nk] = sp.kv_rows
+        last = torch.arange(nk - nq, nk).unsqueeze(-1)  # position of each query
+        mask[i, 0, :nq, :nk] = torch.arange(nk).unsqueeze(0) <= last
+    valid = torch.arange(lq) < torch.tensor([sp.stop - sp.start for sp in group])[:, None]
+    valid = valid.flatten()
+    return Bucket(q_index.to(device), kv_index.to(device), mask.to(device), valid.to(device),
+                  q_index.flatten()[valid].to(device))  # fmt: skip
 
 
 def sdpa_prefix_shared(
@@ -120,12 +178,12 @@ def sdpa_prefix_shared(
     value: Tensor,
     attention_mask: Tensor | None,
     *,
-    prefix_plan: list[Span] | None = None,
+    prefix_plan: list[Bucket] | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
-    """Attention for a transformers model: per-sequence SDPA on a prefix-shared flat row, plain
-    SDPA otherwise. ``query`` (1, H, N, d), ``key``/``value`` (1, H_kv, N, d); returns
-    (1, N, H, d) as transformers' attention functions do.
+    """Attention for a transformers model: per-sequence SDPA on a prefix-shared flat row (in
+    buckets of similar size), plain SDPA otherwise. ``query`` (1, H, N, d), ``key``/``value``
+    (1, H_kv, N, d); returns (1, N, H, d) as transformers' attention functions do.
 
     Raises:
         ValueError: if the layer needs what a causal mask cannot give (a sliding window shorter
@@ -135,7 +193,27 @@ def sdpa_prefix_shared(
 
     if prefix_plan is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    longest = max((len(s.kv_rows) for s in prefix_plan), default=0)
+    _check(module, prefix_plan, kwargs)
+    _CALLS.value += 1
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    qf, kf, vf = (x[0].transpose(0, 1) for x in (query, key, value))  # (N, heads, d)
+    out = qf.new_empty(qf.shape)
+    for bk in prefix_plan:
+        (b, lq), lk = bk.q_index.shape, bk.kv_index.shape[1]
+        q = qf.index_select(0, bk.q_index.flatten()).view(b, lq, *qf.shape[1:]).transpose(1, 2)
+        k, v = (x.index_select(0, bk.kv_index.flatten()).view(b, lk, *x.shape[1:]).transpose(1, 2)
+                for x in (kf, vf))  # fmt: skip
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=bk.mask, is_causal=bk.mask is None, scale=kwargs.get("scaling"),
+            enable_gqa=gqa,
+        )  # fmt: skip
+        o = o.transpose(1, 2).reshape(b * lq, *qf.shape[1:])
+        out.index_copy_(0, bk.out_rows, o if bk.valid is None else o[bk.valid])
+    return out.unsqueeze(0), None
+
+
+def _check(module: Any, plan: list[Bucket], kwargs: dict) -> None:
+    longest = max((bk.kv_index.shape[1] for bk in plan), default=0)
     window = kwargs.get("sliding_window")
     if window is not None and window < longest:
         raise ValueError(
@@ -144,22 +222,6 @@ def sdpa_prefix_shared(
         )
     if kwargs.get("softcap") is not None:
         raise ValueError(f"{PREFIX_SHARED} does not support attention soft-capping")
-    _CALLS.value += 1
-    gqa = getattr(module, "num_key_value_groups", 1) > 1
-    q, k, v = query[0], key[0], value[0]
-    out = query.new_empty(q.shape[1], q.shape[0], q.shape[2])  # (N, H, d)
-    for span in prefix_plan:
-        o = torch.nn.functional.scaled_dot_product_attention(
-            q[None, :, span.start : span.stop],
-            k.index_select(1, span.kv_rows)[None],
-            v.index_select(1, span.kv_rows)[None],
-            attn_mask=span.mask,
-            is_causal=span.mask is None,
-            scale=kwargs.get("scaling"),
-            enable_gqa=gqa,
-        )
-        out[span.start : span.stop] = o[0].transpose(0, 1)
-    return out.unsqueeze(0), None
 
 
 def register() -> None:

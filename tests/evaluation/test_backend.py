@@ -141,11 +141,20 @@ def test_prefix_layout_rows_positions_and_plan():
     assert lay.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 2, 3, 0]]
     assert [r.tolist() for r in lay.rows] == [[0, 1, 2, 3], [0, 1, 4], [0, 1, 4, 5], [6], [6]]
     assert lay.shared == 13 - 7
-    plan = lay.inputs["prefix_plan"]  # the last sequence owns no token: no attention of its own
-    assert [(s.start, s.stop, s.kv_rows.tolist()) for s in plan] == [
+    spans = lay.spans  # the last sequence owns no token: no attention of its own
+    assert [(s.start, s.stop, s.kv_rows.tolist()) for s in spans] == [
         (0, 4, [0, 1, 2, 3]), (4, 5, [0, 1, 4]), (5, 6, [0, 1, 4, 5]), (6, 7, [6])
     ]  # fmt: skip
-    assert plan[0].mask is None and plan[1].mask.tolist() == [[True, True, True]]
+    (bucket,) = lay.inputs["prefix_plan"]  # small spans: one padded SDPA call
+    # sorted by size: sequences 0, 2, 1, 3
+    assert bucket.q_index.tolist() == [[0, 1, 2, 3], [5, 0, 0, 0], [4, 0, 0, 0], [6, 0, 0, 0]]
+    assert bucket.kv_index.tolist() == [[0, 1, 2, 3], [0, 1, 4, 5], [0, 1, 4, 0], [6, 0, 0, 0]]
+    assert bucket.out_rows.tolist() == [0, 1, 2, 3, 5, 4, 6]
+    assert torch.equal(bucket.mask[0, 0], torch.ones(4, 4, dtype=torch.bool).tril())
+    assert bucket.mask[1, 0, 0].tolist() == [True, True, True, True]  # query at position 3
+    assert bucket.mask[2, 0, 0].tolist() == [True, True, True, False]  # position 2; a pad key
+    assert bucket.mask[3, 0, 0].tolist() == [True, False, False, False]
+    assert bucket.mask[1, 0, 1:, 1:].sum() == 0  # padding queries see key 0 only
 
 
 @pytest.mark.integration
