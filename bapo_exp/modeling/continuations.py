@@ -200,11 +200,12 @@ def score_continuations(
     """``(logprob, is_greedy)`` of each continuation given its context, in request order.
 
     Args:
-        model: causal LM (plain, PEFT-wrapped or merged) that accepts a boolean
-            ``logits_to_keep`` and supports SDPA; switched to ``sdpa_unpadded`` while scoring.
+        model: causal LM (plain, PEFT-wrapped or merged) that accepts an index tensor as
+            ``logits_to_keep`` and supports SDPA; its attention is ``sdpa_prefix_shared``
+            while scoring (``modeling.prefix_share``) and restored after.
         requests: ``(context_ids, continuation_ids)``, both non-empty and already truncated to
             the model's window.
-        token_budget: distinct tokens per forward pass (a longer context group runs alone).
+        token_budget: distinct tokens per forward pass (a longer input runs alone).
         progress: optional tqdm-like bar, advanced by the requests of each batch.
 
     Raises:

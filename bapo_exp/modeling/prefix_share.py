@@ -8,10 +8,12 @@ The sequences become one flat row: each sequence contributes only the tokens aft
 common prefix with the sequence before it (the whole sequence if there is none), at their own
 positions (``position_ids``). Every linear layer, norm and the LM head see each shared prefix
 token once: the choices of a multiple-choice item share their context, and the items of an
-MMLU subject share its few-shot examples. Attention runs per sequence, without padding: the
-queries of the tokens it owns against the keys and values of all its tokens (its prefix read
-from the rows that computed it), causal with the queries aligned to the end. This is exact for
-a causal model (a token's state depends on its prefix only), so results equal a plain forward
+MMLU subject share its few-shot examples. Attention runs per sequence: the queries of the
+tokens it owns against the keys and values of all its tokens (its prefix read from the rows
+that computed it), causal with the queries aligned to the end. Sequences of similar size are
+gathered into one padded SDPA call (a bucket: padded area at most 1.25x the real one plus a
+small allowance), so neither padding nor per-sequence calls dominate. This is exact for a
+causal model (a token's state depends on its prefix only), so results equal a plain forward
 up to float rounding (tests/evaluation/test_backend.py).
 
 ``prefix_shared_attention`` switches a model's attention implementation to
