@@ -237,6 +237,16 @@ def _greedy_texts(model: Any, tokenizer: Any, rows: list[list[int]], gc: Any) ->
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
+def _run_batch(model, tokenizer, inputs: list, gc: Any, greedy: bool, seed: int, first: str):
+    """One batch by either engine; ``first`` (its first key) seeds a sampled batch."""
+    GEN_COUNTER.calls += 1
+    GEN_COUNTER.prompts += len(inputs)
+    if greedy:
+        return _greedy_texts(model, tokenizer, inputs, gc)
+    batch_seed = int(_sha(f"{seed}:{first}")[:8], 16) if gc.do_sample else None
+    return _generate_batch(model, tokenizer, inputs, gc, batch_seed)
+
+
 def _use_greedy(model: Any, gc: Any, engine: str, desc: str) -> bool:
     """Whether ``modeling.greedy`` reproduces ``generate`` here (``engine="auto"``)."""
     if engine not in ENGINES:
@@ -318,13 +328,7 @@ def generate_texts(
     bar = tqdm(total=n_unique, initial=n_unique - len(todo), desc=desc, unit="prompt")
     with bar, _eval_mode(model), _append_to(cache_path) as fh:
         for batch, inputs in _batches(tokenizer, todo, batch_size, greedy):
-            if greedy:
-                texts = _greedy_texts(model, tokenizer, inputs, gc)
-            else:
-                batch_seed = int(_sha(f"{seed}:{batch[0]}")[:8], 16) if do_sample else None
-                texts = _generate_batch(model, tokenizer, inputs, gc, batch_seed)
-            GEN_COUNTER.calls += 1
-            GEN_COUNTER.prompts += len(batch)
+            texts = _run_batch(model, tokenizer, inputs, gc, greedy, seed, batch[0])
             done.update(zip(batch, texts, strict=True))
             if fh is not None:
                 _write_rows(fh, [{"key": k, "prompt": todo[k], "text": done[k]} for k in batch])
