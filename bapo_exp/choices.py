@@ -83,6 +83,11 @@ class WeightAssignment(Choice):
     harmonic = "harmonic"  # our reading (design), the only form for K > 2
 
 
+class EvalBackend(Choice):
+    bapo = "bapo"  # ours (evaluation/backend.py)
+    hf = "hf"  # lm-eval's HFLM
+
+
 class McFormat(Choice):
     auto = "auto"
     letter = "letter"

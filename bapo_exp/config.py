@@ -20,6 +20,7 @@ from bapo_exp.choices import (
     Dtype,
     EmptyResponses,
     EpsSplit,
+    EvalBackend,
     Finetune,
     Kernels,
     LoggerMode,
@@ -277,7 +278,9 @@ class ReferenceStageConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None  # null = model.max_response_tokens
-    gen_batch_size: int = 8
+    # prompts decoded together; greedy rows leave the batch when done (modeling/greedy.py), and
+    # CPU decoding is bound by reading the weights, so large batches pay (BENCHMARKS.md)
+    gen_batch_size: int = 32
 
 
 @dataclass
@@ -303,7 +306,12 @@ class TrainConfig:
 class EvalConfig:
     suites: list[str] = field(default_factory=lambda: ["mmlu", "scienceqa", "hhh"])
     limit: int | None = None  # per task (lm-eval --limit)
-    batch_size: int = 8
+    batch_size: int = 8  # held-out scoring and judge; hf backend: requests per forward
+    # lm-eval model backend (design): bapo = ours, each distinct context run once in the
+    # padding-free layout, LM head only on continuations (evaluation/backend.py; same
+    # log-likelihoods as hf up to float rounding); hf = lm-eval's HFLM, kept for comparison
+    backend: EvalBackend = EvalBackend.bapo
+    token_budget: int = 2048  # bapo backend: distinct tokens per forward pass
     num_fewshot: int = 0  # MMLU: 0 (default) or 5 from the dev split
     # MMLU-format subjects to score (mmlu: its 57; synthetic_knowledge: attribute x wording)
     mmlu_subjects: list[str] | None = None  # null = all
@@ -317,6 +325,7 @@ class EvalConfig:
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None
+    gen_batch_size: int | None = 32  # prompts decoded together; null = eval.batch_size
     judge: str | None = None  # conf/model/ name of the judge; null = main reference; "none" = off
     judge_template: str = "{prompt} {instruction}"  # judge's prompt with the instruction (design)
     style_check: str | None = None  # a STYLE_CHECKS name; null = the one of data.name, if any

@@ -16,7 +16,8 @@ def _load(folder: Path, name: str) -> dict:
 
 def _machine(result: dict) -> str:
     m = result["machine"]
-    return f"{m['cpu']}, {m['torch_threads']} threads"
+    load = m.get("loadavg_start")
+    return f"{m['cpu']}, {m['torch_threads']} threads" + (f", load {load[0]:.1f}" if load else "")
 
 
 def _range(values: list[float]) -> str:
@@ -59,7 +60,30 @@ def mfu_rows(folder: Path) -> list[str]:
             f"{_machine(result)} |"]  # fmt: skip
 
 
+def eval_rows(folder: Path) -> list[str]:
+    """Our lm-eval backend over lm-eval's HFLM (at its best batch size), and greedy generation
+    over ``model.generate`` at batch 8 (the old default)."""
+    result = _load(folder, "eval_throughput")
+    rows = []
+    for r in result["scoring"]:
+        same = "identical choices" if r["identical_choices"] else "DIFFERENT choices"
+        rows.append(
+            f"| eval scoring vs lm-eval's HFLM | {r['model']}, {r['suite']} ({r['items']} items) | "
+            f"{r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU time; {same}, log-probs "
+            f"within {r['max_abs_logprob_diff']:.1e} | {_machine(result)} |"
+        )
+    for r in result["generation"][1:]:
+        same = "identical texts" if r["identical_texts_to_today"] else "DIFFERENT texts"
+        rows.append(
+            f"| greedy generation vs {result['generation'][0]['run'].removeprefix('today: ')} | "
+            f"{r['run']}, {result['settings']['gen_prompts']} prompts x "
+            f"{result['settings']['gen_new_tokens']} tokens | {r['speedup_wall_vs_today']:.2f}x "
+            f"tokens/s ({r['speedup_cpu_vs_today']:.2f}x CPU); {same} | {_machine(result)} |"
+        )
+    return rows
+
+
 def markdown(folder: Path) -> str:
-    rows = trl_rows(folder) + overhead_rows(folder) + mfu_rows(folder)
+    rows = trl_rows(folder) + overhead_rows(folder) + mfu_rows(folder) + eval_rows(folder)
     head = ["| measure | setting | result | machine |", "| --- | --- | --- | --- |"]
     return "\n".join(head + rows) + "\n"

@@ -82,17 +82,22 @@ def build_tasks(
     return layouts
 
 
-def make_lm(model: Any, tokenizer: Any = None, batch_size: int = 8):
-    """An ``lm_eval`` LM for ``model``: returned as is if it already is one, else ``HFLM``."""
+def make_lm(
+    model: Any, tokenizer: Any = None, batch_size: int = 8, backend: str = "bapo",
+    token_budget: int = 2048,
+):  # fmt: skip
+    """An ``lm_eval`` LM for ``model``: returned as is if it already is one, else ``backend``'s
+    (``bapo``: ours, ``hf``: lm-eval's ``HFLM``; see ``evaluation.backend``)."""
     from lm_eval.api.model import LM
 
     if isinstance(model, LM):
         return model
-    from lm_eval.models.huggingface import HFLM
+    from bapo_exp.evaluation.backend import make_backend
 
     if tokenizer is None:
         raise ValueError("a tokenizer is required to evaluate a Hugging Face model")
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
+    return make_backend(backend, model, tokenizer, batch_size=batch_size,
+                        token_budget=token_budget)  # fmt: skip
 
 
 class _DropCustomKwargsHint(logging.Filter):
@@ -155,6 +160,8 @@ def evaluate(
     mmlu_categories: str = "lm_eval",
     data: Any = None,
     cache_dir: str | None = None,
+    backend: str = "bapo",
+    token_budget: int = 2048,
 ) -> dict[str, dict]:
     """Run each suite through ``lm_eval.simple_evaluate`` on the in-memory model.
 
@@ -164,12 +171,14 @@ def evaluate(
         suites: subset of :data:`SUITES`, run in that order.
         data_root: local data folder (the shared data or a synthetic world's root).
         limit: items per task (per MMLU subject, per HHH subset); ``None`` = all.
-        batch_size: forward batch size for ``HFLM``.
+        batch_size: forward batch size for ``HFLM`` (and the ``bapo`` backend's generation).
         num_fewshot: MMLU shots (0 default, 5 from the dev split).
         mmlu_subjects: MMLU subjects to run (default: all found under ``data_root``).
         out_dir: if given, ``<out_dir>/<suite>.json`` receives each suite's record.
         mc_format: ``auto`` | ``letter`` | ``options`` (see :func:`build_tasks`).
         mmlu_categories, data, cache_dir: see :func:`build_tasks`.
+        backend: ``bapo`` (ours) or ``hf`` (lm-eval's ``HFLM``), see :func:`make_lm`.
+        token_budget: distinct tokens per forward of the ``bapo`` scorer.
 
     Returns:
         ``{suite: record}``: lm-eval's ``results``, ``groups``, ``group_subtasks``,
@@ -189,7 +198,8 @@ def evaluate(
         "mmlu_categories": str(mmlu_categories),
     }
     was_training = getattr(model, "training", False) is True  # HFLM switches to eval mode
-    lm = make_lm(model, tokenizer, batch_size)
+    lm = make_lm(model, tokenizer, batch_size, backend, token_budget)
+    settings["backend"] = type(lm).__name__  # BapoLM (ours), CheckedHFLM (lm-eval's) or given
     _quiet_lm_eval()
     results: dict[str, dict] = {}
     try:

@@ -8,6 +8,10 @@ broken last line, which is ignored and cut off before new lines are appended.
 
     from bapo_exp.modeling.generate import generate_texts
     texts = generate_texts(model, tok, prompts, max_new_tokens=256, cache_path=Path("gen.jsonl"))
+
+Greedy decoding (the default) runs ``modeling.greedy``: prompts sorted by token length and
+batched, a KV cache, finished rows leaving the batch; the same tokens as ``model.generate``
+(``engine="hf"``, still used for sampling and for generation configs with logits processors).
 """
 
 from __future__ import annotations
@@ -19,15 +23,35 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 from tqdm.auto import tqdm
 
+from bapo_exp.modeling.greedy import eos_ids, greedy_batch, plain_greedy_reason
+from bapo_exp.modeling.scoring import eval_mode
+from bapo_exp.modeling.tokenize import adds_bos
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+ENGINES = ("auto", "hf")
+
+
+@dataclass
+class GenerationCounter:
+    """Batches and prompts generated here (both engines), for tests and benchmarks."""
+
+    calls: int = 0
+    prompts: int = 0
+
+    def reset(self) -> None:
+        self.calls = self.prompts = 0
+
+
+GEN_COUNTER = GenerationCounter()
 
 
 def _sha(text: str) -> str:
@@ -119,16 +143,6 @@ def _write_rows(fh: IO[str], rows: list[dict[str, str]]) -> None:
     os.fsync(fh.fileno())
 
 
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _pad_id(model: Any, tokenizer: Any) -> int:
     for value in (
         tokenizer.pad_token_id,
@@ -142,22 +156,13 @@ def _pad_id(model: Any, tokenizer: Any) -> int:
     return 0
 
 
-def _adds_bos(tokenizer: Any) -> bool:
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-
-
-def encode_left_padded(
-    tokenizer: Any, prompts: list[str], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenise rendered prompts (no special tokens added) and pad them on the left.
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of rendered prompts (no special tokens added but BOS).
 
     BOS is prepended only when the tokenizer adds one by default and the rendered text does not
     already start with it (chat templates usually write it), as ``modeling.tokenize`` does.
-    Returns:
-        input_ids (B, T) and attention_mask (B, T).
     """
-    bos = tokenizer.bos_token_id if _adds_bos(tokenizer) else None
+    bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
     rows = []
     for p in prompts:
         ids = list(tokenizer(p, add_special_tokens=False)["input_ids"])
@@ -166,6 +171,14 @@ def encode_left_padded(
         if not ids:
             raise ValueError(f"cannot generate from an empty prompt: {p!r}")
         rows.append(ids)
+    return rows
+
+
+def encode_left_padded(
+    tokenizer: Any, prompts: list[str], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encode_prompts``, padded on the left: input_ids (B, T) and attention_mask (B, T)."""
+    rows = encode_prompts(tokenizer, prompts)
     width = max(len(r) for r in rows)
     ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -192,6 +205,7 @@ def _generation_config(model: Any, pad_id: int, settings: dict[str, Any]) -> Any
 def _generate_batch(
     model: Any, tokenizer: Any, prompts: list[str], gc: Any, seed: int | None
 ) -> list[str]:
+    """One ``model.generate`` call (``engine="hf"``: sampling, logits processors)."""
     ids, mask = encode_left_padded(tokenizer, prompts, gc.pad_token_id)
     device = next(model.parameters()).device
     with torch.random.fork_rng(), torch.no_grad():
@@ -201,6 +215,50 @@ def _generate_batch(
             input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gc
         )
     return tokenizer.batch_decode(out[:, ids.shape[1] :].cpu(), skip_special_tokens=True)
+
+
+def _greedy_texts(model: Any, tokenizer: Any, rows: list[list[int]], gc: Any) -> list[str]:
+    """One ``greedy_batch`` (the default greedy engine), decoded as ``_generate_batch`` does."""
+    new = greedy_batch(model, rows, max_new_tokens=gc.max_new_tokens, eos_ids=eos_ids(gc),
+                       pad_id=gc.pad_token_id)  # fmt: skip
+    return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def _run_batch(model, tokenizer, inputs: list, gc: Any, greedy: bool, seed: int, first: str):
+    """One batch by either engine; ``first`` (its first key) seeds a sampled batch."""
+    GEN_COUNTER.calls += 1
+    GEN_COUNTER.prompts += len(inputs)
+    if greedy:
+        return _greedy_texts(model, tokenizer, inputs, gc)
+    batch_seed = int(_sha(f"{seed}:{first}")[:8], 16) if gc.do_sample else None
+    return _generate_batch(model, tokenizer, inputs, gc, batch_seed)
+
+
+def _use_greedy(model: Any, gc: Any, engine: str, desc: str) -> bool:
+    """Whether ``modeling.greedy`` reproduces ``generate`` here (``engine="auto"``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; choose one of {list(ENGINES)}")
+    reason = plain_greedy_reason(model, gc) if engine == "auto" else "engine='hf'"
+    if reason is not None and not gc.do_sample:
+        log.info("%s: model.generate (%s)", desc, reason)
+    return reason is None
+
+
+def _batches(
+    tokenizer: Any, todo: dict[str, str], batch_size: int, greedy: bool
+) -> list[tuple[list[str], Any]]:
+    """Batches of keys and their inputs: for the greedy engine, token ids sorted by token count
+    (similar lengths, little padding); for ``generate``, prompts by character count."""
+    if greedy:
+        ids = dict(zip(todo, encode_prompts(tokenizer, list(todo.values())), strict=True))
+        order = sorted(todo, key=lambda k: -len(ids[k]))
+        inputs = ids
+    else:
+        order, inputs = sorted(todo, key=lambda k: -len(todo[k])), todo
+    return [
+        (order[i : i + batch_size], [inputs[k] for k in order[i : i + batch_size]])
+        for i in range(0, len(order), batch_size)
+    ]
 
 
 def generate_texts(
@@ -217,6 +275,7 @@ def generate_texts(
     cache_path: Path | None = None,
     cache_key_extra: dict | None = None,
     desc: str = "generate",
+    engine: str = "auto",
 ) -> list[str]:
     """Continue each rendered prompt; returns the new text only (prompt and special tokens
     removed, whitespace kept), in the order of ``prompts``.
@@ -225,13 +284,16 @@ def generate_texts(
         model, tokenizer: a causal LM and its tokenizer (left padding is done here).
         prompts: rendered prompt strings; repeats are generated once.
         max_new_tokens: generation budget per prompt.
-        batch_size: prompts per ``model.generate`` call (longest prompts first).
+        batch_size: prompts per batch (longest prompts first).
         do_sample, temperature, top_p: greedy by default; sampling settings enter the key.
         seed: sampling seed, per batch (a resumed run may sample the remaining prompts in other
             batches than an uninterrupted one would; greedy output does not depend on it).
         cache_path: JSONL cache; None = no cache.
         cache_key_extra: more key material (writer name, template, adapter checksum, ...).
         desc: progress bar label.
+        engine: ``auto`` (greedy: ``modeling.greedy`` when it reproduces ``generate``, see
+            ``plain_greedy_reason``; sampling: ``generate``) or ``hf`` (always ``generate``).
+            Not part of the cache key: both give the same tokens.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(
@@ -244,18 +306,16 @@ def generate_texts(
     keys = [cache_key(p, digest) for p in prompts]
     done = read_cache(cache_path) if cache_path is not None else {}
     todo = {k: p for k, p in zip(keys, prompts, strict=True) if k not in done}
-    order = sorted(todo, key=lambda k: -len(todo[k]))
     gc = _generation_config(model, _pad_id(model, tokenizer), settings)
+    greedy = _use_greedy(model, gc, engine, desc)
     n_unique = len(set(keys))
     log.info(
         "%s: %d prompts, %d cached, %d to generate", desc, n_unique, n_unique - len(todo), len(todo)
     )
     bar = tqdm(total=n_unique, initial=n_unique - len(todo), desc=desc, unit="prompt")
-    with bar, _eval_mode(model), _append_to(cache_path) as fh:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            batch_seed = int(_sha(f"{seed}:{batch[0]}")[:8], 16) if do_sample else None
-            texts = _generate_batch(model, tokenizer, [todo[k] for k in batch], gc, batch_seed)
+    with bar, eval_mode(model), _append_to(cache_path) as fh:
+        for batch, inputs in _batches(tokenizer, todo, batch_size, greedy):
+            texts = _run_batch(model, tokenizer, inputs, gc, greedy, seed, batch[0])
             done.update(zip(batch, texts, strict=True))
             if fh is not None:
                 _write_rows(fh, [{"key": k, "prompt": todo[k], "text": done[k]} for k in batch])

@@ -120,7 +120,8 @@ def require_same_tokenizer(tok_a: Any, tok_b: Any, *, force: bool = False) -> No
     )
 
 
-def _adds_bos(tokenizer: Any) -> bool:
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer prepends BOS by default (then our encodings do too)."""
     bos = tokenizer.bos_token_id
     if bos is None:
         return False
@@ -158,7 +159,7 @@ class Tokenization:
         self.max_response_tokens = max_response_tokens
         self.chat = bool(use_chat_template and has_chat_template(tokenizer))
         self.eos_id: int = tokenizer.eos_token_id
-        self.bos_id: int | None = tokenizer.bos_token_id if _adds_bos(tokenizer) else None
+        self.bos_id: int | None = tokenizer.bos_token_id if adds_bos(tokenizer) else None
         self._prompt_cache: dict[str, list[int]] = {}
         self._fingerprint: str | None = None
 

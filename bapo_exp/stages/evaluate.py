@@ -132,7 +132,8 @@ def gen_settings(cfg: Config, is_base: bool):
     base_budget = cfg.reference.max_new_tokens or cfg.model.max_response_tokens
     budget = cfg.eval.gen_max_new_tokens or base_budget
     return GenSettings(
-        n_prompts=cfg.eval.gen_prompts, max_new_tokens=budget, batch_size=cfg.eval.batch_size,
+        n_prompts=cfg.eval.gen_prompts, max_new_tokens=budget,
+        batch_size=cfg.eval.gen_batch_size or cfg.eval.batch_size,
         z=cfg.eval.significance_z, cache_dir=cfg.paths.cache_dir,
         reuse_base=is_base and not cfg.reference.do_sample and budget == base_budget,
         style_check=style_checker(cfg.data.name, cfg.eval.style_check),
@@ -186,6 +187,7 @@ def evaluate_checkpoint(cfg: Config, ckpt: str | None, out: Path) -> dict:
             limit=cfg.eval.limit, batch_size=cfg.eval.batch_size, num_fewshot=cfg.eval.num_fewshot,
             mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=out, mc_format=cfg.eval.mc_format,
             mmlu_categories=cfg.eval.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
+            backend=cfg.eval.backend, token_budget=cfg.eval.token_budget,
         )  # fmt: skip
         summary.update(flatten(results))
     if cfg.eval.personalisation:

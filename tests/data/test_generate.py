@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bapo_exp.data import build_dataset
-from bapo_exp.modeling.generate import generate_texts, read_cache
+from bapo_exp.modeling.generate import GEN_COUNTER, generate_texts, read_cache
 from bapo_exp.modeling.template import render_prompt
 from tests.data import FIXTURES, REPO, data_cfg
 
@@ -94,7 +94,8 @@ def test_render_prompt_chat_and_plain(tiny):
 
 @pytest.mark.integration
 def test_generate_texts_cache_resume_and_broken_tail(tiny, tmp_path):
-    model, tok, counter = tiny
+    model, tok, _ = tiny
+    counter = GEN_COUNTER  # greedy: the KV-cache engine, not model.generate
     prompts = [f"Question {i}: what is the answer?\n" for i in range(6)] + [
         "Question 0: what is the answer?\n"
     ]
@@ -210,7 +211,8 @@ def test_persona_gen_with_smollm2(tmp_path):
 
     tok = AutoTokenizer.from_pretrained(SMOLLM2, gguf_file=SMOLLM2_FILE)
     model = AutoModelForCausalLM.from_pretrained(SMOLLM2, gguf_file=SMOLLM2_FILE)
-    counter = Counting(model)
+    counter = GEN_COUNTER  # greedy: the KV-cache engine, not model.generate
+    counter.reset()
     cfg = persona_cfg(
         writer="smollm2_135m", preferences=["P2A"], do_sample=False, max_new_tokens=24
     )

