@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 from omegaconf import OmegaConf
+from omegaconf.errors import UnsupportedInterpolationType
 
 log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
@@ -80,10 +81,15 @@ def _read_json(path: Path) -> Any:
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
+    from bapo_exp.config import register_configs
+
+    register_configs()  # the resolvers the config may use (${add:...}, plug-ins' own)
     cfg = OmegaConf.load(run_dir / CONFIG)
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except Exception:  # an interpolation that only resolves inside Hydra (e.g. ${hydra:...})
+    except UnsupportedInterpolationType as err:
+        if "hydra" not in str(err):  # ${hydra:...} only resolves inside Hydra: keep it as text
+            raise ValueError(f"{run_dir / CONFIG}: {err}") from err
         return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 

@@ -64,14 +64,21 @@ def frontier(cells: pd.DataFrame, out: Path) -> list[Path]:
     return save(fig, out / "frontier")
 
 
+SERIES = [(level, "matched x", f"at style share {level}", "o") for level in LEVELS] + [
+    (FINAL, "fixed strength", f"after {FINAL} steps (unmatched)", "s")
+]
+
+
 def _forest(ax, rows: pd.DataFrame, labels: list[str]) -> None:
-    for j, level in enumerate(LEVELS):
-        sub = rows[rows["at"] == level].set_index("treatment").reindex(labels)
+    """One row per setting: the difference at each matched level and after the full training."""
+    for j, (at, compare, name, marker) in enumerate(SERIES):
+        sub = rows[(rows["at"] == at) & (rows["compare"] == compare)]
+        sub = sub.set_index("treatment").reindex(labels)
         sub = sub.mask(sub["verdict"] == "not reached")  # no dot where too few curves got there
-        y = np.arange(len(labels)) + (j - 1) * 0.22
+        y = np.arange(len(labels)) + (j - 1.5) * 0.18
         err = np.vstack([sub["estimate"] - sub["lo"], sub["hi"] - sub["estimate"]])
-        ax.errorbar(sub["estimate"], y, xerr=err, fmt="o", ms=4, capsize=2,
-                    label=f"at style share {level}")  # fmt: skip
+        ax.errorbar(sub["estimate"], y, xerr=err, fmt=marker, ms=4, capsize=2, label=name,
+                    color="0.45" if compare == "fixed strength" else None)  # fmt: skip
     ax.axvline(0.0, c="k", lw=0.8)
     ax.set_yticks(np.arange(len(labels)), [lbl.removeprefix("BAPO ") for lbl in labels])
 
@@ -83,16 +90,16 @@ def _bases(verdicts: pd.DataFrame) -> str:
 
 
 def anchoring(verdicts: pd.DataFrame, out: Path) -> list[Path]:
-    rows = verdicts[verdicts["claim"].str.startswith("A ") & (verdicts["compare"] == "matched x")]
+    rows = verdicts[verdicts["claim"].str.startswith("A ")]
     labels = sorted(rows["treatment"].unique(), key=lambda s: (len(s.split()) > 2, s))
-    fig, axes = new_figure(2, width=5.0, height=0.35 * len(labels) + 2.0)
+    fig, axes = new_figure(2, width=5.6, height=0.45 * len(labels) + 2.0)
     for ax, metric in zip(axes, ("knowledge", "alignment"), strict=True):
         _forest(ax, rows[rows["metric"] == metric], labels)
         ax.set_xlabel(f"BAPO minus DPO, {NAMES[metric]}")
-        ax.set_title(f"{metric.capitalize()} at matched personalisation")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"Paired differences, mean over {_bases(rows)} bases with 95% intervals "
-                 "(not reached: no dot)")  # fmt: skip
+        ax.set_title(metric.capitalize())
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(f"BAPO minus DPO: mean over {_bases(rows)} bases with 95% intervals; no dot: "
+                 "too few curves reached that style share")  # fmt: skip
     return save(fig, out / "anchoring")
 
 
@@ -135,11 +142,11 @@ def heterogeneity(cells: pd.DataFrame, out: Path) -> list[Path]:
                 if b["exposure"].nunique() > 1:
                     b = b.sort_values("distance")
                     ax.plot(b["distance"], b[f"{metric}_loss"], color=color, lw=0.6, alpha=0.5)
-            mean = sub[sub["base"].isin(sub.loc[sub["exposure"] != MAIN["exposure"], "base"])]
-            mean = mean.groupby("exposure")[["distance", f"{metric}_loss"]].mean().sort_values(
+            varied = sub[sub["base"].isin(sub.loc[sub["exposure"] != MAIN["exposure"], "base"])]
+            mean = varied.groupby("exposure")[["distance", f"{metric}_loss"]].mean().sort_values(
                 "distance")  # fmt: skip
             ax.plot(mean["distance"], mean[f"{metric}_loss"], color=color, lw=2, marker="o",
-                    label=f"{method} (mean of {sub['base'].nunique()} bases)")  # fmt: skip
+                    label=f"{method} (mean of {varied['base'].nunique()} bases)")  # fmt: skip
         ax.axhline(0.0, c="k", lw=0.8)
         ax.set_xlabel("measured distance of the preferred style (nats per token)")
         ax.set_ylabel(f"{metric} loss after {FINAL} steps (base minus trained)")

@@ -108,9 +108,21 @@ def base_table(cells: pd.DataFrame) -> list[str]:
     return lines
 
 
-def verdict_counts(v: pd.DataFrame, prefix: str) -> str:
-    counts = v[v["claim"].str.startswith(prefix)]["verdict"].value_counts()
+def verdict_counts(v: pd.DataFrame, prefix: str, compare: str | None = None) -> str:
+    rows = v[v["claim"].str.startswith(prefix)]
+    if compare is not None:
+        rows = rows[rows["compare"] == compare]
+    counts = rows["verdict"].value_counts()
     return ", ".join(f"{MARK[k]} {counts[k]}" for k in sorted(counts.index))
+
+
+def clip_text(cells: pd.DataFrame) -> str:
+    """How often CTRO's band clipped the second reference, per MRPO setting (mean over runs)."""
+    mrpo = cells[cells["method"].str.startswith("MRPO")].drop_duplicates("cell")
+    share = mrpo.groupby("method")["clip_frac"].agg(["mean", "min", "max"])
+    parts = [f"{m}: {r['mean']:.2f} (runs {r['min']:.2f}-{r['max']:.2f})"
+             for m, r in share.iterrows()]  # fmt: skip
+    return "; ".join(parts) if parts else "no MRPO runs"
 
 
 def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
@@ -133,12 +145,17 @@ def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
         "on the other side; inconclusive: it includes 0), and how many bases' own estimates "
         "have the claimed sign. x is the generated personalisation (style share).",
         "",
-        f"**Anchoring** (BAPO minus DPO; verdicts: {verdict_counts(verdicts, 'A ')}):",
+        f"**Anchoring** (BAPO minus DPO). After {FINAL} steps: "
+        f"{verdict_counts(verdicts, 'A ', 'fixed strength')}; at matched personalisation: "
+        f"{verdict_counts(verdicts, 'A ', 'matched x')} (settings by metric by level):",
         "",
         *anchoring_table(verdicts),
         "",
-        f"**Several references** (MRPO minus a control; verdicts: "
-        f"{verdict_counts(verdicts, 'M ')}):",
+        f"**Several references** (MRPO minus a control). After {FINAL} steps: "
+        f"{verdict_counts(verdicts, 'M ', 'fixed strength')}; at matched personalisation: "
+        f"{verdict_counts(verdicts, 'M ', 'matched x')}. Share of tokens where CTRO's band "
+        f"clipped the second reference's ratio (`mrpo/clip_frac_1`, mean over training): "
+        f"{clip_text(cells)}:",
         "",
         *references_table(verdicts),
         "",

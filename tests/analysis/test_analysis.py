@@ -172,3 +172,17 @@ def test_cli_help_describes_every_option() -> None:
     assert set(described) >= {"root", "figure", "out", "name", "x", "metrics", "base",
                               "duplicates", "partial"}  # fmt: skip
     assert all(text and len(text) > 15 for text in described.values()), described
+
+
+def test_configs_using_our_resolvers_load_in_a_fresh_process(tmp_path: Path) -> None:
+    """A study cell's config keeps ``${add:...}`` unresolved (as Hydra saves it): the analysis
+    registers the resolvers itself, in a process that never composed a config."""
+    import subprocess
+    import sys
+
+    config = cfg("mrpo", 0) | {"extra": "${add:${seed},1}"}
+    run = make_run(tmp_path, "cell", config, {"hhh/acc": 0.5})
+    code = (f"from bapo_exp.analysis import load_runs; "
+            f"print(load_runs({str(run)!r})['extra'].iloc[0])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
