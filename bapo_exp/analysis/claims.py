@@ -17,17 +17,21 @@ it includes 0.
   reference rescaled by (1 + eps_y).
 - **Heterogeneity** (BAPO): knowledge and alignment loss after 80 steps (base minus trained)
   grow with the measured distance of the preferred style from the base (exposure 0, 1%, 10%,
-  30%) and with the number of mixed preferences (1, 2, 3): the slope per base is positive.
+  30%) and with the number of mixed preferences (1, 2, 3): the slope per base is positive; and
+  the same at matched personalisation (the losses where each curve first reaches style share
+  0.5, ``matched_losses``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from bapo_exp.analysis.matched import matched
 from bapo_exp.analysis.verdicts import Claim, TrendClaim, claim_table
 
 INTERVAL = "both"  # the wider of the hierarchical bootstrap and the t-interval over bases
 LEVELS = (0.25, 0.5, 0.75)
+HET_LEVEL = 0.5  # heterogeneity's matched comparison: the losses where a curve reaches this x
 FINAL = 80  # the study's training steps
 MAIN = {"exposure": 0.1, "n_pairs": 128, "preferences": "concise"}
 METRICS = ("knowledge", "alignment")
@@ -47,10 +51,12 @@ def with_base(cells: pd.DataFrame, where: dict) -> pd.DataFrame:
     return pd.concat([trained, start[trained.columns]], ignore_index=True)
 
 
-def with_losses(cells: pd.DataFrame) -> pd.DataFrame:
+def with_losses(cells: pd.DataFrame, untrained: pd.DataFrame | None = None) -> pd.DataFrame:
     """``knowledge_loss`` and ``alignment_loss``: the base's score minus the cell's (positive =
-    forgotten), the base matched on (base, exposure)."""
-    base = cells[cells["method"] == "base"][["base", "exposure", *METRICS]]
+    forgotten), the base matched on (base, exposure); the base rows are taken from ``untrained``
+    (default: ``cells`` itself)."""
+    source = cells if untrained is None else untrained
+    base = source[source["method"] == "base"][["base", "exposure", *METRICS]]
     out = cells.merge(base, on=["base", "exposure"], how="left", suffixes=("", "_untrained"))
     for m in METRICS:
         out[f"{m}_loss"] = out[f"{m}_untrained"] - out[m]
@@ -102,23 +108,40 @@ def several_references(cells: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def heterogeneity(cells: pd.DataFrame) -> list[TrendClaim]:
+def heterogeneity(cells: pd.DataFrame, final: bool = True) -> list[TrendClaim]:
+    """Loss against distance and against the number of mixed preferences, per method: after the
+    full training (``final``) or on :func:`matched_losses`' table (no step filter)."""
     methods = sorted(set(cells.loc[cells["exposure"] != MAIN["exposure"], "method"]) - {"base"})
+    step = (("step", FINAL),) if final else ()
     claims = []
     for m in METRICS:
         for method in methods:
             claims.append(TrendClaim(
                 f"H exposure {method} {m}_loss", f"{method}: {m} loss grows with the measured "
                 "distance of the preferred style", "distance", f"{m}_loss", +1,
-                design="exposure", where=(("method", method), ("step", FINAL),
+                design="exposure", where=(("method", method), *step,
                                           ("preferences", MAIN["preferences"])),
             ))  # fmt: skip
             claims.append(TrendClaim(
                 f"H mixing {method} {m}_loss", f"{method}: {m} loss grows with the number of "
                 "mixed preferences", "k_prefs", f"{m}_loss", +1,
-                where=(("method", method), ("step", FINAL), ("exposure", MAIN["exposure"])),
+                where=(("method", method), *step, ("exposure", MAIN["exposure"])),
             ))  # fmt: skip
     return claims
+
+
+def matched_losses(cells: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Knowledge and alignment loss where each curve first reaches style share ``level`` (the
+    untrained base's score minus the interpolated one), with the curve's measured distance;
+    curves that never reach ``level`` are left out (the verdict rows count the bases left)."""
+    by = ["exposure", "k_prefs", "preferences"]
+    keys = [*by, "base", "seed", "method"]
+    curves = with_base(cells, {"n_pairs": MAIN["n_pairs"]}).rename(columns={"step": "strength"})
+    points = matched(curves, [level], METRICS, by=by, base_method="base")
+    points = points[points["reached"].eq(True)]
+    wide = points.pivot_table(index=keys, columns="metric", values="value").reset_index()
+    distance = cells[cells["method"] != "base"].groupby(keys)["distance"].mean().reset_index()
+    return with_losses(wide.merge(distance, on=keys, how="left"), untrained=cells)
 
 
 def verdict_table(cells: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
@@ -128,5 +151,9 @@ def verdict_table(cells: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     main = claim_table(anchoring(cells), with_base(cells, MAIN).rename(columns=curves), **stats)
     refs = with_base(cells, {"exposure": MAIN["exposure"], "n_pairs": [16, 64, 256]})
     mrpo = claim_table(several_references(cells), refs.rename(columns=curves), **stats)
-    het = claim_table(heterogeneity(cells), with_losses(cells), method=INTERVAL, n_boot=n_boot)
-    return pd.concat([main, mrpo, het], ignore_index=True)
+    trend = {"method": INTERVAL, "n_boot": n_boot}
+    het = claim_table(heterogeneity(cells), with_losses(cells), **trend).assign(at=float(FINAL))
+    at_level = matched_losses(cells, HET_LEVEL)
+    het_matched = claim_table(heterogeneity(cells, final=False), at_level, **trend)
+    het_matched = het_matched.assign(at=HET_LEVEL)
+    return pd.concat([main, mrpo, het, het_matched], ignore_index=True)

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from bapo_exp.analysis.claims import FINAL, LEVELS, MAIN
+from bapo_exp.analysis.claims import FINAL, HET_LEVEL, LEVELS, MAIN, matched_losses
 
 MARK = {"supported": "supported", "refuted": "REFUTED", "inconclusive": "inconclusive",
         "not reached": "not reached", "insufficient": "insufficient"}  # fmt: skip
@@ -81,15 +81,38 @@ def references_table(v: pd.DataFrame) -> list[str]:
 
 def trend_table(v: pd.DataFrame) -> list[str]:
     rows = v[v["claim"].str.startswith("H ")]
-    head = ["axis", "method", "metric", "slope per base", "verdict", "bases"]
+    head = ["axis", "method", "metric", "where", "slope per base", "verdict", "bases"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows.sort_values("claim").to_dict("records"):
+    for r in rows.sort_values(["claim", "at"], ascending=[True, False]).to_dict("records"):
         axis = "distance (exposure)" if " exposure " in r["claim"] else "mixed preferences"
         method = r["claim"].split(" ", 2)[2].rsplit(" ", 1)[0]
-        lines.append(f"| {axis} | {method} | {r['metric']} | {_f(r['estimate'], sign=True)} "
+        where = f"after {FINAL} steps" if r["at"] == FINAL else f"at x = {r['at']}"
+        lines.append(f"| {axis} | {method} | {r['metric']} | {where} | "
+                     f"{_f(r['estimate'], sign=True)} "
                      f"[{_f(r['lo'], sign=True)}, {_f(r['hi'], sign=True)}] | "
                      f"{MARK[r['verdict']]} | {r['bases_expected']} |")  # fmt: skip
     return lines
+
+
+def reached_text(cells: pd.DataFrame) -> str:
+    """Per heterogeneity method and design point: curves that reach ``HET_LEVEL`` / all."""
+    reached = matched_losses(cells, HET_LEVEL)
+    final = cells[(cells["step"] == FINAL) & (cells["n_pairs"] == MAIN["n_pairs"])]
+    keys = ["method", "exposure", "k_prefs"]
+    total = final[final["method"].isin(set(reached["method"]))].groupby(keys).size()
+    got = reached.groupby(keys).size().reindex(total.index, fill_value=0)
+    methods = set(cells.loc[cells["exposure"] != MAIN["exposure"], "method"]) - {"base"}
+    parts = []
+    for method in sorted(methods):
+        points = [f"{_point(e, k)} {got[key]}/{total[key]}"
+                  for key in sorted(total.index, key=lambda t: (t[2], t[1])) if key[0] == method
+                  for e, k in [key[1:]]]  # fmt: skip
+        parts.append(f"{method}: {', '.join(points)}")
+    return "; ".join(parts)
+
+
+def _point(exposure: float, k_prefs: int) -> str:
+    return f"exposure {exposure:g}" if k_prefs == 1 else f"{k_prefs} preferences"
 
 
 def base_table(cells: pd.DataFrame) -> list[str]:
@@ -159,8 +182,9 @@ def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
         "",
         *references_table(verdicts),
         "",
-        f"**Heterogeneity** (slope of the loss after {FINAL} steps; verdicts: "
-        f"{verdict_counts(verdicts, 'H ')}):",
+        f"**Heterogeneity** (slope of the loss after {FINAL} steps, and where each curve first "
+        f"reaches style share {HET_LEVEL}; verdicts: {verdict_counts(verdicts, 'H ')}). Curves "
+        f"that reach x = {HET_LEVEL}, of all: {reached_text(cells)}:",
         "",
         *trend_table(verdicts),
         "",

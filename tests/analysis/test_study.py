@@ -65,9 +65,20 @@ def test_a_real_effect_is_supported_and_none_is_inconclusive() -> None:
 def test_a_trend_with_heterogeneity_is_found() -> None:
     table = verdict_table(cells(effect=0.0), n_boot=400)
     trend = rows(table, "H exposure DPO knowledge_loss")
+    trend = trend[trend["at"] == 80]
     assert trend["verdict"].tolist() == ["supported"] and trend["estimate"].iloc[0] == (
         pytest.approx(0.1, abs=0.02)  # loss = 0.1 per nat of distance, by construction
     )
+
+
+def test_the_trend_at_matched_personalisation_is_interpolated() -> None:
+    """DPO reaches x = 0.6 after 80 steps from the base at x = 0: at x = 0.5 it has lost 5/6 of
+    its final loss, 0.1 per nat of distance, so the slope at matched x is 0.1 * 5/6."""
+    table = verdict_table(cells(effect=0.0), n_boot=400)
+    trend = rows(table, "H exposure DPO knowledge_loss")
+    matched = trend[trend["at"] == 0.5]
+    assert matched["verdict"].tolist() == ["supported"]
+    assert matched["estimate"].iloc[0] == pytest.approx(0.1 * 5 / 6, abs=0.02)
 
 
 def test_base_rows_start_every_curve_of_their_base() -> None:
