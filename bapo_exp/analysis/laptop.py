@@ -62,7 +62,7 @@ def _median(values: list[float]) -> float | None:
 
 
 def collect(folder: Path) -> list[dict]:
-    runs = sorted(p.parent for p in folder.glob("*/.hydra/config.yaml"))
+    runs = sorted(p.parent.parent for p in folder.glob("*/.hydra/config.yaml"))
     if not runs:
         raise SystemExit(f"{folder}: no runs (expected <run>/.hydra/config.yaml); run make laptop")
     return [run_record(r) for r in runs]
@@ -73,8 +73,10 @@ def markdown(summary: dict) -> str:
     runs = summary["runs"]
     machine = runs[0]["machine"]
     lines = [
-        f"Measured by `make laptop` on {machine['cpu']} ({machine['threads']} threads); "
-        "`*` marks a suite at chance (its `at_chance` flag):",
+        f"Measured by `make laptop` on {machine['cpu']} ({machine['threads']} threads), from a "
+        "cold cache. Runs sharing a cache share the base responses, the reference log-probs and "
+        "the converted model, so only the first run's reference stage pays for them. `*` marks "
+        "a suite at chance (its `at_chance` flag):",
         "",
         "| method | reference s | train s (steps, pairs/s) | eval s | MMLU | ScienceQA | HHH | "
         "pref_acc (held-out pairs) |",

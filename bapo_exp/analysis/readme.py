@@ -60,6 +60,41 @@ def demo_markdown(cells: pd.DataFrame, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
+    """Where the demo sits in the study: which study base it is (by weight fingerprint) and
+    whether its DPO run falls inside the study's range over bases at the same step."""
+    from bapo_exp.analysis.claims import MAIN
+
+    base = demo[demo["method"] == "base"].iloc[0]
+    bases = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])]
+    same = bases.loc[bases["base_fingerprint"] == base["base_fingerprint"], "base"].tolist()
+    which = (f"the study's base {same[0]} (same weight fingerprint)" if same else
+             "none of the study's bases (another weight fingerprint)")  # fmt: skip
+    dpo = study[(study["method"] == "DPO") & (study["n_pairs"] == MAIN["n_pairs"])
+                & (study["exposure"] == MAIN["exposure"])
+                & (study["preferences"] == MAIN["preferences"])]  # fmt: skip
+    ours = demo[(demo["method"] == "DPO") & (demo["preferences"] == MAIN["preferences"])]
+    parts = []
+    for r in ours[ours["step"].isin(set(dpo["step"]))].to_dict("records"):
+        at = dpo[dpo["step"] == r["step"]]
+        for col, name in (("x", "style share"), ("knowledge", "knowledge"),
+                          ("alignment", "alignment")):  # fmt: skip
+            lo, hi = at[col].min(), at[col].max()
+            inside = "inside" if lo <= r[col] <= hi else "OUTSIDE"
+            parts.append(f"{name} {r[col]:.3f} ({inside} {lo:.3f}-{hi:.3f})")
+        step = int(r["step"])
+    if not parts:
+        return f"The demo's base is {which}."
+    return (
+        f"The demo's base is {which}. Its DPO run towards {MAIN['preferences']} after {step} "
+        f"steps against the study's DPO runs after {step} steps, all bases and data orders "
+        f"(the demo trains {int(demo['step'].max())} steps, the study "
+        f"{int(dpo['step'].max())}, so their learning-rate schedules differ): "
+        + ", ".join(parts)
+        + "."
+    )
+
+
 def study_markdown(folder: Path) -> str:
     from bapo_exp.analysis.claims import verdict_table
     from bapo_exp.analysis.study_report import markdown
@@ -77,8 +112,10 @@ def sections(results: Path = REPO / "results") -> dict[str, str]:
     from bapo_exp.analysis import laptop, perf_report
 
     demo = results / "demo"
+    demo_cells = read_cells(demo / "cells.csv")
+    where = demo_in_study(demo_cells, read_cells(results / "study" / "cells.csv"))
     return {
-        "demo": demo_markdown(read_cells(demo / "cells.csv"), _meta(demo)),
+        "demo": demo_markdown(demo_cells, _meta(demo)) + "\n" + where + "\n",
         "study": study_markdown(results / "study"),
         "laptop": laptop.markdown(json.loads((results / "laptop/summary.json").read_text())),
         "performance": perf_report.markdown(REPO / "benchmarks/results"),

@@ -115,3 +115,18 @@ def test_failed_cells_are_refused_unless_partial_and_then_said(tmp_path) -> None
         c, verdict_table(c, n_boot=50), {"n_cells": 1, "wall": "", "unfinished_cells": 1}
     )
     assert text.startswith("**Partial:** 1 cell(s) failed or did not finish")
+
+
+def test_the_demo_is_placed_in_the_study_by_fingerprint_and_range() -> None:
+    from bapo_exp.analysis.readme import demo_in_study
+
+    study = cells(effect=0.0)
+    study["base_fingerprint"] = "sha256:base" + study["base"].astype(str)
+    main = (study["exposure"] == 0.1) & (study["n_pairs"] == 128) & (study["base"] == 0)
+    demo = study[main & study["method"].isin(["base", "DPO"])].copy()
+    assert "the study's base 0 (same weight fingerprint)" in demo_in_study(demo, study)
+    assert "OUTSIDE" not in demo_in_study(demo, study)  # base 0's own runs are in the range
+    demo.loc[demo["method"] == "DPO", "knowledge"] = 2.0
+    demo["base_fingerprint"] = "sha256:another"
+    text = demo_in_study(demo, study)
+    assert "none of the study's bases" in text and "knowledge 2.000 (OUTSIDE" in text
