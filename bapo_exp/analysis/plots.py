@@ -36,8 +36,8 @@ def save(fig: Figure, out: str | Path) -> list[Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
+    for p in paths:  # no creation date in the PDF: the same figure gives the same bytes
+        fig.savefig(p, dpi=150, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     return paths
 
 

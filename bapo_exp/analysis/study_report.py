@@ -12,7 +12,14 @@ import math
 
 import pandas as pd
 
-from bapo_exp.analysis.claims import FINAL, HET_LEVEL, LEVELS, MAIN, matched_losses
+from bapo_exp.analysis.claims import (
+    FINAL,
+    HET_LEVEL,
+    LEVELS,
+    MAIN,
+    matched_losses,
+    with_base,
+)
 
 MARK = {"supported": "supported", "refuted": "REFUTED", "inconclusive": "inconclusive",
         "not reached": "not reached", "insufficient": "insufficient"}  # fmt: skip
@@ -55,6 +62,31 @@ def anchoring_table(v: pd.DataFrame) -> list[str]:
             lines.append(f"| {setting.removeprefix('BAPO ')} | {metric} | " + " | ".join(cells)
                          + " |")  # fmt: skip
     return lines
+
+
+def anchoring_summary(cells: pd.DataFrame, v: pd.DataFrame) -> str:
+    """The anchoring claim in three computed sentences: how far each setting moves generations,
+    which settings (if any) beat DPO at every level, and the largest matched difference."""
+    main = with_base(cells, MAIN)
+    trained = main[main["method"].str.startswith("BAPO") & (main["step"] > 0)]
+    reach = trained.groupby("method")["x"].agg(["max", "size"])
+    low = [f"{m.removeprefix('BAPO ')} (highest {r['max']:.3f} over {int(r['size'])} evaluations)"
+           for m, r in reach.iterrows() if r["max"] < LEVELS[0]]  # fmt: skip
+    start = main.loc[main["step"] == 0, "x"].mean()
+    rows = v[v["claim"].str.startswith("A ") & (v["compare"] == "matched x")]
+    wins = rows.assign(win=rows["verdict"] == "supported").groupby("treatment")["win"].all()
+    best = rows.dropna(subset=["estimate"]).sort_values("estimate").groupby("metric").tail(1)
+    parts = [
+        f"Settings whose generations never reach style share {LEVELS[0]} (the untrained bases "
+        f"start at {start:.3f}): {', '.join(low) if low else 'none'}.",
+        "Settings ahead of DPO (supported) at every level for both metrics: "
+        f"{', '.join(t.removeprefix('BAPO ') for t in wins[wins].index) or 'none'}.",
+        "Largest matched difference: " + "; ".join(
+            f"{r['metric']} {cell_text(r)} ({r['treatment'].removeprefix('BAPO ')} at x = "
+            f"{r['at']})" for _, r in best.sort_values("metric", ascending=False).iterrows()
+        ) + ".",
+    ]  # fmt: skip
+    return " ".join(parts)
 
 
 def _setting_order(label: str) -> tuple:
@@ -178,7 +210,8 @@ def markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, meta: dict) -> str:
         "",
         f"**Anchoring** (BAPO minus DPO). After {FINAL} steps: "
         f"{verdict_counts(verdicts, 'A ', 'fixed strength')}; at matched personalisation: "
-        f"{verdict_counts(verdicts, 'A ', 'matched x')} (settings by metric by level):",
+        f"{verdict_counts(verdicts, 'A ', 'matched x')} (settings by metric by level). "
+        f"{anchoring_summary(cells, verdicts)}",
         "",
         *anchoring_table(verdicts),
         "",
