@@ -38,10 +38,17 @@ _FIRST: dict[str, str | None] = {}  # run dir -> this launch's answer (the first
 def fresh_run_subdir(*, _root_: DictConfig) -> str | None:
     """``hydra.output_subdir``: ``.hydra`` for a new run directory, None (Hydra writes nothing)
     when the directory already holds a saved config. The first answer for a directory holds
-    until :func:`is_new_run` consumes it (after Hydra wrote the files, the test would flip)."""
+    until :func:`is_new_run` consumes it (after Hydra wrote the files, the test would flip).
+
+    Under ``accelerate launch`` only the main process writes ``.hydra/``: a worker that wrote it
+    first would make the main process see a half-written "existing run" and refuse its own
+    overrides as conflicts (workers take the main process's config, ``launch_config``)."""
+    from bapo_exp.stages.common import is_worker
+
     out = str(Path(str(_root_.hydra.runtime.output_dir)).resolve())
     if out not in _FIRST:
-        _FIRST[out] = None if (Path(out) / SAVED).exists() else ".hydra"
+        new = not is_worker() and not (Path(out) / SAVED).exists()
+        _FIRST[out] = ".hydra" if new else None
     return _FIRST[out]
 
 

@@ -121,3 +121,20 @@ def test_bad_input_in_a_new_run_leaves_no_run_directory(tmp_path, tiny_cache) ->
                f"paths.runs_dir={runs}", cache=tiny_cache)  # fmt: skip
     assert out.returncode != 0 and "acadmy" in out.stderr and "academy" in out.stderr
     assert not any(p.is_file() for p in runs.rglob("*"))  # no empty runs/adhoc/<stamp>
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_the_main_process_claims_a_new_run_directory(tmp_path, monkeypatch, rank) -> None:
+    """Under ``accelerate launch`` every process composes the config; a worker that wrote
+    ``.hydra/`` first made the main process read a half-written "existing run" (CI, issue 18)."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.relaunch import fresh_run_subdir, is_new_run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    root = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "run")}}})
+    answer = fresh_run_subdir(_root_=root)
+    assert answer == (".hydra" if rank == "0" else None)
+    assert fresh_run_subdir(_root_=root) == answer  # the first answer holds
+    assert is_new_run(tmp_path / "run") is (rank == "0")
