@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from contextlib import nullcontext
+from typing import NoReturn
 
 import hydra
 from hydra.types import RunMode
@@ -23,6 +24,7 @@ from bapo_exp.launch import USER_ERRORS, checked_config, launch_config, redo, re
 from bapo_exp.plugins import load_plugins
 from bapo_exp.stages import STAGES
 from bapo_exp.tracking.env import env_snapshot
+from bapo_exp.tracking.lock import RunInUse, run_lock
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import make_tracker
 
@@ -78,13 +80,32 @@ def main(dcfg: DictConfig) -> float | None:
         if not is_worker():  # accelerate launch: the main process checks, the others follow it
             cfg = checked_config(dcfg, run, changes)
     except USER_ERRORS as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the cell fails, the others run; the multirun report names the error
-        raise SystemExit(f"bapo-exp: error: {err}") from None  # one clear line, no traceback
+        user_error(err)
     cfg, run = process_view(cfg, run)  # a worker reads only and runs only the train stage
     if all(run.is_done(s) for s in cfg.stages) and not cfg.force:
         log.info("nothing to do: every stage of %s is done in %s", cfg.stages, run.root)
         return run.objective(cfg.objective)
+    try:  # one launch at a time per run directory; accelerate's workers follow the main process
+        with nullcontext() if is_worker() else run_lock(run.root):
+            return execute(cfg, run, dcfg, changes, overrides)
+    except RunInUse as err:
+        user_error(err)
+
+
+def user_error(err: Exception) -> NoReturn:
+    """A mistake in the command or its inputs: one clear line and no traceback for a single
+    run; in a multirun the cell fails, the others run, and the multirun report names it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise err
+    raise SystemExit(f"bapo-exp: error: {err}") from None
+
+
+def execute(
+    cfg: Config, run: RunDir, dcfg: DictConfig, changes: list[str] | None, overrides: list[str]
+) -> float | None:
+    """This launch's stages, and for a re-launch its record (``.hydra/relaunches.jsonl``)."""
     env = env_snapshot()
     if not run.exists("env.json"):
         run.write_json("env.json", env)

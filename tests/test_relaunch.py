@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,16 @@ def test_only_the_main_process_claims_a_new_run_directory(tmp_path, monkeypatch,
     assert answer == (".hydra" if rank == "0" else None)
     assert fresh_run_subdir(_root_=root) == answer  # the first answer holds
     assert is_new_run(tmp_path / "run") is (rank == "0")
+
+
+def test_a_launch_into_a_run_in_use_is_refused_and_changes_nothing(run, tiny_cache) -> None:
+    """Two launches in one folder would train into one ``checkpoints/`` and move each other's
+    outputs aside: the second one is refused, naming the first."""
+    from bapo_exp.tracking.lock import run_lock
+
+    with run_lock(run):  # stands for a launch of this run that is still running
+        before = snapshot(run)
+        out = bapo("eval", str(run), cache=tiny_cache)
+        assert snapshot(run) == before
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"is in use by pid {os.getpid()}" in out.stderr
