@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.tracking.lock import LOCK, RunInUse, run_lock
+from bapo_exp.tracking.lock import LOCK, RunInUse, holder, run_lock
 
 
 def test_a_second_holder_is_refused_with_the_first_one_named(tmp_path: Path) -> None:
@@ -54,3 +54,13 @@ def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path: Path) -> No
         except RunInUse:
             assert time.monotonic() < deadline, "the lock outlived its holder"
             time.sleep(0.1)
+
+
+def test_holder_names_a_live_holder_and_creates_nothing(tmp_path: Path) -> None:
+    assert holder(tmp_path) is None and not (tmp_path / LOCK).exists()
+    with run_lock(tmp_path):
+        assert holder(tmp_path).startswith(f"pid {os.getpid()} on ")
+        with pytest.raises(RunInUse):  # asking did not take the lock away from its holder
+            with run_lock(tmp_path):
+                pass  # pragma: no cover
+    assert holder(tmp_path) is None

@@ -3,6 +3,8 @@
 - A cell whose every stage is done (``<run dir>/<stage>/DONE``, and ``force`` is false) is not
   submitted again (design): on a cluster a no-op job still waits in the queue for a GPU. Its
   record says ``skipped`` with ``submitted: false``; ``main.py`` would have logged "nothing to do".
+- A cell whose run directory is in use (its ``.lock`` is held: a job of an earlier launch of the
+  grid still runs it) is not submitted either; its record says ``unfinished``, naming the holder.
 - A job that ends without a result (``scancel``, a node failure, a time limit past
   ``max_num_timeout``) would make submitit raise inside Hydra's launcher and stop it before the
   other cells are collected and before the multirun report is written. Here its record becomes
@@ -68,6 +70,16 @@ def skip(record: dict[str, Any], sweep_dir: Path, objective: str | None) -> JobR
                       {**record, "status": "skipped", "submitted": False})  # fmt: skip
     log.info("cell done, not submitted: %s", record["run_dir"])
     return job_return(record["overrides"], RunDir(Path(record["run_dir"])).objective(objective))
+
+
+def in_use(record: dict[str, Any], sweep_dir: Path, holder: str) -> JobReturn:
+    """Record a cell whose run directory another launch is still running (a grid re-launched
+    before its jobs ended) as ``unfinished``, not submitted: a second job would be refused."""
+    error = f"not submitted: {record['run_dir']} is in use by {holder}"
+    outcome = {"status": "unfinished", "submitted": False, "error": error}
+    write_json_atomic(record_file(sweep_dir, record["num"]), {**record, **outcome})
+    log.error("cell %s", error)
+    return job_return(record["overrides"])
 
 
 def collect(job: Any, record: dict[str, Any], sweep_dir: Path) -> JobReturn:

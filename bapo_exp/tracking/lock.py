@@ -56,6 +56,24 @@ def _describe(fd: int) -> str:
     return f"pid {who.get('pid')} on {who.get('host')}{job}, since {who.get('since')}"
 
 
+def holder(root: Path) -> str | None:
+    """Who holds ``root``'s lock now (None: nobody, or no lock file); creates nothing. The Slurm
+    launcher asks before submitting a cell, so a cell still running is not submitted twice."""
+    try:
+        fd = os.open(Path(root) / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe(fd)
+    except OSError:  # no locks on this filesystem: nothing can be known
+        return None
+    finally:
+        os.close(fd)  # also releases the shared lock taken above
+    return None
+
+
 def _acquire(fd: int, root: Path) -> bool:
     """Take the lock without waiting: True when held, False on a filesystem without locks."""
     try:

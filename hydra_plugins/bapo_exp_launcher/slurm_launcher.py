@@ -53,6 +53,7 @@ class BapoSlurmLauncher(SlurmLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         from bapo_exp.cluster import cells
+        from bapo_exp.tracking.lock import holder
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -68,6 +69,8 @@ class BapoSlurmLauncher(SlurmLauncher):
             record = cells.cell_record(cfg, num, list(overrides))
             if self.skip_done_cells and cells.is_done(record):
                 returns[num] = cells.skip(record, sweep_dir, OmegaConf.select(cfg, "objective"))
+            elif (held := holder(Path(record["run_dir"]))) is not None:
+                returns[num] = cells.in_use(record, sweep_dir, held)
             else:
                 todo.append((num, list(overrides), record))
         if todo:

@@ -70,6 +70,22 @@ def test_finished_cell_is_skipped_with_a_record_and_its_objective(tmp_path: Path
     assert written["status"] == "skipped" and written["submitted"] is False
 
 
+def test_cell_in_use_is_not_submitted_and_is_reported(tmp_path: Path) -> None:
+    """A grid re-launched while a job of its first launch still runs a cell."""
+    from bapo_exp.tracking.lock import holder, run_lock
+
+    rec = cells.cell_record(sweep_cfg(tmp_path), 2, ["method=dpo"])
+    Path(rec["run_dir"]).mkdir(parents=True)
+    with run_lock(Path(rec["run_dir"])):  # stands for the running job
+        held = holder(Path(rec["run_dir"]))
+        ret = cells.in_use(rec, tmp_path, held)
+    assert ret.status == JobStatus.COMPLETED and ret.return_value is None  # the sweeper goes on
+    [bad] = build_report(read_records(tmp_path))["problems"]
+    assert bad["status"] == "unfinished" and bad["submitted"] is False
+    assert bad["error"] == f"not submitted: {rec['run_dir']} is in use by {held}"
+    assert f"pid {os.getpid()}" in held
+
+
 class FakeJob:
     """A submitit job that ended without a result file (as after ``scancel``)."""
 

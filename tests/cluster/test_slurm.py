@@ -10,6 +10,7 @@ Cells are ``debug=tiny`` runs with resources overridden to fit this machine (no 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bapo_exp.cells import saved_identity
+from bapo_exp.tracking.lock import run_lock
 from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -133,6 +135,16 @@ def test_grid_with_a_cancelled_cell_reports_it_and_relaunch_runs_only_it(
     assert not Path(cancelled["run_dir"], "train/DONE").exists()
 
     arrays = {p.name for p in (sweep / ".submitit").iterdir()}
+    with run_lock(Path(cancelled["run_dir"])):  # as if its job still ran: not submitted twice
+        busy = multirun(args, runs, tiny_cache, tmp_path / "busy.out")
+        assert busy.wait(timeout=600) != 0
+    assert {p.name for p in (sweep / ".submitit").iterdir()} == arrays  # nothing submitted
+    rep = report(sweep)
+    assert rep["counts"] == {"skipped": 3, "unfinished": 1}, rep["counts"]
+    [bad] = rep["problems"]
+    assert bad["run_dir"] == cancelled["run_dir"] and not bad["submitted"]
+    assert f"is in use by pid {os.getpid()} on " in bad["error"]
+
     again = multirun(args, runs, tiny_cache, tmp_path / "again.out")
     assert again.wait(timeout=600) == 0, (tmp_path / "again.out").read_text()[-3000:]
     new_tasks = {p.name for p in (sweep / ".submitit").iterdir()} - arrays
