@@ -168,10 +168,11 @@ def test_preempted_then_timed_out_cell_resumes_bitwise(
 ) -> None:
     """``scontrol requeue`` mid-training (SIGTERM: checkpoint, exit, requeue), then the time
     limit: Slurm sends USR2 ``signal_delay_s`` before it (checked every 30 s, so 25-55 s into
-    a 1-minute job); the loop checkpoints, submitit requeues. Training (4000 steps, over a minute
-    here) outlasts that window, so the signal lands in training."""
+    a 1-minute job); the loop checkpoints, submitit requeues. Training (10000 steps, 80 s on an
+    idle 2-core machine, longer under load) outlasts that window, so the signal lands in
+    training (4000 steps once ended 0.1 s before it on an idle machine)."""
     require_shared("dsp")
-    steps = 4000
+    steps = 10000
     cell = [*CELL, "method=bapo", f"train.steps={steps}", "train.ckpt_every=50",
             "train.log_every=25", "stages=[reference,train,eval]"]  # fmt: skip
     ref_dir, runs = tmp_path / "uninterrupted", tmp_path / "runs"
