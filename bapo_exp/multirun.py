@@ -64,6 +64,12 @@ def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["num"])
 
 
+def report_problems(path: Path) -> list[dict[str, Any]]:
+    """The failed or unfinished cells a written report names (none if it does not exist)."""
+    path = Path(path)
+    return json.loads(path.read_text()).get("problems", []) if path.exists() else []
+
+
 def build_report(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts per status and the cells that need attention (failed or unfinished)."""
     counts: dict[str, int] = {}

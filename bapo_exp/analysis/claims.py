@@ -27,13 +27,14 @@ from __future__ import annotations
 import pandas as pd
 
 from bapo_exp.analysis.matched import matched
-from bapo_exp.analysis.verdicts import Claim, TrendClaim, claim_table
+from bapo_exp.analysis.verdicts import Claim, TrendClaim, claim_table, select
 
 INTERVAL = "both"  # the wider of the hierarchical bootstrap and the t-interval over bases
 LEVELS = (0.25, 0.5, 0.75)
 HET_LEVEL = 0.5  # heterogeneity's matched comparison: the losses where a curve reaches this x
 FINAL = 80  # the study's training steps
 MAIN = {"exposure": 0.1, "n_pairs": 128, "preferences": "concise"}
+SCARCE = [16, 64, 256]  # MRPO's training-set sizes (pairs)
 METRICS = ("knowledge", "alignment")
 DESIGN = ["exposure", "n_pairs", "preferences", "k_prefs"]
 
@@ -41,9 +42,7 @@ DESIGN = ["exposure", "n_pairs", "preferences", "k_prefs"]
 def with_base(cells: pd.DataFrame, where: dict) -> pd.DataFrame:
     """The trained cells matching ``where`` and, for each of their (base, seed), the untrained
     base's row of the same base and exposure as step 0 (``method == "base"``)."""
-    sel = cells
-    for col, value in where.items():
-        sel = sel[sel[col].isin(value) if isinstance(value, list) else sel[col] == value]
+    sel = select(cells, list(where.items()))
     trained = sel[sel["method"] != "base"]
     bases = cells[cells["method"] == "base"].drop(columns=[*DESIGN[1:], "seed"])
     units = trained[["base", "seed", *DESIGN]].drop_duplicates()
@@ -149,7 +148,7 @@ def verdict_table(cells: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     stats = {"method": INTERVAL, "n_boot": n_boot, "base_method": "base"}
     curves = {"step": "strength"}  # a curve's position, as analysis.matched names it
     main = claim_table(anchoring(cells), with_base(cells, MAIN).rename(columns=curves), **stats)
-    refs = with_base(cells, {"exposure": MAIN["exposure"], "n_pairs": [16, 64, 256]})
+    refs = with_base(cells, {"exposure": MAIN["exposure"], "n_pairs": SCARCE})
     mrpo = claim_table(several_references(cells), refs.rename(columns=curves), **stats)
     trend = {"method": INTERVAL, "n_boot": n_boot}
     het = claim_table(heterogeneity(cells), with_losses(cells), **trend).assign(at=float(FINAL))

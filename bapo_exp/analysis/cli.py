@@ -19,7 +19,7 @@ import pandas as pd
 
 from bapo_exp.analysis.aggregate import BASE_METHOD
 from bapo_exp.analysis.figures import FIGURES, figure_for, render
-from bapo_exp.analysis.load import DuplicateRunsError, load_runs
+from bapo_exp.analysis.load import load_runs
 
 NEEDS_BASE = ("heterogeneity",)  # figures of forgetting = base score - trained score
 
@@ -107,13 +107,10 @@ def base_command(model: str) -> str:
 
 def failed_cells(root: Path) -> list[str]:
     """Cells of the folder's last multirun that failed or did not finish."""
-    import json
+    from bapo_exp.multirun import REPORT, report_problems
 
-    report = root / "multirun_report.json"
-    if not report.exists():
-        return []
-    problems = json.loads(report.read_text()).get("problems", [])
-    return [f"{p.get('status')}: {p.get('run_dir')} {p.get('error', '')}".strip() for p in problems]
+    return [f"{p.get('status')}: {p.get('run_dir')} {p.get('error', '')}".strip()
+            for p in report_problems(root / REPORT)]  # fmt: skip
 
 
 def check_runs(df: pd.DataFrame, figure: str, root: Path, partial: bool = False) -> None:
@@ -160,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return draw(args)
-    except (AnalysisError, DuplicateRunsError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # AnalysisError, duplicates too
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         sys.stderr.write(f"error: {message}\n")
         return 2

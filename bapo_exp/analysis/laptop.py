@@ -10,10 +10,11 @@ machine (``env.json``). The README's "A real model on a laptop" table is generat
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import sys
 from pathlib import Path
 
+from bapo_exp.analysis.load import load_metrics, read_run
 from bapo_exp.atomic import write_json_atomic
 from bapo_exp.tracking.run_dir import RunDir
 
@@ -27,18 +28,19 @@ def run_record(root: Path) -> dict:
     missing = [s for s in STAGES if not run.is_done(s)]
     if missing:
         raise SystemExit(f"{root}: stages {missing} are not done; finish the run first")
-    config = _config(root)
-    metrics = [json.loads(line) for line in (root / "train/metrics.jsonl").read_text().splitlines()]
+    config = read_run(root)
+    metrics = load_metrics(root)
+    pairs_per_s = metrics["pairs_per_s"].dropna().tolist() if "pairs_per_s" in metrics else []
     evals = run.summary("eval") or {}
     chance = {m: bool(evals.get(m.replace("/acc", "/at_chance"))) for m in METRICS if "/acc" in m}
     env = run.read_json("env.json")
     return {
         "run": root.name,
-        "method": config["method"]["name"],
-        "model": config["model"]["name"],
+        "method": config["method.name"],
+        "model": config["model.name"],
         "stage_seconds": {s: run.stage_seconds(s) for s in STAGES},
-        "train_steps": len({m["step"] for m in metrics}),
-        "train_pairs_per_s": _median([m["pairs_per_s"] for m in metrics if "pairs_per_s" in m]),
+        "train_steps": int(metrics["step"].nunique()),
+        "train_pairs_per_s": statistics.median_high(pairs_per_s) if pairs_per_s else None,
         "eval": {m: evals.get(m) for m in METRICS},
         "eval_n": {m: evals.get(m.replace("/acc", "/n")) for m in METRICS if "/acc" in m},
         "at_chance": chance,
@@ -48,17 +50,6 @@ def run_record(root: Path) -> dict:
             "torch": env.get("packages", {}).get("torch"),
         },
     }
-
-
-def _config(root: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(root / ".hydra/config.yaml"))
-
-
-def _median(values: list[float]) -> float | None:
-    values = sorted(values)
-    return values[len(values) // 2] if values else None
 
 
 def collect(folder: Path) -> list[dict]:

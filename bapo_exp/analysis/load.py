@@ -19,13 +19,14 @@ first complete one of each group (``duplicates="first"``, with a warning) or all
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedInterpolationType
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,19 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _config(run_dir: Path) -> dict[str, Any]:
-    from bapo_exp.config import register_configs
+@functools.cache
+def _resolvers() -> None:
+    """The resolvers a saved config may use (``${add:...}``, plug-ins' own), once per process."""
+    from bapo_exp.config import register_resolvers
+    from bapo_exp.plugins import load_plugins
 
-    register_configs()  # the resolvers the config may use (${add:...}, plug-ins' own)
-    cfg = OmegaConf.load(run_dir / CONFIG)
+    register_resolvers()
+    load_plugins()
+
+
+def _config(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` (the run's saved config) as a plain dict, resolved."""
+    _resolvers()
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except UnsupportedInterpolationType as err:
@@ -110,11 +119,12 @@ def heterogeneity(run_dir: Path) -> dict[str, float]:
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """One run's row: config columns, ``<stage>/<metric>`` columns, status."""
-    run_dir = Path(run_dir)
-    cfg = _config(run_dir)
-    from bapo_exp.cells import saved_identity
+    from bapo_exp.cells import run_identity
 
-    row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": saved_identity(run_dir),
+    run_dir = Path(run_dir)
+    saved = OmegaConf.load(run_dir / CONFIG)
+    cfg = _config(run_dir, saved)
+    row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_identity(saved),
                            **flatten(cfg)}  # fmt: skip
     prefs = cfg.get("data", {}).get("preferences")
     if isinstance(prefs, list):
@@ -196,12 +206,12 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_curve(run_dir: str | Path, row: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One run's evaluated points: ``eval/at_step/<N>/summary.json`` (``step`` N) and the final
     ``eval/summary.json`` (``step`` = the trained steps; 0 for an untrained model), each with the
-    run's row (:func:`read_run`) and ``eval/<metric>`` columns."""
+    run's row (``row``, or :func:`read_run`) and ``eval/<metric>`` columns."""
     run_dir = Path(run_dir)
-    row = read_run(run_dir)
+    row = read_run(run_dir) if row is None else row
     base = {k: v for k, v in row.items() if not k.startswith("eval/")}
     trained = row.get("train/total_steps")
     final = int(trained) if isinstance(trained, int | float) and trained == trained else 0
@@ -219,5 +229,5 @@ def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
 def load_curves(root: str | Path, duplicates: str = "error") -> pd.DataFrame:
     """Every evaluated point of every complete run under ``root``: one row per (run, step)."""
     runs = load_runs(root, complete_only=True, duplicates=duplicates)
-    rows = [point for d in runs["run_dir"] for point in read_curve(d)]
+    rows = [point for row in runs.to_dict("records") for point in read_curve(row["run_dir"], row)]
     return pd.DataFrame(rows)

@@ -25,11 +25,10 @@ from bapo_exp.analysis.study import read_cells
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _pm(value: float, se: float, n: float | None = None) -> str:
+def _pm(value: float, se: float) -> str:
     if pd.isna(value):
         return "n/a"
-    text = f"{value:.3f}" if pd.isna(se) or se == 0 else f"{value:.3f} +- {se:.3f}"
-    return text
+    return f"{value:.3f}" if pd.isna(se) or se == 0 else f"{value:.3f} +- {se:.3f}"
 
 
 def demo_markdown(cells: pd.DataFrame, meta: dict) -> str:
@@ -95,11 +94,11 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
     )
 
 
-def study_markdown(folder: Path) -> str:
+def study_markdown(folder: Path, cells: pd.DataFrame) -> str:
+    """The study's section from its ``cells`` (``folder/cells.csv``) and ``meta.json``."""
     from bapo_exp.analysis.claims import verdict_table
     from bapo_exp.analysis.study_report import markdown
 
-    cells = read_cells(folder / "cells.csv")
     return markdown(cells, verdict_table(cells), _meta(folder))
 
 
@@ -113,10 +112,11 @@ def sections(results: Path = REPO / "results") -> dict[str, str]:
 
     demo = results / "demo"
     demo_cells = read_cells(demo / "cells.csv")
-    where = demo_in_study(demo_cells, read_cells(results / "study" / "cells.csv"))
+    study_cells = read_cells(results / "study" / "cells.csv")
+    where = demo_in_study(demo_cells, study_cells)
     return {
         "demo": demo_markdown(demo_cells, _meta(demo)) + "\n" + where + "\n",
-        "study": study_markdown(results / "study"),
+        "study": study_markdown(results / "study", study_cells),
         "laptop": laptop.markdown(json.loads((results / "laptop/summary.json").read_text())),
         "performance": perf_report.markdown(REPO / "benchmarks/results"),
     }

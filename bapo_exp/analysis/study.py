@@ -32,10 +32,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from bapo_exp.analysis.claims import DESIGN
 from bapo_exp.analysis.load import load_curves
+from bapo_exp.multirun import REPORT, report_problems
 
 KEYS = ["cell", "base", "seed", "method", "step"]
-DESIGN = ["exposure", "n_pairs", "preferences", "k_prefs"]
 METRICS = ["x", "x_base", "knowledge", "knowledge_pref", "knowledge_all", "alignment",
            "pref_acc"]  # fmt: skip
 ERRORS = ["x_se", "x_n", "knowledge_se", "knowledge_n", "alignment_se", "alignment_n"]
@@ -139,12 +140,9 @@ def tidy(curves: pd.DataFrame) -> pd.DataFrame:
 def failed_cells(root: Path) -> list[str]:
     """Cells the multiruns under ``root`` reported failed or unfinished (``reports/*.json``, one
     per preset, written by make study; else the folder's last ``multirun_report.json``)."""
-    reports = sorted((root / "reports").glob("*.json")) or [root / "multirun_report.json"]
-    out = []
-    for path in (p for p in reports if p.exists()):
-        for problem in json.loads(path.read_text()).get("problems", []):
-            out.append(f"{path.stem}: {problem.get('status')} {problem.get('run_dir')}")
-    return out
+    reports = sorted((root / "reports").glob("*.json")) or [root / REPORT]
+    return [f"{path.stem}: {problem.get('status')} {problem.get('run_dir')}"
+            for path in reports for problem in report_problems(path)]  # fmt: skip
 
 
 def collect(root: str | Path, partial: bool = False) -> pd.DataFrame:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bapo_exp.analysis.claims import FINAL, LEVELS, MAIN, with_base, with_losses
+from bapo_exp.analysis.claims import FINAL, LEVELS, MAIN, SCARCE, with_base, with_losses
 from bapo_exp.analysis.plots import new_figure, save
+from bapo_exp.analysis.study_report import setting_order
 
 NAMES = {
     "knowledge": "knowledge (neutral wording)",
@@ -91,7 +92,7 @@ def _bases(verdicts: pd.DataFrame) -> str:
 
 def anchoring(verdicts: pd.DataFrame, out: Path) -> list[Path]:
     rows = verdicts[verdicts["claim"].str.startswith("A ")]
-    labels = sorted(rows["treatment"].unique(), key=lambda s: (len(s.split()) > 2, s))
+    labels = sorted(rows["treatment"].unique(), key=setting_order)
     fig, axes = new_figure(2, width=5.6, height=0.45 * len(labels) + 2.0)
     for ax, metric in zip(axes, ("knowledge", "alignment"), strict=True):
         _forest(ax, rows[rows["metric"] == metric], labels)
@@ -119,7 +120,7 @@ def references(verdicts: pd.DataFrame, out: Path) -> list[Path]:
                         fmt=STYLES[i % 6][1] + STYLES[i % 6][0], capsize=2, ms=4,
                         label=f"{t} minus {c}")  # fmt: skip
         ax.axhline(0.0, c="k", lw=0.8)
-        ax.set_xticks(np.log2([16, 64, 256]), ["16", "64", "256"])
+        ax.set_xticks(np.log2(SCARCE), [str(n) for n in SCARCE])
         ax.set_xlabel("training pairs")
         where = f"after {FINAL} steps" if compare == "fixed strength" else "at style share 0.5"
         ax.set_title(f"{NAMES[metric]}, {where}", fontsize=9)
@@ -130,7 +131,11 @@ def references(verdicts: pd.DataFrame, out: Path) -> list[Path]:
 
 def heterogeneity(cells: pd.DataFrame, out: Path) -> list[Path]:
     df = with_losses(cells)
-    df = df[(df["step"] == FINAL) & (df["preferences"] == "concise") & (df["n_pairs"] == 128)]
+    df = df[
+        (df["step"] == FINAL)
+        & (df["preferences"] == MAIN["preferences"])
+        & (df["n_pairs"] == MAIN["n_pairs"])
+    ]
     methods = sorted(set(df.loc[df["exposure"] != MAIN["exposure"], "method"]))
     fig, axes = new_figure(2, width=5.0, height=3.8)
     for ax, metric in zip(axes, ("knowledge", "alignment"), strict=True):
@@ -161,6 +166,7 @@ def demo(cells: pd.DataFrame, out: Path) -> list[Path]:
     bars are standard errors over the test items)."""
     files: list[Path] = []
     base = cells[cells["method"] == "base"].iloc[0]
+    steps = ", ".join(str(int(s)) for s in sorted(set(cells["step"])))  # the base's is 0
     for pref, df in cells[cells["method"] != "base"].groupby("preferences"):
         fig, axes = new_figure(2, width=5.0, height=3.8)
         for ax, metric in zip(axes, ("knowledge", "alignment"), strict=True):
@@ -173,7 +179,7 @@ def demo(cells: pd.DataFrame, out: Path) -> list[Path]:
             ax.plot([base["x"]], [base[metric]], "k*", ms=12, label="untrained base")
             ax.set_xlabel(NAMES["x"])
             ax.set_ylabel(NAMES[metric])
-            ax.set_title(f"{metric.capitalize()}: steps 0, 20, 60")
+            ax.set_title(f"{metric.capitalize()}: steps {steps}")
         axes[0].legend(fontsize=7, loc="lower left")
         fig.suptitle(f"Demo, preference {pref}: one base, one data order (bars: s.e. over items)")
         files += save(fig, out / f"demo_{pref}")

@@ -17,9 +17,11 @@ from bapo_exp.analysis.claims import (
     HET_LEVEL,
     LEVELS,
     MAIN,
+    SCARCE,
     matched_losses,
     with_base,
 )
+from bapo_exp.analysis.verdicts import select
 
 MARK = {"supported": "supported", "refuted": "REFUTED", "inconclusive": "inconclusive",
         "not reached": "not reached", "insufficient": "insufficient"}  # fmt: skip
@@ -44,9 +46,7 @@ def cell_text(row: pd.Series | None) -> str:
 
 
 def _row(table: pd.DataFrame, **match) -> pd.Series | None:
-    sel = table
-    for col, value in match.items():
-        sel = sel[sel[col] == value]
+    sel = select(table, list(match.items()))
     return sel.iloc[0] if len(sel) else None
 
 
@@ -54,7 +54,7 @@ def anchoring_table(v: pd.DataFrame) -> list[str]:
     rows = v[v["claim"].str.startswith("A ")]
     head = ["BAPO setting", "metric", *(f"x = {lv}" for lv in LEVELS), f"after {FINAL} steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for setting in sorted(rows["treatment"].unique(), key=_setting_order):
+    for setting in sorted(rows["treatment"].unique(), key=setting_order):
         for metric in ("knowledge", "alignment"):
             sub = rows[(rows["treatment"] == setting) & (rows["metric"] == metric)]
             cells = [cell_text(_row(sub, compare="matched x", at=lv)) for lv in LEVELS]
@@ -89,7 +89,8 @@ def anchoring_summary(cells: pd.DataFrame, v: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
-def _setting_order(label: str) -> tuple:
+def setting_order(label: str) -> tuple:
+    """BAPO settings in the tables' and figures' order: plain ones first, by anchor weight."""
     parts = label.split()
     weight = float(parts[1].split("=")[1]) if len(parts) > 1 and "=" in parts[1] else 0.0
     return (len(parts) > 2, weight, label)
@@ -149,9 +150,9 @@ def _point(exposure: float, k_prefs: int) -> str:
 
 def base_table(cells: pd.DataFrame) -> list[str]:
     """Per base: the untrained model and DPO after the full training (the spread of bases)."""
-    main = cells[(cells["exposure"] == MAIN["exposure"]) & (cells["preferences"] == "concise")]
+    main = select(cells, [("exposure", MAIN["exposure"]), ("preferences", MAIN["preferences"])])
     base = main[main["method"] == "base"].set_index("base")
-    dpo = main[(main["method"] == "DPO") & (main["step"] == FINAL) & (main["n_pairs"] == 128)]
+    dpo = select(main, [("method", "DPO"), ("step", FINAL), ("n_pairs", MAIN["n_pairs"])])
     dpo = dpo.groupby("base")[["x", "knowledge", "alignment"]].mean()
     head = ["base", "knowledge", "alignment", f"DPO {FINAL} steps: style share",
             "knowledge", "alignment"]  # fmt: skip
@@ -174,7 +175,7 @@ def verdict_counts(v: pd.DataFrame, prefix: str, compare: str | None = None) -> 
 def ceiling_text(cells: pd.DataFrame) -> str:
     """How many of the references claim's runs end at held-out pref_acc 1 (no room to differ)."""
     final = cells[(cells["step"] == FINAL) & (cells["method"] != "base")]
-    runs = final[final["n_pairs"].isin([16, 64, 256]) & (final["exposure"] == MAIN["exposure"])]
+    runs = final[final["n_pairs"].isin(SCARCE) & (final["exposure"] == MAIN["exposure"])]
     runs = runs[runs["preferences"] == MAIN["preferences"]]
     return f"{int((runs['pref_acc'] >= 1.0).sum())} of {len(runs)}"
 
