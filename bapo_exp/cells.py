@@ -80,6 +80,12 @@ def readable_name(overrides: list[str]) -> str:
     return urllib.parse.quote(text, safe=SAFE)[:MAX_DIRNAME] if text else "cell"
 
 
+def quoted(value: str) -> str:
+    """A Hydra override value in quotes: a cell folder's name holds '=' and ','
+    (``hydra.run.dir=<cell folder>`` is otherwise a parse error)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def saved_identity(run_dir: Path) -> str:
     """The identity of an existing run from its ``.hydra/config.yaml``."""
     return run_identity(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))

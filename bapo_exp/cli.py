@@ -132,7 +132,9 @@ def eval_command(args: list[str]) -> None:
     if not (run_dir / ".hydra" / "config.yaml").exists():
         raise UsageError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
     check_overrides(rest)
-    _run_hydra(["stages=[eval]", "force=true", f"hydra.run.dir={run_dir}", *rest])
+    from bapo_exp.cells import quoted
+
+    _run_hydra(["stages=[eval]", "force=true", f"hydra.run.dir={quoted(str(run_dir))}", *rest])
 
 
 def show_command(args: list[str]) -> None:

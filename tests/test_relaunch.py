@@ -84,6 +84,15 @@ def test_bapo_exp_eval_reproduces_the_summary_and_records_the_relaunch(run, tiny
     assert "stages=[eval]" in record["overrides"] and record["git_sha"] is not None
 
 
+def test_bapo_exp_eval_takes_a_grid_cell_folder(run, tiny_cache) -> None:
+    """A grid cell's folder is named ``key=value,key=value``: a Hydra override needs it quoted."""
+    cell = run.parent / "method=dpo,seed=0"
+    run.rename(cell)
+    out = bapo("eval", str(cell), cache=tiny_cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len((cell / ".hydra/relaunches.jsonl").read_text().splitlines()) == 1
+
+
 def test_reevaluation_with_new_eval_settings_updates_the_saved_config(run, tiny_cache) -> None:
     out = bapo("eval", str(run), "eval.limit=3", cache=tiny_cache)
     assert out.returncode == 0, out.stderr[-3000:]

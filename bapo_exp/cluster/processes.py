@@ -29,6 +29,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from bapo_exp.cells import quoted
 from bapo_exp.config import CONF_DIR
 from bapo_exp.tracking.run_dir import RunDir
 
@@ -66,11 +67,6 @@ def accelerate_command(processes: int, config: str | None) -> list[str]:
     # --multi_gpu selects the torchrun launcher; without CUDA the processes join a gloo group
     # (accelerate's --cpu path would start one process without mpirun, README).
     return [*cmd, "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
-def quoted(value: str) -> str:
-    """A Hydra override value in quotes (a cell folder holds '=' and ',')."""
-    return "'" + value.replace("'", "\\'") + "'"
 
 
 def requeue_signal() -> int:

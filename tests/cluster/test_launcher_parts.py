@@ -16,12 +16,12 @@ from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 from submitit.core.utils import UncompletedJobError
 
+from bapo_exp.cells import quoted
 from bapo_exp.cluster import cells
 from bapo_exp.cluster.job_states import SqueueInfoWatcher
 from bapo_exp.cluster.processes import (
     CellProcesses,
     accelerate_command,
-    quoted,
     resolve_accelerate_config,
 )
 from bapo_exp.multirun import build_report, read_records, record_file
