@@ -97,7 +97,7 @@ class ModelSpec:
     """What loads a model and scores text with it: the policy's base and every reference."""
 
     name: str = MISSING  # file stem in conf/model/
-    # a key of bapo_exp.modeling.load.MODEL_SOURCES: hf (hub id or local folder) | tiny (built in
+    # a key of bapo_exp.modeling.sources.MODEL_SOURCES: hf (hub id or local folder) | tiny (built in
     # code) | gguf (packaged file) | micro (the synthetic world's pretrained base, a plug-in)
     source: str = "hf"
     pretrained: str = MISSING  # hub id, local folder, or for gguf "package:file" / a .gguf path

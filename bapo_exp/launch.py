@@ -22,22 +22,22 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import Config, typed_config
-from bapo_exp.relaunch import SAVED, is_new_run, merge_saved
+from bapo_exp.relaunch import SAVED, RelaunchConflict, is_new_run, merge_saved
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger("bapo_exp")
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
+def user_errors() -> tuple[type[Exception], ...]:
+    """Mistakes in the command or its inputs: one line, no traceback. Imported when an error
+    is caught (``stages.evaluate`` imports torch, which ``--help`` and a grid's parent skip)."""
     from bapo_exp.data.validation import DataError
-    from bapo_exp.relaunch import RelaunchConflict
     from bapo_exp.stages.evaluate import MissingCheckpointError
     from bapo_exp.validate import ConfigError
 
     return (ConfigError, DataError, RelaunchConflict, MissingCheckpointError)
 
 
-USER_ERRORS = _user_errors()  # mistakes in the command or its inputs: one line, no traceback
 PREVIOUS = ".previous"  # <run>/.previous/<stage>/: a forced stage's old outputs while it re-runs
 
 

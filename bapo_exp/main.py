@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import CONF_DIR, Config, register_configs
-from bapo_exp.launch import USER_ERRORS, checked_config, launch_config, redo, restore_interrupted
+from bapo_exp.launch import checked_config, launch_config, redo, restore_interrupted, user_errors
 from bapo_exp.plugins import load_plugins
 from bapo_exp.stages import STAGES
 from bapo_exp.tracking.env import env_snapshot
@@ -79,8 +79,10 @@ def main(dcfg: DictConfig) -> float | None:
         dcfg, changes = launch_config(dcfg, run, overrides)  # changes: None for a new run
         if not is_worker():  # accelerate launch: the main process checks, the others follow it
             cfg = checked_config(dcfg, run, changes)
-    except USER_ERRORS as err:
-        user_error(err)
+    except Exception as err:
+        if isinstance(err, user_errors()):
+            user_error(err)
+        raise
     cfg, run = process_view(cfg, run)  # a worker reads only and runs only the train stage
     if all(run.is_done(s) for s in cfg.stages) and not cfg.force:
         log.info("nothing to do: every stage of %s is done in %s", cfg.stages, run.root)

@@ -33,7 +33,7 @@ def check_settings(cfg: Config) -> None:
     from bapo_exp.evaluation.personalisation import STYLE_CHECKS
     from bapo_exp.evaluation.suites import SUITES
     from bapo_exp.losses import LOSSES
-    from bapo_exp.modeling.load import MODEL_SOURCES
+    from bapo_exp.modeling.sources import MODEL_SOURCES
     from bapo_exp.stages import STAGES
 
     for stage in cfg.stages:

@@ -22,7 +22,6 @@ from bapo_exp.data.heterogeneity import SplitPools, split_groups, split_note
 from bapo_exp.data.io import read_prompts, resolve_path
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import DataError, check_preferences
-from bapo_exp.modeling.generate import generate_texts
 from bapo_exp.modeling.template import has_chat_template, render_prompt
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,8 @@ def write_responses(
         render_prompt(tokenizer, u, use_chat_template=True, prompt_template=WRITER_PROMPT_TEMPLATE)
         for _, _, u in users
     ]
+    from bapo_exp.modeling.generate import generate_texts  # torch: only when generating
+
     texts = generate_texts(
         model,
         tokenizer,

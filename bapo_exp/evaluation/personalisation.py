@@ -31,8 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from bapo_exp.atomic import write_jsonl_atomic
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.registry import Registry
@@ -106,6 +104,8 @@ def select_items(heldout: Sequence[PreferenceExample], n: int) -> list[GenItem]:
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Mean and its sample standard error; (NaN, NaN) for no values, SE NaN for one."""
+    import torch  # lazily: the synthetic plug-in imports this module at every start
+
     x = torch.tensor([float(v) for v in values], dtype=torch.float64)
     if len(x) == 0:
         return math.nan, math.nan

@@ -28,7 +28,7 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def _local_folder(spec: ModelSpec, cache_dir: str | Path) -> Path | None:
-    from bapo_exp.modeling.load import resolve_model_path
+    from bapo_exp.modeling.sources import resolve_model_path
 
     path = Path(resolve_model_path(spec, cache_dir))
     if path.is_dir():

@@ -4,11 +4,8 @@
     policy = make_policy(model, cfg.model, cfg.train.init_adapter)
     ref = policy.reference(cfg.model, cache_dir, tok)       # online reference (no copy with LoRA)
 
-Sources (``cfg.source``, the ``MODEL_SOURCES`` registry): ``tiny`` (built in code by
-``ensure_tiny``), ``hf`` (hub id or local folder in ``cfg.pretrained``; hub files come from the
-Hugging Face cache, so set ``HF_HUB_OFFLINE=1`` on nodes without internet), ``gguf``
-(``"package:file.gguf"`` or a ``.gguf`` path, converted once to a local folder by
-``modeling.gguf``); plug-ins add more (``micro``: the synthetic world's pretrained base).
+Sources (``cfg.source``): the ``MODEL_SOURCES`` registry of ``modeling.sources`` (``tiny``,
+``hf``, ``gguf``); plug-ins add more (``micro``: the synthetic world's pretrained base).
 
 The main reference (METHODS §4, PITFALLS #2), a ``modeling.reference.Reference``:
 - fresh LoRA adapter: the policy with its adapter disabled (``disable_adapter()``), never a copy;
@@ -21,7 +18,6 @@ The main reference (METHODS §4, PITFALLS #2), a ``modeling.reference.Reference`
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +26,9 @@ import torch
 
 from bapo_exp.config import LoraConfig, ModelConfig, ModelSpec
 from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.sources import resolve_model_path
 from bapo_exp.modeling.unpad import UNPADDED
 from bapo_exp.modeling.unpad import register as register_unpadded
-from bapo_exp.registry import Registry
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -43,32 +39,6 @@ LORA_TARGET_MODULES: dict[str, list[str]] = {
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
 }
-
-
-def _tiny(cfg: ModelSpec, cache_dir: Path) -> str:
-    from bapo_exp.modeling.tiny import ensure_tiny
-
-    return str(ensure_tiny(cfg.tiny, cache_dir / "models"))
-
-
-def _gguf(cfg: ModelSpec, cache_dir: Path) -> str:
-    from bapo_exp.modeling.gguf import ensure_gguf_folder
-
-    return str(ensure_gguf_folder(cfg.pretrained, cache_dir / "models"))
-
-
-# source -> resolve(cfg, cache_dir) -> the folder or hub id to ``from_pretrained`` from
-MODEL_SOURCES: Registry[Callable[[ModelSpec, Path], str]] = Registry(
-    "model source", config_key="model.source"
-)
-MODEL_SOURCES.register("hf", lambda cfg, cache_dir: cfg.pretrained)
-MODEL_SOURCES.register("tiny", _tiny)
-MODEL_SOURCES.register("gguf", _gguf)
-
-
-def resolve_model_path(cfg: ModelSpec, cache_dir: str | Path) -> str:
-    """Folder or hub id to ``from_pretrained`` from (building or converting it once)."""
-    return MODEL_SOURCES.require(cfg.source)(cfg, Path(cache_dir))
 
 
 def ensure_pad_token(tokenizer: Any) -> Any:

@@ -27,7 +27,7 @@ from bapo_exp.evaluation.suites import (
     mmlu_format,
 )
 from bapo_exp.evaluation.tasks import utils as task_utils
-from bapo_exp.modeling.load import MODEL_SOURCES
+from bapo_exp.modeling.sources import MODEL_SOURCES
 from bapo_exp.synthetic.builder import build_synthetic, world_root
 from bapo_exp.synthetic.styles import in_style
 

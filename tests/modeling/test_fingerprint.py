@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from bapo_exp.modeling.fingerprint import base_fingerprint, files_digest, tensors_digest
-from bapo_exp.modeling.load import load_model, resolve_model_path
+from bapo_exp.modeling.load import load_model
+from bapo_exp.modeling.sources import resolve_model_path
 from tests.modeling.conftest import tiny_cfg
 
 
