@@ -147,10 +147,8 @@ def show_command(args: list[str]) -> None:
 
 def main() -> None:
     from bapo_exp.config import register_configs
-    from bapo_exp.plugins import load_plugins
 
-    load_plugins()  # plug-ins may add methods, datasets, suites and their config options
-    register_configs()
+    register_configs()  # with the plug-ins: they may add methods, datasets, suites, options
     args = sys.argv[1:]
     try:
         if args and args[0] == "eval":

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import CONF_DIR, Config, register_configs
 from bapo_exp.launch import checked_config, launch_config, redo, restore_interrupted, user_errors
-from bapo_exp.plugins import load_plugins
 from bapo_exp.stages import STAGES
 from bapo_exp.tracking.env import env_snapshot
 from bapo_exp.tracking.lock import RunInUse, run_lock
@@ -29,8 +28,7 @@ from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import make_tracker
 
 log = logging.getLogger("bapo_exp")
-load_plugins()
-register_configs()
+register_configs()  # with the plug-ins (they may add methods, datasets, suites, options)
 
 
 def seed_everything(seed: int, threads: int | None) -> None:

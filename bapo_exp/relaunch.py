@@ -17,6 +17,7 @@ re-launch never rewrites a run's saved config. ``main`` then calls :func:`merge_
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
     node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
     if OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=False, enum_to_str=True)
-    return node.value if hasattr(node, "value") and not isinstance(node, str) else node
+    return node.value if isinstance(node, Enum) else node  # a choice: its text, as in a command
 
 
 def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:

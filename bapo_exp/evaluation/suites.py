@@ -103,7 +103,8 @@ def _mmlu_prompt(subject: str, fmt: str, plain: bool) -> dict[str, Any]:
             **MMLU_OPTIONS}  # fmt: skip
 
 
-def _subjects(root: Path, wanted: Sequence[str] | None) -> list[str]:
+def chosen_subjects(root: Path, wanted: Sequence[str] | None) -> list[str]:
+    """``eval.mmlu_subjects`` among the MMLU-format subjects under ``root`` (default: all)."""
     available = task_utils.mmlu_subjects(root)
     chosen = list(wanted) if wanted else available
     unknown = sorted(set(chosen) - set(available))
@@ -153,7 +154,7 @@ def mmlu_format(
 def check_mmlu_format(root: Path, subjects: Sequence[str] | None) -> None:
     """Read every test and dev CSV of ``subjects`` (each error names file, line, column)."""
     base = root / "mmlu" / "data"
-    for subject in _subjects(root, subjects):
+    for subject in chosen_subjects(root, subjects):
         for split in ("test", "dev"):
             path = base / split / f"{subject}_{split}.csv"
             if split == "test" or path.exists():
@@ -161,7 +162,7 @@ def check_mmlu_format(root: Path, subjects: Sequence[str] | None) -> None:
 
 
 def _mmlu(ctx: SuiteContext) -> tuple[Files, Layout]:
-    subjects = _subjects(ctx.data_root, ctx.mmlu_subjects)
+    subjects = chosen_subjects(ctx.data_root, ctx.mmlu_subjects)
     if ctx.mmlu_categories == "lm_eval":
         categories = task_utils.lm_eval_mmlu_categories(subjects)
     else:

@@ -33,10 +33,3 @@ STAGES = {
     # lm-eval suites + personalisation metrics
     "eval": StageSpec("bapo_exp.stages.evaluate", ("eval",)),
 }
-
-
-def get_stage(name: str) -> StageFn:
-    try:
-        return STAGES[name].load()
-    except KeyError:
-        raise KeyError(f"unknown stage {name!r}; available: {list(STAGES)}") from None

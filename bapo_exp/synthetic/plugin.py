@@ -23,6 +23,7 @@ from bapo_exp.evaluation.suites import (
     SuiteSpec,
     check_hhh_format,
     check_mmlu_format,
+    chosen_subjects,
     hhh_format,
     mmlu_format,
 )
@@ -64,18 +65,10 @@ def _knowledge(ctx: SuiteContext):
     """The world's knowledge test; ``eval.mmlu_subjects`` may pick subjects (attribute x wording:
     ``world_capitals`` is neutral, ``world_capitals_concise`` the concise wording)."""
     root = world_of(ctx, "synthetic_knowledge")
-    subjects = subjects_of(root, ctx.mmlu_subjects)
+    subjects = chosen_subjects(root, ctx.mmlu_subjects)
     categories = task_utils.mmlu_categories(root, subjects)
     return mmlu_format(root, "synthetic_knowledge", ctx, categories=categories, plain=True,
                        summary_key=wording)  # fmt: skip
-
-
-def subjects_of(root: Path, wanted) -> list[str]:
-    available = task_utils.mmlu_subjects(root)
-    if unknown := sorted(set(wanted or []) - set(available)):
-        raise ValueError(f"eval.mmlu_subjects: {unknown} are not subjects of the synthetic "
-                         f"knowledge test; available: {available}")  # fmt: skip
-    return list(wanted) if wanted else available
 
 
 def world_file(name: str, *, _root_) -> str:
