@@ -51,17 +51,17 @@ class RefTable:
         """The examples ``idx`` (a batch): (K, R, len(idx))."""
         return RefTable(self.logps[:, :, idx], self.ntok[:, :, idx], roles=self.roles)
 
+    def row(self, role: str) -> int:
+        """The row of a response role; ``anchor`` falls back to ``base`` when the anchor is the
+        example's own base response."""
+        return self.roles.index("base" if role == "anchor" and role not in self.roles else role)
+
     def role(self, role: str, k: int = 0) -> Tensor:
-        """Reference ``k``'s log-probs of one response role, (N,); ``anchor`` falls back to
-        ``base`` when the anchor is the example's own base response."""
-        if role == "anchor" and role not in self.roles:
-            role = "base"
-        return self.logps[k, self.roles.index(role)]
+        """Reference ``k``'s log-probs of one response role, (N,)."""
+        return self.logps[k, self.row(role)]
 
     def tokens(self, role: str, k: int = 0) -> Tensor:
-        if role == "anchor" and role not in self.roles:
-            role = "base"
-        return self.ntok[k, self.roles.index(role)]
+        return self.ntok[k, self.row(role)]
 
     def pair(self, k: int = 0) -> PairLogps:
         """Reference ``k``'s chosen/rejected log-probs with their token counts."""

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bapo_exp.evaluation.summary import MC_METRICS
 from bapo_exp.evaluation.tasks import utils as task_utils
 from bapo_exp.registry import Registry
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "tasks"
-MC_METRICS = ("acc", "acc_norm")
 # Option scoring of real MMLU = lm-eval's mmlu_continuation: "Question: ...\nAnswer:" + " option".
 MMLU_OPTIONS = {
     "doc_to_text": "Question: {{question.strip()}}\nAnswer:",

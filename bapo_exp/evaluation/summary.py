@@ -34,6 +34,12 @@ def binomial_stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / n) if n > 0 else float("nan")
 
 
+def mean_stderr(ses: list[float]) -> float:
+    """The standard error of an unweighted mean of independent estimates: ``sqrt(sum se_i^2) / k``
+    (NaN for none)."""
+    return math.sqrt(sum(se * se for se in ses)) / len(ses) if ses else float("nan")
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -68,7 +74,7 @@ def _fallback_stderr(
     for t in tasks:
         pt = _number(record["results"].get(t, {}).get(f"{metric},none"))
         ses.append(binomial_stderr(pt if pt is not None else float("nan"), _task_n(record, t)))
-    return math.sqrt(sum(se * se for se in ses)) / len(ses)
+    return mean_stderr(ses)
 
 
 def _null_stderr(chance: float, record: dict, tasks: list[str], weighting: str) -> float:
@@ -77,7 +83,7 @@ def _null_stderr(chance: float, record: dict, tasks: list[str], weighting: str) 
         return binomial_stderr(chance, sum(_task_n(record, t) for t in tasks))
     items = record.get("items", {})
     ses = [binomial_stderr(items[t]["chance"], _task_n(record, t)) for t in tasks if t in items]
-    return math.sqrt(sum(se * se for se in ses)) / len(ses) if ses else float("nan")
+    return mean_stderr(ses)
 
 
 def _mean_of(record: dict, tasks: list[str]) -> dict[str, float] | None:
@@ -92,7 +98,7 @@ def _mean_of(record: dict, tasks: list[str]) -> dict[str, float] | None:
             out[f"{metric},none"] = sum(values) / len(values)
         ses = [_number(r.get(f"{metric}_stderr,none")) for r in found]
         if all(se is not None for se in ses):  # the subsets' own (lm-eval) standard errors
-            out[f"{metric}_stderr,none"] = math.sqrt(sum(se * se for se in ses)) / len(ses)
+            out[f"{metric}_stderr,none"] = mean_stderr(ses)
     return out
 
 

@@ -75,13 +75,18 @@ def _virtual_reference(clipped: Tensor, alpha: Tensor) -> Tensor:
     return -torch.logsumexp(alpha.log() - clipped, dim=0)
 
 
-def _check_mrpo(k: int, ctro_eps: float, eps_split: str, weight_assignment: str) -> None:
-    if k < 2:
-        raise ValueError(f"mrpo_loss needs K >= 2 references (main first), got {k}")
+def check_ctro(ctro_eps: float, eps_split: str) -> None:
+    """CTRO's band and its split (MRPO, and DPO against the rescaled reference)."""
     if not ctro_eps >= 0:
         raise ValueError(f"ctro_eps must be >= 0, got {ctro_eps}")
     if eps_split not in EPS_SPLITS:
         raise ValueError(f"unknown eps_split {eps_split!r}; valid: {list(EPS_SPLITS)}")
+
+
+def _check_mrpo(k: int, ctro_eps: float, eps_split: str, weight_assignment: str) -> None:
+    if k < 2:
+        raise ValueError(f"mrpo_loss needs K >= 2 references (main first), got {k}")
+    check_ctro(ctro_eps, eps_split)
     if weight_assignment not in WEIGHT_ASSIGNMENTS:
         raise ValueError(
             f"unknown weight_assignment {weight_assignment!r}; valid: {list(WEIGHT_ASSIGNMENTS)}"

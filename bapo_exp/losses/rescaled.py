@@ -13,7 +13,7 @@ reference alone (K = 1).
 from __future__ import annotations
 
 from bapo_exp.losses.dpo import _bradley_terry, _check_hparams, _reward_metrics
-from bapo_exp.losses.mrpo import EPS_SPLITS, _split_eps
+from bapo_exp.losses.mrpo import _split_eps, check_ctro
 from bapo_exp.losses.types import LossOutput, PairLogps
 
 
@@ -41,9 +41,7 @@ def dpo_rescaled_loss(
         across methods) and ``rescaled/rewards_margin`` against the rescaled one.
     """
     _check_hparams(beta, label_smoothing)
-    if not ctro_eps >= 0 or eps_split not in EPS_SPLITS:
-        raise ValueError(f"ctro_eps must be >= 0 and eps_split one of {EPS_SPLITS}, got "
-                         f"{ctro_eps}, {eps_split!r}")  # fmt: skip
+    check_ctro(ctro_eps, eps_split)
     eps_w, eps_l = _split_eps(reference.chosen[None], reference.rejected[None], ctro_eps, eps_split)
     chosen_ratio = policy.chosen - (1 + eps_w) * reference.chosen
     rejected_ratio = policy.rejected - (1 + eps_l) * reference.rejected

@@ -30,7 +30,7 @@ from typing import IO, Any
 import torch
 from tqdm.auto import tqdm
 
-from bapo_exp.modeling.greedy import eos_ids, greedy_batch, plain_greedy_reason
+from bapo_exp.modeling.greedy import eos_ids, greedy_batch, left_padded, plain_greedy_reason
 from bapo_exp.modeling.scoring import eval_mode
 from bapo_exp.modeling.tokenize import adds_bos
 
@@ -178,14 +178,8 @@ def encode_left_padded(
     tokenizer: Any, prompts: list[str], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``encode_prompts``, padded on the left: input_ids (B, T) and attention_mask (B, T)."""
-    rows = encode_prompts(tokenizer, prompts)
-    width = max(len(r) for r in rows)
-    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids_t[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids_t, mask
+    ids, mask, _ = left_padded(encode_prompts(tokenizer, prompts), pad_id, "cpu")
+    return ids, mask
 
 
 def _generation_config(model: Any, pad_id: int, settings: dict[str, Any]) -> Any:

@@ -71,7 +71,8 @@ def eos_ids(gc: Any) -> set[int]:
     return {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])}
 
 
-def _left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any):
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any):
+    """Token rows padded on the left: input_ids, attention_mask and position ids (B, T)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -113,7 +114,7 @@ def greedy_batch(
     if not rows or any(len(r) == 0 for r in rows):
         raise ValueError("greedy_batch needs non-empty prompts")
     device = next(model.parameters()).device
-    ids, mask, pos = _left_padded(rows, pad_id, device)
+    ids, mask, pos = left_padded(rows, pad_id, device)
     out: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))  # row of ``out`` behind each batch row
     cache = _new_cache(model)

@@ -69,7 +69,7 @@ def online_ref_fn(main: Reference, table: RefTable, reduce: str):
         roles = ("chosen", "rejected", "anchor")  # the batch has 2 or 3 blocks
         for role, lp_j, nt_j in zip(roles, blocks(lp, len(idx)), blocks(nt, len(idx)),
                                     strict=False):  # fmt: skip
-            row = out.roles.index(role if role in out.roles else "base")
+            row = out.row(role)
             out.logps[0, row], out.ntok[0, row] = lp_j, nt_j
         return out
 

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bapo_exp.data.io import read_json
 from bapo_exp.data.validation import DataError, record_error
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def read_scienceqa(path: str | Path) -> list[dict[str, Any]]:
         DataError: naming the file, the problem id and the field.
     """
     path = Path(path)
-    problems = _read_json(path)
+    problems = read_json(path)
     if not isinstance(problems, dict):
         raise DataError(f"{path}: expected an object of problems keyed by pid")
     docs = []
@@ -189,13 +190,6 @@ def read_scienceqa(path: str | Path) -> list[dict[str, Any]]:
             continue
         docs.append(_scienceqa_doc(path, pid, prob))
     return docs
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
 
 
 def _permutation(key: str, n: int) -> list[int]:
@@ -234,7 +228,7 @@ def read_hhh(path: str | Path) -> list[dict[str, Any]]:
             one correct response is rejected, never scored as a silent 0).
     """
     path = Path(path)
-    task = _read_json(path)
+    task = read_json(path)
     if not isinstance(task, dict) or not isinstance(task.get("examples"), list):
         raise DataError(f"{path}: field 'examples': missing or not a list")
     in_prefix = task.get("example_input_prefix", "\nHuman: ")
