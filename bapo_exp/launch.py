@@ -22,6 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import Config, typed_config
+from bapo_exp.logs import drop_file_logging, run_file_handlers
 from bapo_exp.relaunch import SAVED, RelaunchConflict, is_new_run, merge_saved
 from bapo_exp.tracking.run_dir import RunDir
 
@@ -104,7 +105,7 @@ def _check_done_stages(cfg: Config, run: RunDir, changes: list[str]) -> None:
 def _quiet_run_log(run: RunDir):
     """Keep ``main.log`` untouched while the checks run (restored after they pass)."""
     top = logging.getLogger()
-    files = [h for h in top.handlers if _in_run(h, run)]
+    files = run_file_handlers(run.root)
     for h in files:
         top.removeHandler(h)
     try:
@@ -114,21 +115,13 @@ def _quiet_run_log(run: RunDir):
             top.addHandler(h)
 
 
-def _in_run(handler: logging.Handler, run: RunDir) -> bool:
-    name = getattr(handler, "baseFilename", None)
-    return bool(name) and Path(name).resolve().is_relative_to(run.root.resolve())
-
-
 def _remove_fresh(run: RunDir) -> None:
     """Remove a run directory that holds nothing but what Hydra wrote for this launch."""
     leftovers = {p.name for p in run.root.iterdir()} - {".hydra", "main.log"}
     log_file = run.root / "main.log"
     if leftovers or (log_file.exists() and log_file.stat().st_size):
         return
-    top = logging.getLogger()
-    for h in [h for h in top.handlers if _in_run(h, run)]:
-        top.removeHandler(h)
-        h.close()
+    drop_file_logging(run.root)
     shutil.rmtree(run.root, ignore_errors=True)
 
 

@@ -8,6 +8,7 @@ Used by ``conf/hydra/job_logging/bapo.yaml`` (``hydra/job_logging=bapo``, the de
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 CONSOLE_INFO = ("bapo_exp",)  # loggers whose INFO records reach the console
 
@@ -19,3 +20,18 @@ class ConsoleFilter(logging.Filter):
         if record.levelno >= logging.WARNING:
             return True
         return record.name.split(".")[0] in CONSOLE_INFO
+
+
+def run_file_handlers(root: Path) -> list[logging.Handler]:
+    """The root logger's handlers that write a file inside ``root`` (a run's ``main.log``)."""
+    inside = Path(root).resolve()
+    return [h for h in logging.getLogger().handlers
+            if (name := getattr(h, "baseFilename", None))
+            and Path(name).resolve().is_relative_to(inside)]  # fmt: skip
+
+
+def drop_file_logging(root: Path) -> None:
+    """Detach this process from the log files inside ``root``; stderr stays."""
+    for handler in run_file_handlers(root):
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -10,7 +10,6 @@ Read from the run directory's ``eval/summary.json`` (and ``train/summary.json``)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bapo_exp.tracking.run_dir import RunDir
@@ -60,18 +59,13 @@ def _personal_line(summary: dict) -> str:
 
 def run_table(run: RunDir | str | Path) -> str:
     """The run's result table as text (empty lines where a stage did not run)."""
-    root = run.root if isinstance(run, RunDir) else Path(run)
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
     lines = []
-    train = root / "train" / "summary.json"
-    if train.exists():
-        t = json.loads(train.read_text())
-        if "loss" in t:
-            acc = t.get("rewards/accuracy", float("nan"))
-            lines.append(f"train: {t.get('total_steps', '?')} steps, final loss {t['loss']:.4f}, "
-                         f"reward accuracy {acc:.3f}")  # fmt: skip
-    path = root / "eval" / "summary.json"
-    if path.exists():
-        summary = json.loads(path.read_text())
+    if "loss" in (t := run.summary("train") or {}):
+        acc = t.get("rewards/accuracy", float("nan"))
+        lines.append(f"train: {t.get('total_steps', '?')} steps, final loss {t['loss']:.4f}, "
+                     f"reward accuracy {acc:.3f}")  # fmt: skip
+    if summary := run.summary("eval"):
         lines += _suite_rows(summary)
         if personal := _personal_line(summary):
             lines.append(personal)
@@ -82,8 +76,7 @@ GRID_KEYS = ("gen/style_share", "gen/win_rate", "personal/pref_acc")
 
 
 def _grid_row(root: Path) -> dict[str, str]:
-    path = root / "eval" / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary = RunDir(root).summary("eval") or {}
     row = {"cell": root.name}
     for suite in _suites(summary):
         row[suite] = f"{summary[f'{suite}/acc']:.3f}"

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from bapo_exp.config import CONF_DIR, Config, ModelSpec
 from bapo_exp.data.types import PreferenceData
+from bapo_exp.logs import drop_file_logging
 from bapo_exp.modeling.reference import Reference
 from bapo_exp.references import RefTable, base_responses, score_examples
 from bapo_exp.tracking.run_dir import RunDir
@@ -171,20 +172,10 @@ def process_view(cfg: Config | None, run: RunDir) -> tuple[Config, RunDir]:
         )
     if state.is_main_process:
         return cfg, run
-    _drop_file_logging(run.root)
+    drop_file_logging(run.root)  # the main process writes main.log
     stages = [s for s in cfg.stages if s in DATA_PARALLEL_STAGES]
     worker = replace(cfg, stages=stages, logger=replace(cfg.logger, name="none"))
     return worker, WorkerRunDir(run.root)
-
-
-def _drop_file_logging(root: Path) -> None:
-    """Detach this process from ``main.log`` (the main process writes it); stderr stays."""
-    top = logging.getLogger()
-    for handler in list(top.handlers):
-        name = getattr(handler, "baseFilename", None)
-        if name and Path(name).resolve().is_relative_to(root.resolve()):
-            top.removeHandler(handler)
-            handler.close()
 
 
 def main_process_first():
