@@ -64,6 +64,30 @@ def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["num"])
 
 
+def cell_record(
+    run_dir: Path, config: DictConfig, num: int, overrides: list[str], status: str
+) -> dict[str, Any]:
+    """A cell's record before it runs: which of its stages were already done (the launcher
+    writes it ``pending`` before submitting, ``on_job_start`` ``running`` in the job)."""
+    stages = list(OmegaConf.select(config, "stages", default=[]) or [])
+    done = [s for s in stages if (Path(run_dir) / s / "DONE").exists()]
+    return {
+        "num": int(num),
+        "run_dir": str(run_dir),
+        "overrides": list(overrides),
+        "stages": stages,
+        "done_before": done,
+        "all_done_before": bool(stages) and len(done) == len(stages),
+        "force": bool(OmegaConf.select(config, "force", default=False)),
+        "status": status,
+    }
+
+
+def nothing_to_do(record: dict[str, Any]) -> bool:
+    """Every stage done and no ``force``: the rule ``main.py`` applies ("nothing to do")."""
+    return bool(record.get("all_done_before")) and not record.get("force")
+
+
 def report_problems(path: Path) -> list[dict[str, Any]]:
     """The failed or unfinished cells a written report names (none if it does not exist)."""
     path = Path(path)
@@ -104,19 +128,9 @@ class MultirunReport(Callback):
         if not _is_multirun(config):
             return
         out = Path(str(config.hydra.runtime.output_dir))
-        stages = list(OmegaConf.select(config, "stages", default=[]) or [])
-        done = [s for s in stages if (out / s / "DONE").exists()]
-        record = {
-            "num": int(config.hydra.job.num),
-            "run_dir": str(out),
-            "overrides": list(config.hydra.overrides.task),
-            "stages": stages,
-            "done_before": done,
-            "all_done_before": bool(stages) and len(done) == len(stages),
-            "force": bool(OmegaConf.select(config, "force", default=False)),
-            "job_id": OmegaConf.select(config, "hydra.job.id", default=None),  # Slurm: 12_3
-            "status": "running",
-        }
+        record = cell_record(out, config, config.hydra.job.num, config.hydra.overrides.task,
+                             "running")  # fmt: skip
+        record["job_id"] = OmegaConf.select(config, "hydra.job.id", default=None)  # Slurm: 12_3
         write_json_atomic(self._record_path(config), record)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -134,8 +148,7 @@ class MultirunReport(Callback):
                 job_return.status = JobStatus.COMPLETED
                 job_return.return_value = None
         else:
-            skipped = record.get("all_done_before") and not record.get("force")
-            record["status"] = "skipped" if skipped else "completed"
+            record["status"] = "skipped" if nothing_to_do(record) else "completed"
         write_json_atomic(path, record)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

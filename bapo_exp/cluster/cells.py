@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from submitit.core.utils import UncompletedJobError
 
+from bapo_exp import multirun
 from bapo_exp.atomic import write_json_atomic
 from bapo_exp.multirun import record_file
 from bapo_exp.tracking.run_dir import RunDir
@@ -38,24 +39,10 @@ def cell_run_dir(sweep_cfg: DictConfig) -> Path:
 
 def cell_record(sweep_cfg: DictConfig, num: int, overrides: list[str]) -> dict[str, Any]:
     """The record ``MultirunReport.on_job_start`` would write for this cell, before it runs."""
-    run_dir = cell_run_dir(sweep_cfg)
-    stages = list(OmegaConf.select(sweep_cfg, "stages", default=[]) or [])
-    done = [s for s in stages if RunDir(run_dir).is_done(s)]
-    return {
-        "num": int(num),
-        "run_dir": str(run_dir),
-        "overrides": list(overrides),
-        "stages": stages,
-        "done_before": done,
-        "all_done_before": bool(stages) and len(done) == len(stages),
-        "force": bool(OmegaConf.select(sweep_cfg, "force", default=False)),
-        "status": "pending",
-    }
+    return multirun.cell_record(cell_run_dir(sweep_cfg), sweep_cfg, num, overrides, "pending")
 
 
-def is_done(record: dict[str, Any]) -> bool:
-    """Every stage done and no ``force``: the rule ``main.py`` applies ("nothing to do")."""
-    return record["all_done_before"] and not record["force"]
+is_done = multirun.nothing_to_do  # the launcher's name for it
 
 
 def job_return(overrides: list[str], value: Any = None) -> JobReturn:

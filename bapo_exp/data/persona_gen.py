@@ -130,16 +130,24 @@ def make_pairs(
     return pools
 
 
+def _checked(cfg: DataConfig, data_root: str):
+    """``(personas, contrasts, prompts file, prompts)``: what ``build`` checks before it loads
+    the writer model (preferences, their contrasting personas, the prompts file)."""
+    personas = persona_texts(cfg)
+    prefs = check_preferences(cfg.preferences, personas, kind="persona", defined_in="data.personas")
+    contrasts = {p: contrast_of(p) for p in prefs}
+    if lost := sorted(set(contrasts.values()) - set(personas)):
+        raise DataError(f"data.personas: no text for the contrasting persona(s) {lost}")
+    path = resolve_path(cfg.path, data_root, DEFAULT_PROMPTS)
+    return personas, contrasts, path, read_prompts(path)
+
+
 def preflight(cfg: DataConfig, *, data_root: str, cache_dir: str) -> None:
     """Everything ``build`` checks before it loads the writer model."""
     del cache_dir
     if not cfg.writer:
         raise DataError("data.writer: persona_gen needs a writer model (a conf/model/ name)")
-    personas = persona_texts(cfg)
-    prefs = check_preferences(cfg.preferences, personas, kind="persona", defined_in="data.personas")
-    if lost := sorted({contrast_of(p) for p in prefs} - set(personas)):
-        raise DataError(f"data.personas: no text for the contrasting persona(s) {lost}")
-    read_prompts(resolve_path(cfg.path, data_root, DEFAULT_PROMPTS))
+    _checked(cfg, data_root)
 
 
 def build(
@@ -154,13 +162,7 @@ def build(
         raise ValueError(
             "persona_gen needs data.writer (a model config name) and a load_writer callback"
         )
-    personas = persona_texts(cfg)
-    prefs = check_preferences(cfg.preferences, personas, kind="persona", defined_in="data.personas")
-    contrasts = {p: contrast_of(p) for p in prefs}
-    if lost := sorted({c for c in contrasts.values() if c not in personas}):
-        raise DataError(f"data.personas: no text for the contrasting persona(s) {lost}")
-    path = resolve_path(cfg.path, data_root, DEFAULT_PROMPTS)
-    prompts = read_prompts(path)
+    personas, contrasts, path, prompts = _checked(cfg, data_root)
     model, tokenizer = load_writer(cfg.writer)
     needed = {p: personas[p] for p in set(contrasts) | set(contrasts.values())}
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cfg.writer))
@@ -177,7 +179,7 @@ def build(
         "writer_template": "chat" if has_chat_template(tokenizer) else WRITER_PROMPT_TEMPLATE,
         "persona_template": PERSONA_TEMPLATE,
         "generation_cache": str(cache_path),
-        "preferences": prefs,
+        "preferences": list(contrasts),
         "contrasts": contrasts,
         "split": split_note(
             [p for _, p in prompts], held, heldout_frac=cfg.heldout_frac, seed=cfg.split_seed

@@ -156,7 +156,7 @@ def world_dir(knobs: dict | None, cache_dir: str | Path) -> Path:
     Used by the ``${synthetic_world:...}`` config resolver, so the folder exists as soon as a
     config naming it is resolved (data, eval suites and the micro base read it).
     """
-    return ensure_world(world_config(knobs), Path(cache_dir) / "synthetic")
+    return write_world(world_config(knobs), world_path(knobs, cache_dir))
 
 
 def load_world_json(root: str | Path) -> dict:
