@@ -33,14 +33,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bapo_exp.modeling.unpad import (
+    CallCount,
+    check_flat_row,
+    expect_calls,
+    register_attention,
+    repad,
+)
+
 PREFIX_SHARED = "sdpa_prefix_shared"
 
 
-class _CallCount:
-    value: int = 0
-
-
-_CALLS = _CallCount()
+REMEDY = "use eval.backend=hf"
+_CALLS = CallCount()
 
 
 @dataclass
@@ -195,44 +200,28 @@ def sdpa_prefix_shared(
 
     if prefix_plan is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    _check(module, prefix_plan, kwargs)
+    longest = max((bk.kv_index.shape[1] for bk in prefix_plan), default=0)
+    check_flat_row(module, PREFIX_SHARED, longest, kwargs, REMEDY)
     _CALLS.value += 1
     gqa = getattr(module, "num_key_value_groups", 1) > 1
-    qf, kf, vf = (x[0].transpose(0, 1) for x in (query, key, value))  # (N, heads, d)
-    out = qf.new_empty(qf.shape)
+    heads = query.shape[1:2] + query.shape[3:]  # (heads, d)
+    out = query.new_empty((query.shape[2], *heads))  # (N, heads, d)
     for bk in prefix_plan:
         (b, lq), lk = bk.q_index.shape, bk.kv_index.shape[1]
-        q = qf.index_select(0, bk.q_index.flatten()).view(b, lq, *qf.shape[1:]).transpose(1, 2)
-        k, v = (x.index_select(0, bk.kv_index.flatten()).view(b, lk, *x.shape[1:]).transpose(1, 2)
-                for x in (kf, vf))  # fmt: skip
+        q = repad(query, bk.q_index.flatten(), (b, lq))
+        k, v = (repad(x, bk.kv_index.flatten(), (b, lk)) for x in (key, value))
         o = torch.nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=bk.mask, is_causal=bk.mask is None, scale=kwargs.get("scaling"),
             enable_gqa=gqa,
         )  # fmt: skip
-        o = o.transpose(1, 2).reshape(b * lq, *qf.shape[1:])
+        o = o.transpose(1, 2).reshape(b * lq, *heads)
         out.index_copy_(0, bk.out_rows, o if bk.valid is None else o[bk.valid])
     return out.unsqueeze(0), None
 
 
-def _check(module: Any, plan: list[Bucket], kwargs: dict) -> None:
-    longest = max((bk.kv_index.shape[1] for bk in plan), default=0)
-    window = kwargs.get("sliding_window")
-    if window is not None and window < longest:
-        raise ValueError(
-            f"{type(module).__name__} uses a sliding window of {window} tokens, which "
-            f"{PREFIX_SHARED} does not apply; use eval.backend=hf"
-        )
-    if kwargs.get("softcap") is not None:
-        raise ValueError(f"{PREFIX_SHARED} does not support attention soft-capping")
-
-
 def register() -> None:
     """Make ``attn_implementation="sdpa_prefix_shared"`` known to transformers (idempotent)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(PREFIX_SHARED, sdpa_prefix_shared)
-    AttentionMaskInterface.register(PREFIX_SHARED, sdpa_mask)
+    register_attention(PREFIX_SHARED, sdpa_prefix_shared)
 
 
 def _base(model: Any) -> Any:
@@ -267,12 +256,5 @@ def prefix_shared_attention(model: Any) -> Iterator[None]:
 @contextmanager
 def expect_prefix_calls(model: Any) -> Iterator[None]:
     """Raise unless every attention layer took the prefix-shared path in the enclosed call."""
-    _CALLS.value = 0
-    yield
-    expected = getattr(getattr(_base(model), "config", None), "num_hidden_layers", None)
-    if _CALLS.value == 0 or (expected is not None and _CALLS.value != expected):
-        raise RuntimeError(
-            f"{type(_base(model)).__name__}: {_CALLS.value} attention layers took the "
-            f"prefix-shared path, expected {expected}; this architecture does not route "
-            "attention keywords through transformers' AttentionInterface. Use eval.backend=hf"
-        )
+    with expect_calls(_CALLS, _base(model), "prefix-shared", REMEDY):
+        yield

@@ -41,18 +41,21 @@ import torch
 from torch import Tensor
 
 UNPADDED = "sdpa_unpadded"
+REMEDY = "set model.attn_implementation=sdpa"
 
 
-class _CallCount:
-    """Attention calls that received a flat batch during the current checked forward."""
+class CallCount:
+    """Attention calls that took a flat path during the current checked forward
+    (:func:`expect_calls`)."""
 
-    value: int = 0
+    def __init__(self) -> None:
+        self.value = 0
 
 
-_CALLS = _CallCount()
+_CALLS = CallCount()
 
 
-def _repad(x: Tensor, gather: Tensor, shape: tuple[int, int]) -> Tensor:
+def repad(x: Tensor, gather: Tensor, shape: tuple[int, int]) -> Tensor:
     """(1, H, N, d) flat heads -> (B, H, T, d): slot s holds flat row ``gather[s]``.
 
     Padding slots (right of each sequence) hold a copy of row 0: under a causal mask no real
@@ -86,28 +89,40 @@ def sdpa_unpadded(
 
     if unpad_gather is None or unpad_rows is None or unpad_shape is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    window = kwargs.pop("sliding_window", None)
-    if window is not None and window < unpad_shape[1]:
-        raise ValueError(
-            f"{type(module).__name__} uses a sliding window of {window} tokens, which "
-            f"{UNPADDED} does not apply; set model.attn_implementation=sdpa"
-        )
-    if kwargs.get("softcap") is not None:
-        raise ValueError(f"{UNPADDED} does not support attention soft-capping; use sdpa/eager")
+    check_flat_row(module, UNPADDED, unpad_shape[1], kwargs, REMEDY)
+    kwargs.pop("sliding_window", None)  # checked: no window is shorter than the batch
     _CALLS.value += 1
-    q, k, v = (_repad(x, unpad_gather, unpad_shape) for x in (query, key, value))
+    q, k, v = (repad(x, unpad_gather, unpad_shape) for x in (query, key, value))
     out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=True, **kwargs)
     out = out.reshape(-1, *out.shape[2:]).index_select(0, unpad_rows)  # (N, H, d)
     return out.unsqueeze(0), None
 
 
-def register() -> None:
-    """Make ``attn_implementation="sdpa_unpadded"`` known to transformers (idempotent)."""
+def check_flat_row(module: Any, path: str, longest: int, kwargs: dict, remedy: str) -> None:
+    """Refuse what a plain causal mask over a flat row cannot give: a sliding window shorter
+    than the ``longest`` sequence, logit soft-capping (``remedy``: the setting to change)."""
+    window = kwargs.get("sliding_window")
+    if window is not None and window < longest:
+        raise ValueError(
+            f"{type(module).__name__} uses a sliding window of {window} tokens, which {path} "
+            f"does not apply; {remedy}"
+        )
+    if kwargs.get("softcap") is not None:
+        raise ValueError(f"{path} does not support attention soft-capping; {remedy}")
+
+
+def register_attention(name: str, fn: Any) -> None:
+    """Make ``attn_implementation=name`` known to transformers, with SDPA's mask (idempotent)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(UNPADDED, sdpa_unpadded)
-    AttentionMaskInterface.register(UNPADDED, sdpa_mask)
+    AttentionInterface.register(name, fn)
+    AttentionMaskInterface.register(name, sdpa_mask)
+
+
+def register() -> None:
+    """Make ``attn_implementation="sdpa_unpadded"`` known to transformers (idempotent)."""
+    register_attention(UNPADDED, sdpa_unpadded)
 
 
 def _config(model: Any) -> Any:
@@ -212,7 +227,7 @@ def unpadded_inputs(batch: dict[str, Tensor], *, share_prompts: bool = True) -> 
         "input_ids": ids.flatten()[rows].unsqueeze(0).to(dev),
         "position_ids": (rows % max(t, 1)).unsqueeze(0).to(dev),
         "attention_mask": torch.ones((1, n), dtype=torch.long, device=dev),
-        "unpad_gather": gather.to(dev),  # padding slots read row 0: see _repad
+        "unpad_gather": gather.to(dev),  # padding slots read row 0: see repad
         "unpad_rows": rows.to(dev),
         "unpad_shape": (b, t),
     }
@@ -230,12 +245,20 @@ def expect_unpadded_calls(model: Any) -> Iterator[None]:
     Raises:
         RuntimeError: if the number of ``sdpa_unpadded`` calls is not the layer count.
     """
-    _CALLS.value = 0
+    with expect_calls(_CALLS, model, "padding-free", REMEDY):
+        yield
+
+
+@contextmanager
+def expect_calls(counter: CallCount, model: Any, path: str, remedy: str) -> Iterator[None]:
+    """Raise unless every attention layer of ``model`` counted a call on ``counter`` (took the
+    ``path``) in the enclosed forward."""
+    counter.value = 0
     yield
     expected = getattr(_config(model), "num_hidden_layers", None)
-    if _CALLS.value == 0 or (expected is not None and _CALLS.value != expected):
+    if counter.value == 0 or (expected is not None and counter.value != expected):
         raise RuntimeError(
-            f"{type(model).__name__}: {_CALLS.value} attention layers took the padding-free "
-            f"path, expected {expected}; this architecture does not route attention keywords "
-            "through transformers' AttentionInterface. Set model.attn_implementation=sdpa"
+            f"{type(model).__name__}: {counter.value} attention layers took the {path} path, "
+            f"expected {expected}; this architecture does not route attention keywords "
+            f"through transformers' AttentionInterface; {remedy}"
         )
