@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,45 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 # Environment of entrypoint subprocesses: offline, no tracker.
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                   "WANDB_MODE": "disabled"}  # fmt: skip
+
+
+TIMING = {"pairs_per_s", "tokens_per_s", "peak_mem_mb"}  # wall-clock measurements of a step
+
+
+def metric_rows(run_dir: Path, drop: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+    """``train/metrics.jsonl`` of a run, one dict per logged step, without the keys ``drop``
+    (``TIMING`` for comparisons that must be bitwise)."""
+    lines = (run_dir / "train" / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines if x.strip()]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; with 2 cores shared by other processes, OpenMP
+    spin-waiting made a 2-thread tiny forward ~100x slower. Restored after each module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def wait_for(
+    proc: subprocess.Popen, pattern: Path, timeout: float = 300, log: Path | None = None
+) -> None:
+    """Poll (10 ms) until a file matching ``pattern`` exists; the process must still run (its
+    ``log``'s tail is the message if it ended)."""
+    end = time.monotonic() + timeout
+    while not list(pattern.parent.glob(pattern.name)):
+        assert proc.poll() is None, _ended(proc, pattern, log)  # the message: only on failure
+        assert time.monotonic() < end, f"{pattern} did not appear in {timeout} s"
+        time.sleep(0.01)
+
+
+def _ended(proc: subprocess.Popen, pattern: Path, log: Path | None) -> str:
+    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+    return f"run ended (rc {proc.returncode}) before {pattern} existed\n{tail}"
 
 
 def require_shared(*parts: str) -> Path:

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.integration
 SMALL = ["debug=tiny", "method=dpo", "eval.suites=[hhh]", "eval.limit=2", "eval.gen_prompts=2"]
 
 
-def bapo(*args: str, cache: Path, module: str = "bapo_exp") -> subprocess.CompletedProcess:
+def bapo(*args: str, cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *args, f"paths.cache_dir={cache}"],
+        [sys.executable, "-m", "bapo_exp", *args, f"paths.cache_dir={cache}"],
         cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
 

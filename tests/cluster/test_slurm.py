@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from bapo_exp.cells import saved_identity
 from bapo_exp.tracking.lock import run_lock
-from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
+from tests.conftest import REPO, SUBPROCESS_ENV, TIMING, metric_rows, require_shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -32,7 +32,6 @@ CELL = ["debug=tiny", "logger=none", "data.preferences=[academy]", "data.n_train
         "data.n_heldout=4", "model.max_response_tokens=32", "model.max_prompt_tokens=32",
         "reference.max_new_tokens=8", "eval.suites=[hhh]", "eval.limit=2",
         "eval.gen_prompts=2", "eval.gen_max_new_tokens=8", "train.ckpt_every=5"]  # fmt: skip
-TIMING = {"pairs_per_s", "tokens_per_s", "peak_mem_mb"}
 
 
 def launcher(partition: str, *extra: str, cpus: int = 1) -> list[str]:
@@ -75,8 +74,7 @@ def checkpointed(sweep: Path, num: int) -> dict | None:
 
 
 def rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "train/metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
+    return metric_rows(run_dir, TIMING)
 
 
 def report(sweep: Path) -> dict:

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bapo_exp.config import ModelConfig, TinyConfig
 from bapo_exp.evaluation.backend import BapoLM, CheckedHFLM, check_lengths, make_backend
 from tests.conftest import SHARED_DATA, compose_cfg, require_shared
 from tests.evaluation.lm_requests import MMLU_SUBJECTS, build_requests, compare, item_metrics
+from tests.modeling.conftest import tiny_cfg
 
 CASES = {  # id: (suite, limit per task, shots, subjects)
     "hhh-all": ("hhh", None, 0, None),
@@ -29,17 +29,7 @@ CASES = {  # id: (suite, limit per task, shots, subjects)
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared cores: a tiny model only loses with more threads
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_cfg(positions: int) -> ModelConfig:
-    tiny = TinyConfig(max_position_embeddings=positions)
-    return ModelConfig(name="tiny", source="tiny", pretrained="tiny", tiny=tiny)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,7 @@ def load(positions: int, cache):
     """A tiny Llama as the eval stage loads it (attention ``sdpa_unpadded``)."""
     from bapo_exp.modeling.load import load_model
 
-    return load_model(tiny_cfg(positions), cache)
+    return load_model(tiny_cfg(max_position_embeddings=positions), cache)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +209,8 @@ def test_lora_merged_and_checkpoints_match_hflm(cache, tmp_path):
         base = score("bapo", policy, tok, instances)
     assert abs(base[0][0] - lora[0][0]) > 1e-2  # the adapter is applied
     policy.save_pretrained(tmp_path / "adapter")
-    cfg = SimpleNamespace(model=tiny_cfg(4096), paths=SimpleNamespace(cache_dir=str(cache)))
+    model_cfg = tiny_cfg(max_position_embeddings=4096)
+    cfg = SimpleNamespace(model=model_cfg, paths=SimpleNamespace(cache_dir=str(cache)))
     from_ckpt, tok2 = load_evaluated(cfg, str(tmp_path / "adapter"))
     assert_same(score("bapo", from_ckpt, tok2, instances), lora)
     merged = policy.merge_and_unload()

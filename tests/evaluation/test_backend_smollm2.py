@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from bapo_exp.evaluation.backend import make_backend
 from tests.conftest import SHARED_DATA, require_shared
 from tests.evaluation.lm_requests import MMLU_SUBJECTS, build_requests, compare, item_metrics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 SUBSETS = {  # id: (suite, limit per task, shots, subjects)
     "hhh": ("hhh", 3, 0, None),
     "mmlu-0shot": ("mmlu", 2, 0, MMLU_SUBJECTS),
@@ -31,14 +30,6 @@ FULL = {
     "mmlu-5shot-40": ("mmlu", 10, 5, MMLU_SUBJECTS),
     "scienceqa-all": ("scienceqa", None, 0, None),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 cores shared with other jobs: one thread is faster here
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -36,15 +36,8 @@ def tiny_cfg(**tiny: int) -> ModelConfig:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; with 2 cores shared by other processes, OpenMP
-    spin-waiting made a 2-thread tiny forward ~100x slower. Restored after each module."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):  # every modeling test (tests/conftest.py)
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

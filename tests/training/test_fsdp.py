@@ -16,13 +16,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bapo_exp.cluster.processes import free_port
-from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
+from tests.conftest import REPO, SUBPROCESS_ENV, TIMING, metric_rows, require_shared, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +35,6 @@ ARGS = ["debug=tiny", "method=bapo", "logger=none", "data.preferences=[academy]"
 FULL = ["model.finetune=full"]
 EVAL = ["stages=[reference,train,eval]", "eval.suites=[hhh]", "eval.limit=2",
         "eval.gen_prompts=2", "eval.gen_max_new_tokens=8"]  # fmt: skip
-TIMING = {"pairs_per_s", "tokens_per_s", "peak_mem_mb"}
 
 
 def fsdp_cmd() -> list[str]:
@@ -58,8 +56,7 @@ def finish(proc: subprocess.Popen, run_dir: Path) -> None:
 
 
 def rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "train/metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
+    return metric_rows(run_dir, TIMING)
 
 
 def assert_sharded(run_dir: Path) -> None:
@@ -167,12 +164,7 @@ def test_fsdp2_online_reference_equals_precomputed(full_runs: dict[str, Path]) -
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path) -> None:
-    end = time.monotonic() + 300
-    while not list((run_dir / "checkpoints").glob("step_*")):
-        out = (run_dir.parent / f"{run_dir.name}.out").read_text()[-4000:]
-        assert proc.poll() is None, out
-        assert time.monotonic() < end, "no checkpoint in 300 s"
-        time.sleep(0.01)
+    wait_for(proc, run_dir / "checkpoints" / "step_*", log=run_dir.parent / f"{run_dir.name}.out")
 
 
 def test_fsdp2_lora_online_sigterm_resume_matches_one_process(

@@ -12,12 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
+from tests.conftest import REPO, SUBPROCESS_ENV, TIMING, metric_rows, require_shared, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,6 @@ ARGS = ["debug=tiny", "method=bapo", "logger=none", "stages=[reference,train]",
         "data.preferences=[academy]", f"train.steps={STEPS}", "train.ckpt_every=3",
         "train.log_every=1", "train.keep_checkpoints=2", "model.max_response_tokens=32",
         "model.max_prompt_tokens=32"]  # fmt: skip
-TIMING = {"pairs_per_s", "tokens_per_s", "peak_mem_mb"}  # wall-clock measurements
 
 
 def launch(run_dir: Path, cache: Path) -> subprocess.Popen:
@@ -40,15 +38,6 @@ def launch(run_dir: Path, cache: Path) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )  # fmt: skip  (own process group)
-
-
-def wait_for(proc: subprocess.Popen, pattern: Path, timeout: float = 300) -> None:
-    """Poll (10 ms) until a file matching ``pattern`` exists; the process must still run."""
-    end = time.monotonic() + timeout
-    while not list(pattern.parent.glob(pattern.name)):
-        assert proc.poll() is None, f"run ended (rc {proc.returncode}) before {pattern} existed"
-        assert time.monotonic() < end, f"{pattern} did not appear in {timeout} s"
-        time.sleep(0.01)
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path) -> None:
@@ -64,8 +53,7 @@ def last_checkpoint_step(run_dir: Path) -> int:
 
 
 def rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "train/metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
+    return metric_rows(run_dir, TIMING)
 
 
 def test_sigkill_and_sigterm_then_relaunch_is_bitwise(tmp_path: Path, tiny_cache: Path) -> None:
