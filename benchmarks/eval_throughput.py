@@ -32,10 +32,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import time
 
-from common import CACHE, REPO, finish, load_smollm2, machine, matmul_params, set_threads
+from common import (
+    CACHE,
+    REPO,
+    finish,
+    load_smollm2,
+    machine,
+    matmul_params,
+    set_threads,
+    smollm2_config,
+    stamp,
+)
 
 MMLU = ["philosophy", "marketing", "high_school_geography", "astronomy"]  # one per group
 SUITES = {"hhh": ("hhh", None, 0, None), "mmlu_5shot": ("mmlu", "mmlu_limit", 5, MMLU)}
@@ -72,9 +80,10 @@ def timed(backend: str, model, tok, instances, **kw) -> tuple[list, float, float
     from bapo_exp.evaluation.backend import make_backend
 
     lm = make_backend(backend, model, tok, **kw)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = stamp()
     out = lm.loglikelihood(instances, disable_tqdm=True)
-    return out, time.perf_counter() - t0, time.process_time() - c0
+    t1, c1 = stamp()
+    return out, t1 - t0, c1 - c0
 
 
 def best_hf_batch(model, tok, probe: list, sizes: list[int]) -> tuple[int, dict]:
@@ -184,14 +193,13 @@ def measure_suite(name: str, model, tok, args, peak: float) -> dict:
 
 def generation(model, tok, args) -> list[dict]:
     """Today's path vs ours on DSP queries (see the module docstring, part 3)."""
-    from bapo_exp.config import ModelConfig
     from bapo_exp.modeling.generate import generate_texts
     from bapo_exp.modeling.tokenize import Tokenization
 
     path = os.path.join(args.data_root, "dsp", "domain_specific_preference.test.json")
     with open(path) as fh:
         queries = [r["query"] for r in json.load(fh)[: args.gen_prompts]]
-    tz = Tokenization.from_config(tok, ModelConfig(name="smollm2", source="gguf", pretrained="-"))
+    tz = Tokenization.from_config(tok, smollm2_config())  # the config the model was loaded with
     prompts = [tz.render(q) for q in queries]
     runs = [
         ("today: generate, batch 8", "hf", 8),
@@ -201,10 +209,11 @@ def generation(model, tok, args) -> list[dict]:
     ]
     rows, texts = [], {}
     for label, engine, bs in runs:
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = stamp()
         texts[label] = generate_texts(model, tok, prompts, max_new_tokens=args.gen_new_tokens,
                                       batch_size=bs, engine=engine, desc=label)  # fmt: skip
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t1, c1 = stamp()
+        wall, cpu = t1 - t0, c1 - c0
         n = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts[label])
         rows.append({"run": label, "engine": engine, "batch_size": bs, "wall_s": round(wall, 2),
                      "cpu_s": round(cpu, 2), "tokens": n, "tokens_per_s": n / wall,
@@ -223,7 +232,6 @@ def main() -> None:
         args.mmlu_limit, args.gen_prompts, args.gen_new_tokens = 2, 8, 16
     set_threads(args.threads)
     info = machine(args.threads)
-    info["uptime_start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout
     scoring, gen, peaks = [], [], {}
     for name in args.models:
         model, tok = load(name)
@@ -234,7 +242,6 @@ def main() -> None:
             print(json.dumps(scoring[-1]), flush=True)
         if name == "smollm2" and not args.no_gen:
             gen = generation(model, tok, args)
-    info["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout
     payload = {"benchmark": "eval_throughput", "machine": info, "scoring": scoring,
                "generation": gen, "matmul_peak": peaks,
                "settings": {k: v for k, v in vars(args).items()},
