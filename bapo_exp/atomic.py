@@ -69,6 +69,12 @@ def is_ready(out: Path, stamp: str | None = None) -> bool:
     return stamp is None or marker.read_text().strip() == stamp
 
 
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``, replacing what was there (a rename)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
 def build_folder(
     out: Path, build: Callable[[Path], None], stamp: str, match_stamp: bool = False
 ) -> Path:
@@ -90,8 +96,7 @@ def build_folder(
         build(tmp)
         (tmp / READY).write_text(stamp + "\n")
         if not is_ready(out, expected):  # else another process won the race: keep its folder
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
+            replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -183,14 +183,15 @@ def save_model(acc, model, tokenizer, out: Path) -> None:
     stage, written to a temporary folder and renamed (a kill leaves no half model)."""
     import shutil
 
+    from bapo_exp.atomic import replace_folder
+
     state = sharded.full_state_dict(acc, model)  # collective: gathers FSDP shards on rank 0
     if acc.is_main_process:
         tmp = out.with_name(f".{out.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         acc.unwrap_model(model).save_pretrained(tmp, state_dict=state)
         tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        replace_folder(tmp, out)
     acc.wait_for_everyone()
 
 

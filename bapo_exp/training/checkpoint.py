@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bapo_exp.atomic import replace_folder
+
 log = logging.getLogger(__name__)
 
 
@@ -52,8 +54,7 @@ def save_checkpoint(root: Path, step: int, payload: dict[str, Any], keep: int) -
 def publish(tmp: Path, root: Path, step: int, keep: int) -> Path:
     """Rename a complete checkpoint folder ``tmp`` to ``root/step_<step>``; keep the newest."""
     final = root / f"step_{step:08d}"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    replace_folder(tmp, final)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     log.info("checkpoint step %d -> %s", step, final)
