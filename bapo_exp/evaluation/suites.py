@@ -90,6 +90,12 @@ def entry(name: str | None, tasks: list[str], weighting: str = "size") -> dict[s
     return {"name": name, "tasks": tasks, "weighting": weighting}
 
 
+def leaf_task(suite: str, item: str, template: str, **fields: Any) -> dict[str, Any]:
+    """An lm-eval task ``<suite>_<item>`` (alias ``item``) including a shipped template."""
+    return {"include": str(TEMPLATES_DIR / template), "task": f"{suite}_{item}",
+            "task_alias": item, **fields}  # fmt: skip
+
+
 # --------------------------------------------------------------------------------- MMLU format
 def _mmlu_prompt(subject: str, fmt: str, plain: bool) -> dict[str, Any]:
     """Template overrides of one MMLU-format subject task (description, prompt, choices)."""
@@ -134,12 +140,11 @@ def mmlu_format(
     layout: Layout = {}
     for subject in chosen:
         name = f"{suite}_{subject}"
-        files[name] = {
-            "include": str(TEMPLATES_DIR / "mmlu_template.yaml"), "task": name,
-            "task_alias": subject, "tag": f"{suite}_{categories[subject]}_tasks",
-            "num_fewshot": ctx.num_fewshot, **_mmlu_prompt(subject, fmt, plain),
-            "dataset_kwargs": {"mmlu_dir": str(root / "mmlu" / "data"), "subject": subject},
-        }  # fmt: skip
+        files[name] = leaf_task(
+            suite, subject, "mmlu_template.yaml", tag=f"{suite}_{categories[subject]}_tasks",
+            num_fewshot=ctx.num_fewshot, **_mmlu_prompt(subject, fmt, plain),
+            dataset_kwargs={"mmlu_dir": str(root / "mmlu" / "data"), "subject": subject},
+        )  # fmt: skip
         layout[f"{suite}/subject/{subject}"] = entry(name, [name])
     for cat in cats:
         members = [f"{suite}_{s}" for s in chosen if categories[s] == cat]
@@ -182,11 +187,10 @@ def hhh_format(root: Path, suite: str, *, plain: bool = False) -> tuple[Files, L
     layout: Layout = {}
     for subset in subsets:
         name = f"{suite}_{subset}"
-        files[name] = {
-            "include": str(TEMPLATES_DIR / "hhh_template.yaml"), "task": name,
-            "task_alias": subset, "num_fewshot": 0, **extra,
-            "dataset_kwargs": {"task_file": str(base / subset / "task.json")},
-        }  # fmt: skip
+        files[name] = leaf_task(
+            suite, subset, "hhh_template.yaml", num_fewshot=0, **extra,
+            dataset_kwargs={"task_file": str(base / subset / "task.json")},
+        )  # fmt: skip
         layout[f"{suite}/{subset}"] = entry(name, [name])
     leaves = [f"{suite}_{s}" for s in subsets]
     files[f"_{suite}"] = group(suite, leaves, True)
