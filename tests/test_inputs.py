@@ -47,22 +47,25 @@ def test_the_copied_data_passes(data_root: Path) -> None:
     validate(config(data_root))
 
 
-def test_mmlu_bad_answer_letter_names_file_line_and_column(data_root: Path) -> None:
-    path = data_root / "mmlu/data/test/anatomy_test.csv"
-    rows = list(csv.reader(path.open()))
-    rows[6][5] = "E"
+def edit_row(path: Path, i: int, change) -> None:
+    """Rewrite row ``i`` of a CSV file as ``change(row)``."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[i] = change(rows[i])
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
+
+
+def test_mmlu_bad_answer_letter_names_file_line_and_column(data_root: Path) -> None:
+    path = data_root / "mmlu/data/test/anatomy_test.csv"
+    edit_row(path, 6, lambda r: [*r[:5], "E"])
     with pytest.raises(DataError, match=rf"{path}: line 7, column 'answer': 'E' is not one of"):
         validate(config(data_root))
 
 
 def test_mmlu_missing_column_names_the_line(data_root: Path) -> None:
     path = data_root / "mmlu/data/dev/abstract_algebra_dev.csv"
-    rows = list(csv.reader(path.open()))
-    rows[2] = rows[2][:5]
-    with path.open("w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
+    edit_row(path, 2, lambda r: r[:5])
     with pytest.raises(DataError, match=rf"{path}: line 3: 5 columns, want 6"):
         validate(config(data_root))
 

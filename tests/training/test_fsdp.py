@@ -119,6 +119,22 @@ def full_runs(tmp_path_factory, tiny_cache: Path) -> dict[str, Path]:
     return d
 
 
+def assert_follows(a: list[dict], b: list[dict]) -> None:
+    """Run ``a`` (FSDP2) logged every step and follows ``b`` (one process) within tolerance."""
+    assert [r["step"] for r in a] == list(range(1, STEPS + 1))  # written once, by rank 0
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], abs=TOL), ra["step"]
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-3), ra["step"]
+
+
+def resumed_once(run_dir: Path) -> str:
+    """The run's log, after checking it resumed once, from a checkpoint (not from step 0)."""
+    log = (run_dir / "main.log").read_text()
+    resumed = [int(x.split()[0]) for x in log.split("resumed from checkpoint at step ")[1:]]
+    assert len(resumed) == 1 and 3 <= resumed[0] < STEPS, resumed
+    return log
+
+
 def test_fsdp2_full_finetuning_matches_one_process(full_runs: dict[str, Path]) -> None:
     import safetensors.torch
 
@@ -127,10 +143,7 @@ def test_fsdp2_full_finetuning_matches_one_process(full_runs: dict[str, Path]) -
     plan = json.loads((fsdp / "train/plan.json").read_text())
     assert plan["processes"] == 2 and plan["global_batch"] == 4
     a, b = rows(fsdp), rows(one)
-    assert [r["step"] for r in a] == list(range(1, STEPS + 1))  # written once, by rank 0
-    for ra, rb in zip(a, b, strict=True):
-        assert ra["loss"] == pytest.approx(rb["loss"], abs=TOL), ra["step"]
-        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-3), ra["step"]
+    assert_follows(a, b)
     assert b[0]["loss"] - b[-1]["loss"] > 100 * TOL  # the compared trajectory really moves
     # The gathered final model equals the single process's, and the eval stage loaded it.
     wa = safetensors.torch.load_file(fsdp / "checkpoints/final/model.safetensors")
@@ -144,9 +157,7 @@ def test_fsdp2_full_finetuning_matches_one_process(full_runs: dict[str, Path]) -
 def test_fsdp2_kill9_then_relaunch_equals_uninterrupted(full_runs: dict[str, Path]) -> None:
     killed = full_runs["killed"]
     assert_sharded(killed)
-    log = (killed / "main.log").read_text()
-    resumed = [int(x.split()[0]) for x in log.split("resumed from checkpoint at step ")[1:]]
-    assert len(resumed) == 1 and 3 <= resumed[0] < STEPS, resumed  # from a checkpoint, not 0
+    log = resumed_once(killed)
     assert log.count("stage reference: start") == 1  # the finished stage did not run again
     assert rows(killed) == rows(full_runs["fsdp"])  # every metric of every step, bitwise
 
@@ -189,14 +200,9 @@ def test_fsdp2_lora_online_sigterm_resume_matches_one_process(
     finish(procs[1], one)
     finish(start(*lora_fsdp), fsdp)
     assert_sharded(fsdp)
-    log = (fsdp / "main.log").read_text()
-    resumed = [int(x.split()[0]) for x in log.split("resumed from checkpoint at step ")[1:]]
-    assert len(resumed) == 1 and 3 <= resumed[0] < STEPS, resumed
+    resumed_once(fsdp)
     a, b = rows(fsdp), rows(one)
-    assert [r["step"] for r in a] == list(range(1, STEPS + 1))
-    for ra, rb in zip(a, b, strict=True):
-        assert ra["loss"] == pytest.approx(rb["loss"], abs=TOL), ra["step"]
-        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-3), ra["step"]
+    assert_follows(a, b)
     assert b[0]["loss"] - b[-1]["loss"] > 10 * TOL  # an adapter lost on resume would show
     ckpt = sorted((fsdp / "checkpoints").glob("step_*"))[-1] / "dcp"
     keys = [k for k in dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
