@@ -6,7 +6,9 @@
     build_folder(out, lambda tmp: ..., stamp=key)      # build once into tmp, then publish
 
 A cache folder is finished when it holds ``READY`` (written last, inside the temporary folder);
-a folder without it is never trusted and is replaced.
+a folder without it is never trusted and is replaced. Every published folder also holds
+``MANIFEST.json`` (sizes and sha256 of its files, ``bapo_exp.readback``): a finished cache
+folder whose files no longer match it is damaged, and is rebuilt (with a warning).
 """
 
 from __future__ import annotations
@@ -62,17 +64,32 @@ def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
 
 
 def is_ready(out: Path, stamp: str | None = None) -> bool:
-    """``out`` is a finished folder (and, if ``stamp`` is given, holds that stamp)."""
+    """``out`` is a finished, intact folder (and, if ``stamp`` is given, holds that stamp).
+    A damaged one loses its ``READY`` (a warning says so), so that it is built again."""
+    from bapo_exp.readback import cache_intact
+
     marker = out / READY
-    if not marker.exists():
+    try:
+        found = marker.read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
         return False
-    return stamp is None or marker.read_text().strip() == stamp
+    if stamp is not None and found != stamp:
+        return False
+    if cache_intact(out):
+        return True
+    marker.unlink(missing_ok=True)
+    return False
 
 
 def replace_folder(tmp: Path, out: Path) -> None:
-    """Put the finished folder ``tmp`` at ``out``, replacing what was there (a rename)."""
+    """Put the finished folder ``tmp`` at ``out``, replacing what was there (a rename); its
+    ``MANIFEST.json`` (size, mtime and sha256 of every file) is written first."""
+    from bapo_exp.readback import remember, write_manifest
+
+    write_manifest(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+    remember(out)
 
 
 def build_folder(
