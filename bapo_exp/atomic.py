@@ -3,6 +3,7 @@
     write_text_atomic(path, text)                      # temporary file, then rename
     write_json_atomic(path, obj)                       # JSON (tensors, paths, NaN handled)
     write_jsonl_atomic(path, rows)                     # one JSON object per line
+    append_lines(path, lines)                          # never glued onto a torn last line
     build_folder(out, lambda tmp: ..., stamp=key)      # build once into tmp, then publish
 
 A cache folder is finished when it holds ``READY`` (written last, inside the temporary folder);
@@ -61,6 +62,18 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
     """Write one JSON object per line through a temporary file and a rename."""
     write_text_atomic(path, "".join(json_line(r) + "\n" for r in rows))
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append ``lines`` in one ``write``; a torn last line (a kill mid-write) is ended first, so
+    that a new line never joins it."""
+    with Path(path).open("a+b") as f:
+        f.seek(0, os.SEEK_END)
+        lead = b""
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            lead = b"" if f.read(1) == b"\n" else b"\n"
+        f.write(lead + ("\n".join(lines) + "\n").encode())
 
 
 def is_ready(out: Path, stamp: str | None = None) -> bool:
