@@ -17,9 +17,10 @@ Folders published by ``atomic.replace_folder`` (cache folders, checkpoints, save
 On read, sizes are checked every time (stat calls), and contents are hashed again (first use
 in a process) when the folder is at most ``BAPO_VERIFY_HASH_MB`` (default 1024) MB, when a
 file's modification time differs from the manifest's, or after a load failed. ``0``: hash on
-read only then; ``-1``: always. A 1 GB folder hashes in about 1-2 s; a 14 GB 7B model in
-about 30-60 s, hence the size limit. Folders written before manifests existed: a cache folder
-gets one on first use; a run's folder is read unchecked (run files are never rewritten).
+read only then; ``-1``: always. The limit keeps a 7B model (14 GB) from being read in full at
+every load (``benchmarks/verify_cost.py`` measures the costs). Folders written before
+manifests existed: a cache folder gets one on first use; a run's folder is read unchecked (a
+run's files are not rewritten by a read).
 Other files are parsed and their shape checked; JSON-lines caches keep their own per-line
 checksums (``modeling.ref_cache``, ``modeling.generate``).
 """
