@@ -3,7 +3,7 @@
     load_dcp(state, step_dir / "dcp")     # dcp.load, but refusing anything but plain data
 
 DCP unpickles its ``.metadata`` with plain ``pickle.load`` and each non-tensor item (the
-optimizer's hyper-parameters) with ``torch.load(weights_only=False)``: a planted file would run
+optimizer's hyper-parameters) with an unrestricted ``torch.load``: a planted file would run
 code in the process that resumes. ``check_metadata`` unpickles ``.metadata`` first with only
 what DCP writes there allowed (its metadata classes, ``torch.Size``, dtypes, layouts, paths),
 and ``SafeLoadPlanner`` loads each item with ``weights_only=True`` before DCP does: a file

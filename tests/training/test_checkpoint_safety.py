@@ -153,3 +153,18 @@ def test_a_manifest_names_every_file_with_its_checksum(tmp_path: Path) -> None:
     files = json.loads((tmp_path / MANIFEST).read_text())["files"]
     assert files["sub/a.bin"]["sha256"] == hashlib.sha256(b"abc").hexdigest()
     assert files["sub/a.bin"]["size"] == 3 and list(files) == ["sub/a.bin"]
+
+
+def test_the_package_unpickles_nothing_but_plain_data() -> None:
+    """No ``weights_only=False``, no ``torch.load`` without ``weights_only=True``, no
+    ``pickle.load``/``joblib.load``/``allow_pickle=True`` anywhere in ``bapo_exp``."""
+    import re
+
+    import bapo_exp
+
+    for path in sorted(Path(bapo_exp.__file__).parent.rglob("*.py")):
+        text = path.read_text()
+        for banned in ("weights_only=False", "pickle.load(", "joblib.load", "allow_pickle=True"):
+            assert banned not in text, f"{path}: {banned}"
+        for call in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            assert "weights_only=True" in call.group(1), f"{path}: {call.group(0)}"
