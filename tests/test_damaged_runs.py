@@ -133,6 +133,21 @@ def test_a_damaged_saved_model_is_refused_before_any_work(tmp_path: Path) -> Non
     assert "stages=[train,eval] force=true" in text
 
 
+def test_show_refuses_a_damaged_summary_in_one_line_and_a_grid_table_names_it(tmp_path, caplog):
+    from bapo_exp.report import grid_table
+
+    run = RunDir(tmp_path / "cell")
+    run.mark_done("eval", {"hhh/acc": 0.5, "hhh/n": 4})
+    (run.root / "eval/summary.json").write_text('{"hhh/acc": 0.')
+    out = subprocess.run([sys.executable, "-m", "bapo_exp", "show", str(run.root)], cwd=REPO,
+                         env=SUBPROCESS_ENV, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"bapo-exp: error: {run.root / 'eval/summary.json'}: damaged")
+    with caplog.at_level(logging.WARNING):
+        table = grid_table([{"run_dir": str(run.root), "status": "skipped"}])
+    assert "damaged summary" in table.splitlines()[1] and "stage summary" in caplog.text
+
+
 def test_json_of_another_shape_is_refused(tmp_path: Path) -> None:
     (tmp_path / "env.json").write_text('"a string"')
     expected = r"env.json: damaged run environment \(a JSON str, expected a dict\); restore it"
