@@ -21,8 +21,8 @@ read only then; ``-1``: always. The limit keeps a 7B model (14 GB) from being re
 every load (``benchmarks/verify_cost.py`` measures the costs). Folders written before
 manifests existed: a cache folder gets one on first use; a run's folder is read unchecked (a
 run's files are not rewritten by a read).
-Other files are parsed and their shape checked; JSON-lines caches keep their own per-line
-checksums (``modeling.ref_cache``, ``modeling.generate``).
+Other files are parsed and their shape checked; the JSON-lines caches check each line
+themselves and recompute a bad one (``modeling.ref_cache``: checksums; ``modeling.generate``).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def load_saved_config(path: Path | str):
     except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException, ValueError) as err:
         raise damaged(path, f"damaged saved config ({type(err).__name__}: "
                             f"{' '.join(str(err).split())})", fix) from None  # fmt: skip
-    if not isinstance(cfg, DictConfig) or "method" not in cfg:
+    if not isinstance(cfg, DictConfig) or "method" not in cfg.keys():
         raise damaged(path, "damaged saved config (not a run's config: no `method`)", fix)
     return cfg
 
@@ -165,12 +165,17 @@ def _manifest_files(folder: Path) -> dict | str | None:
             str) for e in files.values())  # fmt: skip
     except (ValueError, KeyError, TypeError, OSError):
         ok = False
-    return files if ok else f"{MANIFEST}: unreadable"
+    return files if ok else "unreadable"
 
 
 def hash_limit_bytes() -> float:
     """``BAPO_VERIFY_HASH_MB`` in bytes (-1: no limit)."""
-    mb = float(os.environ.get(HASH_MB_ENV, DEFAULT_HASH_MB))
+    raw = os.environ.get(HASH_MB_ENV, str(DEFAULT_HASH_MB))
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"{HASH_MB_ENV}={raw!r}: expected a number of MB (-1: always hash, "
+                         f"0: only when needed; default {DEFAULT_HASH_MB})") from None  # fmt: skip
     return float("inf") if mb < 0 else mb * 2**20
 
 

@@ -102,6 +102,17 @@ def test_an_intact_folder_is_not_rebuilt_and_an_old_one_gets_a_manifest(tmp_path
     assert {"model.safetensors", "tokenizer.json", READY} <= set(files)
 
 
+def test_a_damaged_manifest_makes_the_folder_rebuilt(tmp_path, caplog) -> None:
+    from bapo_exp.modeling.tiny import ensure_tiny
+
+    folder = ensure_tiny(TinyConfig(**SMALL), tmp_path)
+    (folder / MANIFEST).write_text('{"files": {"model.safetensors": {"size": "')
+    with caplog.at_level(logging.WARNING):
+        assert ensure_tiny(TinyConfig(**SMALL), tmp_path) == folder
+    assert "is damaged (MANIFEST.json: unreadable)" in caplog.text
+    assert folder_problems(folder, full=True) == []
+
+
 def test_a_copied_cache_folder_is_hashed_once_then_trusted_by_its_new_times(tmp_path) -> None:
     import os
 
