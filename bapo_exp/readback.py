@@ -142,8 +142,10 @@ def write_manifest(folder: Path) -> None:
         files[p.relative_to(folder).as_posix()] = {
             "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(p)
         }  # fmt: skip
+    from bapo_exp.atomic import write_text_atomic  # a reader may look at it meanwhile
+
     text = json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True) + "\n"
-    (folder / MANIFEST).write_text(text, encoding="utf-8")
+    write_text_atomic(folder / MANIFEST, text)
 
 
 def remember(folder: Path) -> None:
