@@ -3,10 +3,13 @@
     write_text_atomic(path, text)                      # temporary file, then rename
     write_json_atomic(path, obj)                       # JSON (tensors, paths, NaN handled)
     write_jsonl_atomic(path, rows)                     # one JSON object per line
+    append_lines(path, lines)                          # never glued onto a torn last line
     build_folder(out, lambda tmp: ..., stamp=key)      # build once into tmp, then publish
 
 A cache folder is finished when it holds ``READY`` (written last, inside the temporary folder);
-a folder without it is never trusted and is replaced.
+a folder without it is never trusted and is replaced. Every published folder also holds
+``MANIFEST.json`` (sizes and sha256 of its files, ``bapo_exp.readback``): a finished cache
+folder whose files no longer match it is damaged, and is rebuilt (with a warning).
 """
 
 from __future__ import annotations
@@ -61,18 +64,45 @@ def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
     write_text_atomic(path, "".join(json_line(r) + "\n" for r in rows))
 
 
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append ``lines`` in one ``write``; a torn last line (a kill mid-write) is ended first, so
+    that a new line never joins it."""
+    with Path(path).open("a+b") as f:
+        f.seek(0, os.SEEK_END)
+        lead = b""
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            lead = b"" if f.read(1) == b"\n" else b"\n"
+        f.write(lead + ("\n".join(lines) + "\n").encode())
+
+
 def is_ready(out: Path, stamp: str | None = None) -> bool:
-    """``out`` is a finished folder (and, if ``stamp`` is given, holds that stamp)."""
+    """``out`` is a finished, intact folder (and, if ``stamp`` is given, holds that stamp).
+    A damaged one loses its ``READY`` (a warning says so), so that it is built again."""
+    from bapo_exp.readback import cache_intact
+
     marker = out / READY
-    if not marker.exists():
+    try:
+        found = marker.read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
         return False
-    return stamp is None or marker.read_text().strip() == stamp
+    if stamp is not None and found != stamp:
+        return False
+    if cache_intact(out):
+        return True
+    marker.unlink(missing_ok=True)
+    return False
 
 
 def replace_folder(tmp: Path, out: Path) -> None:
-    """Put the finished folder ``tmp`` at ``out``, replacing what was there (a rename)."""
+    """Put the finished folder ``tmp`` at ``out``, replacing what was there (a rename); its
+    ``MANIFEST.json`` (size, mtime and sha256 of every file) is written first."""
+    from bapo_exp.readback import remember, write_manifest
+
+    write_manifest(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+    remember(out)
 
 
 def build_folder(

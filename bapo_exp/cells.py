@@ -88,7 +88,9 @@ def quoted(value: str) -> str:
 
 def saved_identity(run_dir: Path) -> str:
     """The identity of an existing run from its ``.hydra/config.yaml``."""
-    return run_identity(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    from bapo_exp.readback import load_saved_config
+
+    return run_identity(load_saved_config(run_dir / ".hydra" / "config.yaml"))
 
 
 def _claim(index: Path, name: str) -> str:

@@ -20,6 +20,7 @@ import typing
 from pathlib import Path
 
 from bapo_exp.config import CONF_DIR, METHOD_SCHEMAS, Config
+from bapo_exp.readback import DamagedFileError
 from bapo_exp.registry import did_you_mean
 
 FREE_KEYS = ("data.world", "data.personas", "data.instructions", "micro.world",
@@ -159,7 +160,7 @@ def main() -> None:
             sys.stdout.write(usage())
             return None
         check_overrides(args)
-    except UsageError as err:
+    except (UsageError, DamagedFileError) as err:  # e.g. `show` of a run with a damaged summary
         sys.stderr.write(f"bapo-exp: error: {err}\n")
         raise SystemExit(2) from None
     _run_hydra(args)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import Config, typed_config
 from bapo_exp.logs import drop_file_logging, run_file_handlers
+from bapo_exp.readback import load_saved_config
 from bapo_exp.relaunch import SAVED, RelaunchConflict, is_new_run, merge_saved
 from bapo_exp.tracking.run_dir import RunDir
 
@@ -33,10 +34,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Mistakes in the command or its inputs: one line, no traceback. Imported when an error
     is caught (``stages.evaluate`` imports torch, which ``--help`` and a grid's parent skip)."""
     from bapo_exp.data.validation import DataError
+    from bapo_exp.readback import DamagedFileError
     from bapo_exp.stages.evaluate import MissingCheckpointError
     from bapo_exp.validate import ConfigError
 
-    return (ConfigError, DataError, RelaunchConflict, MissingCheckpointError)
+    return (ConfigError, DataError, RelaunchConflict, MissingCheckpointError, DamagedFileError)
 
 
 PREVIOUS = ".previous"  # <run>/.previous/<stage>/: a forced stage's old outputs while it re-runs
@@ -54,7 +56,7 @@ def launch_config(
     if is_new_run(run.root) or not saved.exists() or is_worker():  # a worker follows rank 0
         return dcfg, None
     with _quiet_run_log(run):
-        merged, changes = merge_saved(OmegaConf.load(saved), dcfg, overrides, run.root)
+        merged, changes = merge_saved(load_saved_config(saved), dcfg, overrides, run.root)
     return typed_config(OmegaConf.to_container(merged, resolve=False)), changes
 
 

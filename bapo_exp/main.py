@@ -57,8 +57,11 @@ def run_stages(cfg: Config, run: RunDir, config_dict: dict) -> None:
                 with redo(run, name, spec.outputs) if run.is_done(name) else nullcontext():
                     summary = spec.load()(cfg, run, tracker)
                     run.mark_done(name, summary, seconds=round(time.perf_counter() - start, 2))
-            except BaseException:
-                log.exception("stage %s failed; the earlier stages' outputs are kept", name)
+            except BaseException as err:
+                if isinstance(err, user_errors()):  # one line (main.log too), no traceback
+                    log.error("stage %s failed: %s", name, err)
+                else:
+                    log.exception("stage %s failed; the earlier stages' outputs are kept", name)
                 raise
             tracker.summary({f"{name}/{k}": v for k, v in summary.items()})
             log.info("stage %s: done -> %s", name, run.root / name / "summary.json")
@@ -88,8 +91,10 @@ def main(dcfg: DictConfig) -> float | None:
     try:  # one launch at a time per run directory; accelerate's workers follow the main process
         with nullcontext() if is_worker() else run_lock(run.root):
             return execute(cfg, run, dcfg, changes, overrides)
-    except RunInUse as err:
-        user_error(err)
+    except Exception as err:  # e.g. a damaged run file found by a stage (bapo_exp.readback)
+        if isinstance(err, (RunInUse, *user_errors())):
+            user_error(err)
+        raise
 
 
 def user_error(err: Exception) -> NoReturn:

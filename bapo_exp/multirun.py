@@ -34,6 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.atomic import write_json_atomic
+from bapo_exp.readback import read_json_file
 
 log = logging.getLogger(__name__)
 RECORDS = ".multirun"
@@ -60,8 +61,23 @@ def _error_text(exc: BaseException) -> str:
 def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """The per-job records of the last multirun in ``sweep_dir``, by job number."""
     folder = Path(sweep_dir) / RECORDS
-    records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
-    return sorted(records, key=lambda r: r["num"])
+    records = [read_record(p) for p in folder.glob("*.json")] if folder.is_dir() else []
+    return sorted((r for r in records if r is not None), key=lambda r: r["num"])
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A job's record (None: not written). A damaged one (a node lost mid-write) is replaced by
+    what its name says, with a warning: the report lists that job as unfinished."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and isinstance(record.get("num"), int):
+            return record
+    except (OSError, ValueError):
+        pass
+    log.warning("%s: damaged job record; the job is reported unfinished", path)
+    return {"num": int(path.stem), "status": "unfinished", "error": f"{path}: damaged record"}
 
 
 def cell_record(
@@ -91,7 +107,10 @@ def nothing_to_do(record: dict[str, Any]) -> bool:
 def report_problems(path: Path) -> list[dict[str, Any]]:
     """The failed or unfinished cells a written report names (none if it does not exist)."""
     path = Path(path)
-    return json.loads(path.read_text()).get("problems", []) if path.exists() else []
+    if not path.exists():
+        return []
+    fix = "re-run the grid's command to write it again (finished cells are skipped)"
+    return read_json_file(path, what="multirun report", fix=fix).get("problems", [])
 
 
 def build_report(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,7 +156,7 @@ class MultirunReport(Callback):
         if not _is_multirun(config):
             return
         path = self._record_path(config)
-        record = json.loads(path.read_text()) if path.exists() else {"num": config.hydra.job.num}
+        record = read_record(path) or {"num": config.hydra.job.num}
         if job_return.status == JobStatus.FAILED:
             exc = job_return._return_value
             record["status"] = "failed"

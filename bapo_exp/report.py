@@ -10,9 +10,13 @@ Read from the run directory's ``eval/summary.json`` (and ``train/summary.json``)
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from bapo_exp.readback import DamagedFileError
 from bapo_exp.tracking.run_dir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def _suites(summary: dict) -> list[str]:
@@ -76,8 +80,12 @@ GRID_KEYS = ("gen/style_share", "gen/win_rate", "personal/pref_acc")
 
 
 def _grid_row(root: Path) -> dict[str, str]:
-    summary = RunDir(root).summary("eval") or {}
     row = {"cell": root.name}
+    try:
+        summary = RunDir(root).summary("eval") or {}
+    except DamagedFileError as err:  # the table of a grid goes on; the cell is named
+        log.warning("%s", err)
+        return {**row, "eval": "damaged summary"}
     for suite in _suites(summary):
         row[suite] = f"{summary[f'{suite}/acc']:.3f}"
     for key in GRID_KEYS:

@@ -29,8 +29,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedInterpolationType
 
+from bapo_exp.readback import load_saved_config, read_json_file, read_jsonl_file
+
 log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
+RUN_FILE_FIX = ("a run's own record, which cannot be rebuilt from its other files: restore it "
+                "from a copy (W&B mirrors the run), re-run that stage with force=true, or leave "
+                "the run out")  # fmt: skip
 
 
 class DuplicateRunsError(ValueError):
@@ -75,10 +80,8 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    """A run's JSON file, checked: ``DamagedFileError`` (a ``ValueError``) names it."""
+    return read_json_file(path, what="run file", fix=RUN_FILE_FIX)
 
 
 @functools.cache
@@ -122,7 +125,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     from bapo_exp.cells import run_identity
 
     run_dir = Path(run_dir)
-    saved = OmegaConf.load(run_dir / CONFIG)
+    saved = load_saved_config(run_dir / CONFIG)
     cfg = _config(run_dir, saved)
     row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_identity(saved),
                            **flatten(cfg)}  # fmt: skip
@@ -196,14 +199,7 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "train" / "metrics.jsonl"
     if not path.exists():
         return pd.DataFrame()
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {i + 1} is not valid JSON ({exc})") from exc
-    return pd.DataFrame(rows)
+    return pd.DataFrame(read_jsonl_file(path, what="training metrics", fix=RUN_FILE_FIX))
 
 
 def read_curve(run_dir: str | Path, row: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -33,8 +33,9 @@ from pathlib import Path
 import pandas as pd
 
 from bapo_exp.analysis.claims import DESIGN
-from bapo_exp.analysis.load import load_curves
+from bapo_exp.analysis.load import RUN_FILE_FIX, load_curves, load_metrics
 from bapo_exp.multirun import REPORT, report_problems
+from bapo_exp.readback import read_json_file
 
 KEYS = ["cell", "base", "seed", "method", "step"]
 METRICS = ["x", "x_base", "knowledge", "knowledge_pref", "knowledge_all", "alignment",
@@ -87,11 +88,8 @@ def _num(value) -> str:
 
 def _clip_frac(run_dir: str) -> float:
     """MRPO's ``mrpo/clip_frac_1`` averaged over the logged training steps (NaN otherwise)."""
-    path = Path(run_dir) / "train" / "metrics.jsonl"
-    if not path.exists():
-        return float("nan")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    values = [r["mrpo/clip_frac_1"] for r in rows if "mrpo/clip_frac_1" in r]
+    rows = load_metrics(run_dir)  # checked: a damaged line is a one-line error
+    values = rows["mrpo/clip_frac_1"].dropna().tolist() if "mrpo/clip_frac_1" in rows else []
     return sum(values) / len(values) if values else float("nan")
 
 
@@ -174,7 +172,8 @@ def _git_sha() -> str | None:
 
 def _runs_git_sha(root: Path) -> list[str]:
     """The commits the runs under ``root`` were made with (their ``env.json``)."""
-    shas = {json.loads(p.read_text()).get("git_sha") for p in Path(root).glob("*/env.json")}
+    shas = {read_json_file(p, what="run environment", fix=RUN_FILE_FIX).get("git_sha")
+            for p in Path(root).glob("*/env.json")}  # fmt: skip
     return sorted(str(s) for s in shas if s)
 
 

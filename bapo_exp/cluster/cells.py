@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from submitit.core.utils import UncompletedJobError
 
 from bapo_exp import multirun
 from bapo_exp.atomic import write_json_atomic
-from bapo_exp.multirun import record_file
+from bapo_exp.multirun import read_record, record_file
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ def collect(job: Any, record: dict[str, Any], sweep_dir: Path) -> JobReturn:
         status = "unfinished" if isinstance(err, UncompletedJobError) else "failed"
         state = job.watcher.get_state(job.job_id, mode="cache")
         path = record_file(sweep_dir, record["num"])
-        on_node = json.loads(path.read_text()) if path.exists() else {}
+        on_node = read_record(path) or {}
         message = f"Slurm job {job.job_id} ended {state} without a result"
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         outcome = {"status": status, "slurm_job_id": job.job_id, "slurm_state": state}

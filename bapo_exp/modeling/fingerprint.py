@@ -9,7 +9,8 @@ eval summary records this digest: two machines compare their bases by it. It has
 of the weight files (``*.safetensors``) as (name, dtype, shape, bytes) in name order, so it does
 not depend on how the file was written, and it equals the digest of the same weights in memory
 (``tensors_digest(model.named_parameters())``: tied weights count once). The digest
-is cached, keyed by the files' names, sizes and modification times, so a 7B model is read once.
+is cached, keyed by the files' names, sizes and modification times, so a 7B model is read once
+(a memo that is not a digest is recomputed, with a warning).
 A hub id that is not in the local Hugging Face cache, or ``.bin`` weights, give None.
 """
 
@@ -17,10 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from pathlib import Path
 
 from bapo_exp.atomic import write_text_atomic
 from bapo_exp.config import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -76,7 +81,10 @@ def base_fingerprint(spec: ModelSpec, cache_dir: str | Path) -> str | None:
     key = hashlib.sha256(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:24]
     memo = Path(cache_dir) / "fingerprints" / f"{key}.txt"
     if memo.exists():
-        return memo.read_text().strip()
+        found = memo.read_text(errors="replace").strip()
+        if re.fullmatch(r"sha256:[0-9a-f]{64}", found):
+            return found
+        log.warning("%s: damaged fingerprint memo; the weights are hashed again", memo)
     digest = files_digest(files)
     write_text_atomic(memo, digest + "\n")
     return digest

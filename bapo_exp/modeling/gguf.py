@@ -29,6 +29,7 @@ import logging
 from pathlib import Path
 
 from bapo_exp.atomic import build_folder, is_ready
+from bapo_exp.readback import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ def gguf_key(path: Path) -> str:
     st = path.stat()
     payload = json.dumps([path.name, st.st_size, st.st_mtime_ns, CONVERT_VERSION])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert_gguf(path: Path, out: Path) -> None:

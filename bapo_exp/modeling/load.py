@@ -29,6 +29,7 @@ from bapo_exp.modeling.reference import Reference
 from bapo_exp.modeling.sources import resolve_model_path
 from bapo_exp.modeling.unpad import UNPADDED
 from bapo_exp.modeling.unpad import register as register_unpadded
+from bapo_exp.readback import rebuild_after_failed_load
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -78,19 +79,15 @@ def load_model(
     Returns:
         ``(model, tokenizer)``; the tokenizer always has a pad token (``ensure_pad_token``).
     """
-    from transformers import AutoModelForCausalLM
-
     path = resolve_model_path(cfg, cache_dir)
-    tokenizer = load_tokenizer(cfg, cache_dir, path=path)
     if cfg.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; valid: {sorted(DTYPES)}")
-    if cfg.attn_implementation == UNPADDED:
-        register_unpadded()
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
-    )
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    try:
+        model, tokenizer = _from_folder(cfg, cache_dir, path)
+    except Exception:  # a damaged cache folder is built again; a damaged run folder is named
+        if not rebuild_after_failed_load(Path(path), what="model folder", fix=REBUILD_HINT):
+            raise
+        model, tokenizer = _from_folder(cfg, cache_dir, resolve_model_path(cfg, cache_dir))
     model.requires_grad_(False)
     if not trainable:
         return model.eval(), tokenizer
@@ -104,6 +101,26 @@ def load_model(
             )
         model.config.use_cache = False
     return model.train(), tokenizer
+
+
+REBUILD_HINT = ("this folder is not a cache the project can rebuild: restore it from a copy, or "
+                "write it again (a run's trained model: `python -m bapo_exp stages=[train,eval] "
+                "force=true hydra.run.dir=<its run directory>`)")  # fmt: skip
+
+
+def _from_folder(cfg: ModelSpec, cache_dir: str | Path, path: str) -> tuple[Any, Any]:
+    """The tokenizer and model ``from_pretrained(path)`` (tokenizer: ``cfg.tokenizer`` if set)."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(cfg, cache_dir, path=path)
+    if cfg.attn_implementation == UNPADDED:
+        register_unpadded()
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
 
 
 def lora_target_modules(model: Any, lora: LoraConfig) -> list[str] | None:

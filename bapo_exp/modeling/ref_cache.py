@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bapo_exp.atomic import write_text_atomic
+from bapo_exp.atomic import append_lines, write_text_atomic
 from bapo_exp.modeling.scoring import score_texts
 from bapo_exp.modeling.tokenize import Tokenization
 
@@ -202,16 +201,7 @@ class ReferenceCache:
             if prefix in self._dirty:
                 self._rewrite(prefix)
             else:
-                self._append(self._shard_path(prefix), lines)
-
-    def _append(self, path: Path, lines: list[str]) -> None:
-        with path.open("a+b") as f:
-            f.seek(0, os.SEEK_END)
-            lead = b""
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                lead = b"" if f.read(1) == b"\n" else b"\n"  # never glue onto a torn line
-            f.write(lead + ("\n".join(lines) + "\n").encode())
+                append_lines(self._shard_path(prefix), lines)  # never glued to a torn line
 
     def _rewrite(self, prefix: str) -> None:
         entries = self._shards[prefix]

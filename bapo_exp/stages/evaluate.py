@@ -55,7 +55,18 @@ def checkpoint_of(cfg: Config, run: RunDir) -> str | None:
             f"`python -m bapo_exp stages=[train,eval] force=true hydra.run.dir={run.root}`, or "
             "pass eval.ckpt=<checkpoint folder>"
         )
-    return ckpt
+    return intact_model(ckpt, run) if ckpt else ckpt
+
+
+def intact_model(path: str, run: RunDir) -> str:
+    """``path``, a saved model folder, when it matches its manifest (``bapo_exp.readback``);
+    else a ``DamagedFileError`` naming the damaged file and the command that writes it again."""
+    from bapo_exp.readback import require_intact
+
+    fix = (f"retrain it: `python -m bapo_exp stages=[train,eval] force=true hydra.run.dir="
+           f"{run.root}`, or pass eval.ckpt=<checkpoint folder>")  # fmt: skip
+    require_intact(Path(path), what="saved model", fix=fix)
+    return path
 
 
 def load_evaluated(cfg: Config, ckpt: str | None):
@@ -211,7 +222,7 @@ def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
                 f"({path}); retrain with the same eval.at_steps: `python -m bapo_exp "
                 f"stages=[train,eval] force=true hydra.run.dir={run.root}`"
             )
-        out[step] = str(path)
+        out[step] = intact_model(str(path), run)
     return out
 
 

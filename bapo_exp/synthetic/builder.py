@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bapo_exp.atomic import is_ready
 from bapo_exp.data.heterogeneity import SplitPools
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import check_preferences
@@ -58,7 +59,7 @@ def world_root(path: str | None, knobs: dict | None, cache_dir: str | Path) -> P
     if path is None:
         return world_dir(knobs, cache_dir)
     root = Path(path)
-    if (root / "READY").exists():
+    if is_ready(root):  # finished and intact (a damaged world is written again from knobs)
         return root
     if knobs:
         return write_world(world_config(knobs), root)

@@ -1,4 +1,8 @@
-"""The run directory: the interface between stages, notebooks and W&B (STYLE §17)."""
+"""The run directory: the interface between stages, notebooks and W&B (STYLE §17).
+
+Its files are read back checked (``bapo_exp.readback``): an unreadable summary or other JSON
+file of the run is a one-line ``DamagedFileError`` naming it and what to do.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bapo_exp.atomic import json_line, write_json_atomic, write_text_atomic
+from bapo_exp.atomic import append_lines, json_line, write_json_atomic, write_text_atomic
+from bapo_exp.readback import read_json_file
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,14 @@ class RunDir:
         """Replace ``.hydra/config.yaml`` (after a successful re-launch changed its settings)."""
         write_text_atomic(self.root / ".hydra" / "config.yaml", yaml_text)
 
-    def read_json(self, rel: str) -> Any:
-        return json.loads((self.root / rel).read_text())
+    def read_json(self, rel: str, what: str = "run file") -> Any:
+        """A JSON file of this run, checked (``DamagedFileError``: one line naming it)."""
+        fix = "it is written by this run and cannot be rebuilt from its other files: restore it"
+        return read_json_file(self.root / rel, what=what, fix=f"{fix} from a copy")
 
     def append_jsonl(self, rel: str, obj: dict) -> None:
-        with self.path(rel).open("a") as fh:
-            fh.write(json_line(obj) + "\n")
+        """Append one JSON line (never joined to a torn last line: ``atomic.append_lines``)."""
+        append_lines(self.path(rel), [json_line(obj)])
 
     def done_marker(self, stage: str) -> Path:
         return self.root / stage / "DONE"
@@ -62,15 +69,22 @@ class RunDir:
         self.write_json(f"{stage}/DONE", record)
 
     def stage_seconds(self, stage: str) -> float | None:
-        """The wall seconds ``DONE`` recorded for a stage (None: not done, or an older run)."""
+        """The wall seconds ``DONE`` recorded for a stage (None: not done, an older run, or an
+        unreadable marker: its existence alone marks the stage done)."""
         try:
-            return json.loads(self.done_marker(stage).read_text() or "{}").get("seconds")
-        except (FileNotFoundError, json.JSONDecodeError):
+            record = json.loads(self.done_marker(stage).read_text() or "{}")
+        except (OSError, ValueError):
             return None
+        seconds = record.get("seconds") if isinstance(record, dict) else None
+        return seconds if isinstance(seconds, int | float) else None
 
     def summary(self, stage: str) -> dict[str, Any] | None:
+        """``<stage>/summary.json`` (None if absent); ``DamagedFileError`` if unreadable."""
         p = self.root / stage / "summary.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        redo = f"python -m bapo_exp stages=[{stage}] force=true hydra.run.dir={self.root}"
+        return read_json_file(p, what="stage summary", fix=f"re-run that stage: `{redo}`")
 
     def objective(self, key: str | None) -> float | None:
         """The metric a sweeper optimises, read from a stage summary: ``eval/mmlu/acc``."""

@@ -16,8 +16,10 @@ Checkpoints (``checkpoints/step_<N>/``, either way the model was sharded):
   data position is the step (``StepSampler`` is a function of the step).
 
 The folder is assembled under ``.tmp_step_<N>`` and renamed when complete, like ``state.pt``
-alone. The final model is gathered on the main process (``full_state_dict``) and saved with
-``save_pretrained``, so the eval stage loads it like any other.
+alone. Resuming reads no pickle beyond plain data: ``state.pt`` with ``weights_only=True``
+(``checkpoint.load_state``) and ``dcp/`` through ``safe_dcp``. The final model is gathered on
+the main process (``full_state_dict``) and saved with ``save_pretrained``, so the eval stage
+loads it like any other.
 """
 
 from __future__ import annotations
@@ -142,11 +144,12 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path, model, optimizer) -> None:
     """Collective: read ``path/dcp`` into the sharded model and optimiser (any process count)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
+    from bapo_exp.training.safe_dcp import load_dcp
+
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=path / DCP_DIR)
+    load_dcp(state, path / DCP_DIR)  # dcp.load, refusing anything but plain data
     keys = set_state_dict(
         model,
         _raw(optimizer),

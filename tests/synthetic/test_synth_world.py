@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from bapo_exp.readback import MANIFEST
 from bapo_exp.synthetic import ensure_world, generate_world, world_key, write_world
 from bapo_exp.synthetic.corpus import build_corpus, corpus_stats
 from bapo_exp.synthetic.export import load_world_json
 
 
 def _digest(root: Path) -> dict[str, str]:
+    """The world's files (``MANIFEST.json`` records their write times, so it is left out)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MANIFEST
     }
 
 
