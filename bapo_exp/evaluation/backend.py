@@ -79,6 +79,18 @@ class _Checked:
     which calls ``_loglikelihood_tokens`` itself."""
 
     _instances: list | None = None
+    _pairs: dict | None = None  # (context, continuation) -> its encoding (TemplateLM's rules)
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """``TemplateLM._encode_pair``, once per distinct pair for the life of this LM: a model
+        evaluated again (``harness.SuiteSession``, e.g. at several training steps) is not
+        tokenized again. The encodings depend on the tokenizer only."""
+        if self._pairs is None:
+            self._pairs = {}
+        key = (context, continuation)
+        if key not in self._pairs:
+            self._pairs[key] = super()._encode_pair(context, continuation)
+        return self._pairs[key]
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list:
         self._instances = requests
