@@ -322,6 +322,10 @@ class EvalConfig:
     # their weights (checkpoints/at_step_<N>), the eval stage writes eval/at_step/<N>/, so one
     # run traces a curve of retention against personalisation (analysis.load_curves)
     at_steps: list[int] = field(default_factory=list)
+    # evaluate eval.at_steps and the final model inside the train stage, on the model in memory
+    # (tasks, requests and data prepared once per run; same numbers and files as evaluating the
+    # kept checkpoints); false: the eval stage loads each checkpoint (stages/eval_points.py)
+    in_training: bool = True
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None

@@ -151,16 +151,22 @@ def _reuse_requests(task: Any) -> None:
     task.build_all_requests = build_once
 
 
-def _run_suite(lm: Any, loaded: dict, layout: dict, settings: dict) -> dict:
+def _run_suite(
+    lm: Any, loaded: dict, layout: dict, settings: dict, items: dict | None = None
+) -> dict:
     """One suite through lm-eval's ``evaluate`` (what ``simple_evaluate`` runs, without its
-    environment report: pip and other subprocesses, seconds per call, none of it kept)."""
+    environment report: pip and other subprocesses, seconds per call, none of it kept).
+
+    ``items``: the suite's per-task item counts and chance rates when already known (they do not
+    depend on the model); else lm-eval logs its samples to count them (the samples are not kept).
+    """
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     start = time.perf_counter()
-    # log_samples: per-item #choices for the chance rate (not kept)
-    out = lm_eval_evaluate(lm=lm, task_dict=loaded, limit=settings["limit"], log_samples=True)
+    out = lm_eval_evaluate(lm=lm, task_dict=loaded, limit=settings["limit"],
+                           log_samples=items is None)  # fmt: skip
     record = {k: out[k] for k in KEEP_BLOCKS if k in out}
-    record["items"] = _chance(out.get("samples", {}))
+    record["items"] = _chance(out.get("samples", {})) if items is None else items
     record["layout"] = layout
     record["settings"] = settings
     record["wall_time_s"] = time.perf_counter() - start
@@ -214,6 +220,7 @@ class SuiteSession:
             _prepare(self.loaded[suite])
             for task in self.loaded[suite]["tasks"].values():
                 _reuse_requests(task)
+        self._items: dict[str, dict] = {}  # suite -> per-task n and chance (model-independent)
         self._lm: tuple[Any, Any] | None = None  # (model, its lm-eval LM), reused for that model
 
     def lm(self, model: Any, tokenizer: Any = None) -> Any:
@@ -234,7 +241,9 @@ class SuiteSession:
             if was_training:
                 model.eval()
             for suite in self.suites:
-                results[suite] = _run_suite(lm, self.loaded[suite], self.layouts[suite], settings)
+                results[suite] = _run_suite(lm, self.loaded[suite], self.layouts[suite],
+                                            settings, self._items.get(suite))  # fmt: skip
+                self._items[suite] = results[suite]["items"]
                 log.info("eval %s done in %.1f s", suite, results[suite]["wall_time_s"])
                 if out_dir is not None:
                     write_json_atomic(Path(out_dir) / f"{suite}.json", results[suite])

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bapo_exp.config import Config
+from bapo_exp.data.types import PreferenceData
+from bapo_exp.evaluation.personalisation import GenItem, GenSettings
 from bapo_exp.losses import get_loss
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
@@ -141,9 +144,22 @@ def gen_settings(cfg: Config, is_base: bool):
     )  # fmt: skip
 
 
-def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenizer) -> dict:
-    """Likelihood (trained models) and generated personalisation (every model), and verdicts."""
-    from bapo_exp.evaluation.personalisation import clears, run_generated, select_items
+@dataclass
+class Personalisation:
+    """What the personalisation metrics of a run need that does not depend on the evaluated
+    weights: the data, the main reference, the held-out items, y_b and the reference table."""
+
+    data: PreferenceData
+    main: Reference
+    settings: GenSettings
+    items: list[GenItem]
+    base: dict[str, str]  # prompt -> y_b, for the prompts used
+    table: RefTable | None  # the held-out pairs' reference log-probs (trained models)
+
+
+def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> Personalisation:
+    """The model-independent parts of :func:`personalisation` (``ckpt`` None: the base)."""
+    from bapo_exp.evaluation.personalisation import select_items
 
     data = load_data(cfg)
     main = main_reference(cfg, ckpt, model, tokenizer)
@@ -152,13 +168,24 @@ def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenize
     items = select_items(data.heldout, settings.n_prompts)
     held = data.heldout if trained else [p for it in items for p in it.pairs]
     base = base_responses_of(cfg, main, [e.prompt for e in held])  # y_b of the prompts used
-    out: dict = {}
+    table = None
     if trained and data.heldout:
-        table: RefTable = score_examples([main], data.heldout, base, cfg.reference)
-        out.update(likelihood_personalisation(cfg, model, tokenizer, data, base, table))
+        table = score_examples([main], data.heldout, base, cfg.reference)
+    return Personalisation(data, main, settings, items, base, table)
+
+
+def personalisation(cfg: Config, parts: Personalisation, folder: Path, model, tokenizer) -> dict:
+    """Likelihood (trained models) and generated personalisation (every model), and verdicts."""
+    from bapo_exp.evaluation.personalisation import clears, run_generated
+
+    out: dict = {}
+    if parts.table is not None:
+        out.update(likelihood_personalisation(cfg, model, tokenizer, parts.data, parts.base,
+                                              parts.table))  # fmt: skip
+    settings = parts.settings
     out.update(run_generated(
-        settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), items,
-        base, judge=lambda: make_judge(cfg, main, settings.style_check is not None),
+        settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), parts.items,
+        parts.base, judge=lambda: make_judge(cfg, parts.main, settings.style_check is not None),
     ))  # fmt: skip
     if "personal/pref_acc" in out:
         z = cfg.eval.significance_z
@@ -173,26 +200,62 @@ def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenize
     return out
 
 
+class Evaluation:
+    """The run's evaluation of a model, its parts built once: the suites' lm-eval tasks and
+    requests (``harness.SuiteSession``) and the personalisation parts. Calling it scores a model
+    (the one given, or the same model after training steps) into a folder.
+
+    Args:
+        ckpt: what is evaluated (None: the base model; decides the main reference and whether
+            the model's generations are y_b).
+        model, tokenizer: the evaluated model (a fresh LoRA policy is its own main reference).
+    """
+
+    def __init__(self, cfg: Config, ckpt: str | None, model, tokenizer) -> None:
+        from bapo_exp.evaluation.harness import SuiteSession
+
+        self.cfg = cfg
+        e = cfg.eval
+        self.suites = None
+        if e.suites:
+            self.suites = SuiteSession(
+                e.suites, cfg.paths.data_root, limit=e.limit, batch_size=e.batch_size,
+                num_fewshot=e.num_fewshot, mmlu_subjects=e.mmlu_subjects, mc_format=e.mc_format,
+                mmlu_categories=e.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
+                backend=e.backend, token_budget=e.token_budget,
+            )  # fmt: skip
+        self.personal = None
+        if e.personalisation:
+            self.personal = prepare_personalisation(cfg, ckpt, model, tokenizer)
+
+    def __call__(self, model, tokenizer, out: Path) -> dict:
+        """Suite and personalisation metrics of ``model``; their files go into ``out``."""
+        from bapo_exp.evaluation.summary import flatten
+
+        summary: dict = {}
+        out.mkdir(parents=True, exist_ok=True)
+        if self.suites is not None:
+            summary.update(flatten(self.suites.run(model, tokenizer, out_dir=out)))
+        if self.personal is not None:
+            summary.update(personalisation(self.cfg, self.personal, out, model, tokenizer))
+        return summary
+
+    def close(self) -> None:
+        if self.suites is not None:
+            self.suites.close()
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def evaluate_checkpoint(cfg: Config, ckpt: str | None, out: Path) -> dict:
     """Suites and personalisation of one model (``ckpt``; None: the base), files into ``out``."""
-    from bapo_exp.evaluation.harness import evaluate
-    from bapo_exp.evaluation.summary import flatten
-
     model, tokenizer = load_evaluated(cfg, ckpt)
-    summary: dict = {"ckpt_path": ckpt or "base"}
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.eval.suites:
-        results = evaluate(
-            model, tokenizer, suites=cfg.eval.suites, data_root=cfg.paths.data_root,
-            limit=cfg.eval.limit, batch_size=cfg.eval.batch_size, num_fewshot=cfg.eval.num_fewshot,
-            mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=out, mc_format=cfg.eval.mc_format,
-            mmlu_categories=cfg.eval.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
-            backend=cfg.eval.backend, token_budget=cfg.eval.token_budget,
-        )  # fmt: skip
-        summary.update(flatten(results))
-    if cfg.eval.personalisation:
-        summary.update(personalisation(cfg, out, ckpt, model, tokenizer))
-    return summary
+    with Evaluation(cfg, ckpt, model, tokenizer) as evaluation:
+        return {"ckpt_path": ckpt or "base", **evaluation(model, tokenizer, out)}
 
 
 def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
@@ -217,16 +280,26 @@ def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
 
 def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     from bapo_exp.modeling.fingerprint import base_fingerprint
+    from bapo_exp.stages import eval_points
 
     ckpt = checkpoint_of(cfg, run)
     curve = at_step_checkpoints(cfg, run)
-    summary = evaluate_checkpoint(cfg, ckpt, run.root / "eval")
+    # points the train stage evaluated in memory (eval.in_training), with these eval settings
+    points = eval_points.finished(cfg, run) if ckpt and not cfg.eval.ckpt else {}
+    final = (run.summary("train") or {}).get("total_steps")
+    out = run.root / "eval"
+    summary = eval_points.take(points.get(final), ckpt, out) or evaluate_checkpoint(cfg, ckpt, out)
     # which base model this run started from, exactly (compare machines by this string)
     summary["base_fingerprint"] = base_fingerprint(cfg.model, cfg.paths.cache_dir)
     for step, path in curve.items():  # the final model is the last point of the curve
-        log.info("eval at step %d: %s", step, path)
-        point = evaluate_checkpoint(cfg, path, run.root / "eval" / "at_step" / str(step))
+        where = out / "at_step" / str(step)
+        point = eval_points.take(points.get(step), path, where)
+        if point is None:
+            log.info("eval at step %d: %s", step, path)
+            point = evaluate_checkpoint(cfg, path, where)
         run.write_json(f"eval/at_step/{step}/summary.json", point)
+    if used := sorted(set(points) & {*curve, final}):
+        log.info("eval: steps %s were evaluated during training (eval.in_training)", used)
     if curve:
         summary["at_steps"] = sorted(curve)
     tracker.log({f"eval/{k}": v for k, v in summary.items() if isinstance(v, int | float)})
