@@ -329,7 +329,8 @@ class EvalConfig:
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None
-    gen_batch_size: int | None = 32  # prompts decoded together; null = eval.batch_size
+    gen_batch_size: int | None = 32  # prompts decoded together; null = sized by gen_token_budget
+    gen_token_budget: int = 16384  # gen_batch_size=null: prompts x (prompt + new tokens) per batch
     judge: str | None = None  # conf/model/ name of the judge; null = main reference; "none" = off
     judge_template: str = "{prompt} {instruction}"  # judge's prompt with the instruction (design)
     style_check: str | None = None  # a STYLE_CHECKS name; null = the one of data.name, if any

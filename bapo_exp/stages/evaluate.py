@@ -128,6 +128,16 @@ def make_judge(cfg: Config, main: Reference, exact_check: bool):
                          batch_size=cfg.eval.batch_size, name=name)  # fmt: skip
 
 
+def gen_batch_size(cfg: Config, max_new_tokens: int) -> int:
+    """``eval.gen_batch_size``, or when null as many prompts as ``eval.gen_token_budget`` tokens
+    hold at the longest (``model.max_prompt_tokens`` + ``max_new_tokens`` each): decoding reads
+    the weights once per step, so a small model decodes hundreds of prompts per step at little
+    more than the cost of one (the micro model: 292 at the default budget)."""
+    if cfg.eval.gen_batch_size:
+        return cfg.eval.gen_batch_size
+    return max(1, cfg.eval.gen_token_budget // (cfg.model.max_prompt_tokens + max_new_tokens))
+
+
 def gen_settings(cfg: Config, is_base: bool):
     """``GenSettings`` of this run (``evaluation.personalisation``)."""
     from bapo_exp.evaluation.personalisation import GenSettings, instructions_of, style_checker
@@ -136,7 +146,7 @@ def gen_settings(cfg: Config, is_base: bool):
     budget = cfg.eval.gen_max_new_tokens or base_budget
     return GenSettings(
         n_prompts=cfg.eval.gen_prompts, max_new_tokens=budget,
-        batch_size=cfg.eval.gen_batch_size or cfg.eval.batch_size,
+        batch_size=gen_batch_size(cfg, budget),
         z=cfg.eval.significance_z, cache_dir=cfg.paths.cache_dir,
         reuse_base=is_base and not cfg.reference.do_sample and budget == base_budget,
         style_check=style_checker(cfg.data.name, cfg.eval.style_check),
