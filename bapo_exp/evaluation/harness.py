@@ -14,9 +14,11 @@ functions in ``tasks/utils.py``, so nothing touches the hub). ``model`` is a Hug
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -252,6 +254,10 @@ class SuiteSession:
                 model.train()
         return results
 
+    def release(self) -> None:
+        """Drop the lm-eval LM (and with it the last model scored); the tasks stay."""
+        self._lm = None
+
     def close(self) -> None:
         self._dir.cleanup()
         self._lm = None
@@ -261,6 +267,24 @@ class SuiteSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_SHARED: OrderedDict[str, SuiteSession] = OrderedDict()
+MAX_SHARED = 4  # sessions a process keeps (a grid's cells share one)
+
+
+def shared_session(suites: Sequence[str], data_root: str | Path, **kwargs: Any) -> SuiteSession:
+    """A :class:`SuiteSession` kept for the life of the process, one per set of arguments: the
+    later cells of a grid run by a warm worker (``hydra/launcher=local_joblib`` reuses its
+    processes) build no task and render no request. Call ``release()`` when done scoring."""
+    key = json.dumps([list(suites), str(data_root), kwargs], sort_keys=True, default=str)
+    if key in _SHARED:
+        _SHARED.move_to_end(key)
+        return _SHARED[key]
+    session = _SHARED[key] = SuiteSession(suites, data_root, **kwargs)
+    while len(_SHARED) > MAX_SHARED:
+        _SHARED.popitem(last=False)[1].close()
+    return session
 
 
 def evaluate(

@@ -119,7 +119,8 @@ class InTraining:
         shutil.rmtree(tmp, ignore_errors=True)
         with kept_rng_state(), eval_mode(self.model), torch.no_grad():
             if self.evaluation is None:  # "in-training": a trained model, not the base
-                self.evaluation = Evaluation(self.cfg, "in-training", self.model, self.tokenizer)
+                self.evaluation = Evaluation(self.cfg, "in-training", self.model, self.tokenizer,
+                                             shared=True)  # fmt: skip
             summary = self.evaluation(self.model, self.tokenizer, tmp)
         write_json_atomic(tmp / "summary.json", summary)
         seconds = round(time.perf_counter() - start, 3)

@@ -219,16 +219,19 @@ class Evaluation:
         ckpt: what is evaluated (None: the base model; decides the main reference and whether
             the model's generations are y_b).
         model, tokenizer: the evaluated model (a fresh LoRA policy is its own main reference).
+        shared: take the suites' session from the process (``harness.shared_session``): a warm
+            worker's next cell with the same eval settings reuses its tasks and requests.
     """
 
-    def __init__(self, cfg: Config, ckpt: str | None, model, tokenizer) -> None:
-        from bapo_exp.evaluation.harness import SuiteSession
+    def __init__(self, cfg: Config, ckpt: str | None, model, tokenizer, shared: bool = False):
+        from bapo_exp.evaluation.harness import SuiteSession, shared_session
 
         self.cfg = cfg
+        self.shared = shared
         e = cfg.eval
         self.suites = None
         if e.suites:
-            self.suites = SuiteSession(
+            self.suites = (shared_session if shared else SuiteSession)(
                 e.suites, cfg.paths.data_root, limit=e.limit, batch_size=e.batch_size,
                 num_fewshot=e.num_fewshot, mmlu_subjects=e.mmlu_subjects, mc_format=e.mc_format,
                 mmlu_categories=e.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
@@ -252,7 +255,7 @@ class Evaluation:
 
     def close(self) -> None:
         if self.suites is not None:
-            self.suites.close()
+            (self.suites.release if self.shared else self.suites.close)()
 
     def __enter__(self) -> Evaluation:
         return self

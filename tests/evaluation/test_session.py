@@ -91,3 +91,15 @@ def test_session_restores_training_mode(world_root, tiny):
     with SuiteSession(SUITES[1:], world_root, limit=2, batch_size=4) as session:
         session.run(model, tok)
     assert model.training
+
+
+def test_shared_session_is_kept_per_settings(world_root, tiny):
+    from bapo_exp.evaluation.harness import shared_session
+
+    model, tok = tiny
+    a = shared_session(SUITES[1:], world_root, limit=2, batch_size=4)
+    assert shared_session(SUITES[1:], world_root, limit=2, batch_size=4) is a
+    assert shared_session(SUITES[1:], world_root, limit=3, batch_size=4) is not a
+    a.run(model, tok)
+    a.release()  # the next cell's model replaces this one; the tasks stay
+    assert a._lm is None and a.loaded
