@@ -15,3 +15,4 @@ $PY benchmarks/dpo_vs_trl.py --model smollm2 --threads "$T" "$@"
 $PY benchmarks/dpo_vs_trl.py --model smollm2 --threads "$T" --modes online --repeats 3 \
     --steps 4 --warmup 2 --tag online_repeats "$@"
 $PY benchmarks/eval_throughput.py --threads "$T" "$@"
+$PY benchmarks/study_cell.py "$@"                          # issue 24 (threads: model.threads=1)

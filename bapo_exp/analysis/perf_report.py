@@ -83,7 +83,39 @@ def eval_rows(folder: Path) -> list[str]:
     return rows
 
 
+def study_cell_rows(folder: Path) -> list[str]:
+    """A study cell and a grid, evaluated inside training vs from the kept checkpoints, and micro
+    bases pretrained together vs one process each (``benchmarks/study_cell.py``; none if the
+    benchmark has not been run)."""
+    if not (folder / "study_cell.json").exists():
+        return []
+    result = _load(folder, "study_cell")
+    cell, grid, pre = result["cell"], result["grid"], result["pretraining"]
+    new, old = cell["in_training"], cell["checkpoints"]
+    items = new["items"]
+    same = "identical numbers" if cell["identical_numbers"] else "DIFFERENT numbers"
+    setting = (f"micro base, DPO 80 steps, {new['eval_points']} evaluation points, "
+               f"{items['gen/n']} generation prompts, {items['synthetic_knowledge/n']} knowledge "
+               f"+ {items['synthetic_alignment/n']} alignment items")  # fmt: skip
+    return [
+        f"| study cell, eval in training vs from checkpoints | {setting} | "
+        f"{cell['speedup_wall']:.2f}x wall ({new['wall_s']:.0f} vs {old['wall_s']:.0f} s), "
+        f"{cell['speedup_cpu']:.2f}x CPU; "
+        f"eval {new['eval_share']:.0%} vs {old['eval_share']:.0%} of the cell; {same} | "
+        f"{_machine(result)} |",
+        f"| grid of {result['settings']['grid_cells']} such cells | "
+        f"{result['settings']['launcher']} | {grid['speedup_wall']:.2f}x wall "
+        f"({grid['in_training']['wall_s']:.0f} vs {grid['checkpoints']['wall_s']:.0f} s), "
+        f"{grid['speedup_cpu']:.2f}x CPU | {_machine(result)} |",
+        f"| micro bases pretrained together vs one process each | {pre['bases']} bases x "
+        f"{pre['steps']} steps, 2 processes | {pre['speedup_wall']:.2f}x wall "
+        f"({pre['together']['per_base_wall_s']:.0f} vs "
+        f"{pre['one_process_per_base']['per_base_wall_s']:.0f} s per base) | {_machine(result)} |",
+    ]
+
+
 def markdown(folder: Path) -> str:
     rows = trl_rows(folder) + overhead_rows(folder) + mfu_rows(folder) + eval_rows(folder)
+    rows += study_cell_rows(folder)
     head = ["| measure | setting | result | machine |", "| --- | --- | --- | --- |"]
     return "\n".join(head + rows) + "\n"

@@ -157,8 +157,9 @@ def _targets(requests: Sequence[Request], batch: list[_Unique]) -> tuple[list[in
 @dataclass
 class BatchPlan:
     """One forward of the scorer, prepared without the model: the prefix-shared layout of the
-    batch's distinct inputs, the rows kept for the LM head, and per scored token its kept row
-    and target (``members`` in batch order, ``lengths`` their continuation lengths)."""
+    batch's distinct inputs, the flat rows the LM head runs on (each once), and per scored token
+    its position in ``keep`` and its target (``members`` in batch order, ``lengths`` their
+    continuation lengths)."""
 
     layout: PrefixLayout
     keep: Tensor
@@ -178,8 +179,10 @@ def _plan_batch(requests: Sequence[Request], batch: list[_Unique], device: Any) 
         for u, seq, rows in zip(batch, seqs, layout.rows, strict=True)
     ]).to(layout.inputs["input_ids"].device)  # fmt: skip
     members, rows, targets = _targets(requests, batch)
+    # inputs sharing a prefix share the flat rows of its positions: the head runs on each once
+    keep, where = torch.unique(keep, return_inverse=True)
     pairs = sum(causal_pairs(sp.stop - sp.start, len(sp.kv_rows)) for sp in layout.spans)
-    return BatchPlan(layout, keep, members, rows.to(device), targets.to(device),
+    return BatchPlan(layout, keep, members, where[rows].to(device), targets.to(device),
                      [len(requests[m][1]) for m in members], pairs)  # fmt: skip
 
 
