@@ -58,16 +58,19 @@ SIZES = {
 }
 CELL = ["experiment=study", "method=dpo", "logger=none", "model.micro.seed=0"]
 WAYS = {"checkpoints": "eval.in_training=false", "in_training": "eval.in_training=true"}
+BEFORE = "ce7b3a5"  # main before issue 24: the checkpoint path as the issue measured it
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1",
        "WANDB_MODE": "disabled", "BAPO_N_JOBS": "2"}  # fmt: skip
 
 
-def timed(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd`` from the repository; wall and CPU seconds (children's user + system)."""
+def timed(cmd: list[str], log: Path, cwd: Path = REPO) -> dict:
+    """Run ``cmd`` in ``cwd`` (the repository); wall and CPU seconds (children's user + system).
+    ``python -m bapo_exp`` imports the package found in ``cwd`` first (the editable install's
+    finder comes after the working directory), so a checkout of another commit runs its code."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with log.open("w") as fh:
-        rc = subprocess.run(cmd, cwd=REPO, env=ENV, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, cwd=cwd, env=ENV, stdout=fh, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc != 0:
@@ -121,40 +124,66 @@ def warm_cache(tmp: Path, sizes: list[str], cache: Path) -> dict:
     return {"warmup_wall_s": t["wall_s"], "reference_s": ref}
 
 
-def cells(tmp: Path, sizes: list[str]) -> dict:
-    out = {}
-    for way, switch in WAYS.items():
+def export_before(tmp: Path) -> Path:
+    """The repository at ``BEFORE`` (``git archive``: no worktree, nothing in .git changes)."""
+    out = tmp / f"repo_{BEFORE}"
+    out.mkdir()
+    archive = subprocess.run(["git", "archive", BEFORE], cwd=REPO, check=True,
+                             capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def ways(tmp: Path, before: bool) -> dict[str, tuple[str | None, Path]]:
+    """way -> (its eval.in_training override, the checkout it runs in)."""
+    out: dict[str, tuple[str | None, Path]] = {w: (o, REPO) for w, o in WAYS.items()}
+    if before:
+        out = {f"before_{BEFORE}": (None, export_before(tmp)), **out}
+    return out
+
+
+def ratios(out: dict) -> None:
+    """Wall and CPU time of each other way over the in-training path's (speedups)."""
+    new = out["in_training"]
+    for way in [w for w in out if w != "in_training" and isinstance(out[w], dict)]:
+        tag = "" if way == "checkpoints" else f"_vs_{way.removeprefix('before_')}"
+        out[f"speedup_wall{tag}"] = round(out[way]["wall_s"] / new["wall_s"], 2)
+        out[f"speedup_cpu{tag}"] = round(out[way]["cpu_s"] / new["cpu_s"], 2)
+
+
+def cells(tmp: Path, sizes: list[str], runs: dict) -> dict:
+    out: dict = {}
+    for way, (switch, cwd) in runs.items():
         cache = tmp / f"cache_{way}"
         shutil.copytree(tmp / "cache", cache)
         run = tmp / f"cell_{way}"
-        t = timed(bapo(*CELL, *sizes, switch, f"hydra.run.dir={run}", f"paths.cache_dir={cache}"),
-                  tmp / f"cell_{way}.log")  # fmt: skip
+        cmd = [*CELL, *sizes, *([switch] if switch else []), f"hydra.run.dir={run}"]
+        t = timed(bapo(*cmd, f"paths.cache_dir={cache}"), tmp / f"cell_{way}.log", cwd)
         out[way] = {**t, **split(run, t["wall_s"])}
         summary = json.loads((run / "eval" / "summary.json").read_text())
         out[way]["items"] = {k: summary.get(k) for k in ("synthetic_knowledge/n",
                              "synthetic_alignment/n", "gen/n")}  # fmt: skip
-    out["identical_numbers"] = numbers(tmp / "cell_checkpoints") == numbers(
-        tmp / "cell_in_training"
-    )
-    out["speedup_wall"] = round(out["checkpoints"]["wall_s"] / out["in_training"]["wall_s"], 2)
-    out["speedup_cpu"] = round(out["checkpoints"]["cpu_s"] / out["in_training"]["cpu_s"], 2)
+    new = numbers(tmp / "cell_in_training")
+    out["identical_numbers"] = numbers(tmp / "cell_checkpoints") == new
+    if (before := tmp / f"cell_before_{BEFORE}").exists():
+        out[f"identical_numbers_to_{BEFORE}"] = numbers(before) == new
+    ratios(out)
     return out
 
 
-def grids(tmp: Path, sizes: list[str], n: int) -> dict:
-    out = {}
+def grids(tmp: Path, sizes: list[str], n: int, runs_in: dict) -> dict:
+    out: dict = {}
     seeds = ",".join(str(i) for i in range(n))
-    for way, switch in WAYS.items():
+    for way, (switch, cwd) in runs_in.items():
         cache = tmp / f"gridcache_{way}"
         shutil.copytree(tmp / "cache", cache)
         runs = tmp / f"grid_{way}"
-        t = timed(bapo("-m", *CELL, *sizes, switch, f"seed={seeds}", "hydra/launcher=local_joblib",
-                       f"paths.runs_dir={runs}", f"paths.cache_dir={cache}"),
-                  tmp / f"grid_{way}.log")  # fmt: skip
+        cmd = ["-m", *CELL, *sizes, *([switch] if switch else []), f"seed={seeds}",
+               "hydra/launcher=local_joblib", f"paths.runs_dir={runs}"]  # fmt: skip
+        t = timed(bapo(*cmd, f"paths.cache_dir={cache}"), tmp / f"grid_{way}.log", cwd)
         report = json.loads((runs / "study" / "multirun_report.json").read_text())
         out[way] = {**t, "cells": report["counts"]}
-    out["speedup_wall"] = round(out["checkpoints"]["wall_s"] / out["in_training"]["wall_s"], 2)
-    out["speedup_cpu"] = round(out["checkpoints"]["cpu_s"] / out["in_training"]["cpu_s"], 2)
+    ratios(out)
     return out
 
 
@@ -197,21 +226,27 @@ def main() -> None:
     parser.add_argument("--pretrain-bases", type=int, default=2)
     parser.add_argument("--keep", help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--cache", help="warm-up cache folder, kept (default: a fresh one)")
+    parser.add_argument(
+        "--no-before",
+        action="store_true",
+        help=f"skip the third way: the checkpoint path at commit {BEFORE}",
+    )
     args = parser.parse_args()
     n_grid = 4 if args.quick else args.grid_cells
     sizes = SIZES[args.sizes]
     payload: dict = {"machine": machine(1), "settings": {
         "sizes": args.sizes, "overrides": [*CELL, *sizes], "grid_cells": n_grid,
-        "launcher": "local_joblib, 2 workers", "quick": args.quick}}  # fmt: skip
+        "launcher": "local_joblib, 2 workers", "quick": args.quick, "before": BEFORE}}  # fmt: skip
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="study_cell_"))
     tmp.mkdir(parents=True, exist_ok=True)
     payload["warmup"] = warm_cache(tmp, sizes, Path(args.cache or tmp / "warm_cache"))
-    payload["cell"] = cells(tmp, sizes)
-    payload["grid"] = grids(tmp, sizes, n_grid)
+    runs = ways(tmp, not args.no_before)
+    payload["cell"] = cells(tmp, sizes, runs)
+    payload["grid"] = grids(tmp, sizes, n_grid, runs)
     payload["pretraining"] = pretraining(tmp, args.pretrain_bases, 100 if args.quick else 800)
     rows = [{"way": w, **{k: v for k, v in payload["cell"][w].items() if k != "items"}}
-            for w in WAYS]  # fmt: skip
-    for w in WAYS:
+            for w in runs]  # fmt: skip
+    for w in runs:
         rows.append({"way": f"grid of {n_grid}: {w}", **payload["grid"][w]})
     name = "study_cell" if args.sizes == "next" else f"study_cell_{args.sizes}"
     finish(name, payload, rows, ["way", "wall_s", "cpu_s", "startup_s", "reference_s",
