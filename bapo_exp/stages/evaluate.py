@@ -34,7 +34,7 @@ from bapo_exp.references import RefTable, score_examples
 from bapo_exp.stages.common import base_responses_of, load_data, named_model
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
-from bapo_exp.training.forward import blocks, policy_batch, policy_logps
+from bapo_exp.training.forward import PolicyData, blocks, policy_batch, policy_logps
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,22 @@ def load_evaluated(cfg: Config, ckpt: str | None):
 
 
 @torch.no_grad()
-def likelihood_personalisation(cfg: Config, model, tokenizer, data, base, table) -> dict:
-    """pref_acc, reward margin and drifts on held-out pairs, against the main reference."""
-    from bapo_exp.evaluation.personalisation import put
+def heldout_tokens(cfg: Config, tokenizer, data, base) -> PolicyData:
+    """The held-out pairs' token ids (chosen, rejected, base) in the policy's template."""
     from bapo_exp.modeling.tokenize import Tokenization
     from bapo_exp.stages.train import tokenize_policy
 
-    pdata = tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
+    return tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
+
+
+def likelihood_personalisation(
+    cfg: Config, model, tokenizer, data, base, table, pdata: PolicyData | None = None
+) -> dict:
+    """pref_acc, reward margin and drifts on held-out pairs, against the main reference
+    (``pdata``: ``heldout_tokens``, if already made)."""
+    from bapo_exp.evaluation.personalisation import put
+
+    pdata = pdata or heldout_tokens(cfg, tokenizer, data, base)
     values: dict[str, list[float]] = {}
     bs = cfg.eval.batch_size
     for start in range(0, len(data.heldout), bs):
@@ -165,6 +174,7 @@ class Personalisation:
     items: list[GenItem]
     base: dict[str, str]  # prompt -> y_b, for the prompts used
     table: RefTable | None  # the held-out pairs' reference log-probs (trained models)
+    tokens: PolicyData | None = None  # the held-out pairs' token ids (trained models)
 
 
 def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> Personalisation:
@@ -178,10 +188,11 @@ def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> 
     items = select_items(data.heldout, settings.n_prompts)
     held = data.heldout if trained else [p for it in items for p in it.pairs]
     base = base_responses_of(cfg, main, [e.prompt for e in held])  # y_b of the prompts used
-    table = None
+    table = tokens = None
     if trained and data.heldout:
         table = score_examples([main], data.heldout, base, cfg.reference)
-    return Personalisation(data, main, settings, items, base, table)
+        tokens = heldout_tokens(cfg, tokenizer, data, base)
+    return Personalisation(data, main, settings, items, base, table, tokens)
 
 
 def personalisation(cfg: Config, parts: Personalisation, folder: Path, model, tokenizer) -> dict:
@@ -191,7 +202,7 @@ def personalisation(cfg: Config, parts: Personalisation, folder: Path, model, to
     out: dict = {}
     if parts.table is not None:
         out.update(likelihood_personalisation(cfg, model, tokenizer, parts.data, parts.base,
-                                              parts.table))  # fmt: skip
+                                              parts.table, parts.tokens))  # fmt: skip
     settings = parts.settings
     out.update(run_generated(
         settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), parts.items,
@@ -298,7 +309,8 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     ckpt = checkpoint_of(cfg, run)
     curve = at_step_checkpoints(cfg, run)
     # points the train stage evaluated in memory (eval.in_training), with these eval settings
-    points = eval_points.finished(cfg, run) if ckpt and not cfg.eval.ckpt else {}
+    taken = ckpt and not cfg.eval.ckpt and cfg.eval.in_training
+    points = eval_points.finished(cfg, run) if taken else {}
     final = (run.summary("train") or {}).get("total_steps")
     out = run.root / "eval"
     summary = eval_points.take(points.get(final), ckpt, out) or evaluate_checkpoint(cfg, ckpt, out)
