@@ -34,7 +34,7 @@ from bapo_exp.references import RefTable, score_examples
 from bapo_exp.stages.common import base_responses_of, load_data, named_model
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
-from bapo_exp.training.forward import PolicyData, blocks, policy_batch, policy_logps
+from bapo_exp.training.forward import PolicyData, blocks, policy_logps
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,32 @@ def load_evaluated(cfg: Config, ckpt: str | None):
     return model, tokenizer
 
 
-@torch.no_grad()
 def heldout_tokens(cfg: Config, tokenizer, data, base) -> PolicyData:
     """The held-out pairs' token ids (chosen, rejected, base) in the policy's template."""
     from bapo_exp.modeling.tokenize import Tokenization
     from bapo_exp.stages.train import tokenize_policy
 
     return tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
+
+
+@torch.no_grad()
+def distinct_logps(model, seqs: list, pad_id: int, batch: int, reduce: str):
+    """Response log-probs and token counts of ``seqs``, each distinct sequence scored once (the
+    held-out pairs of a prompt share its chosen and base responses), ``batch`` at a time."""
+    from bapo_exp.modeling.tokenize import collate
+
+    keys = [(tuple(s.ids), s.n_prompt) for s in seqs]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    order = sorted(set(first.values()))
+    where = {keys[i]: j for j, i in enumerate(order)}
+    lps, nts = [], []
+    for start in range(0, len(order), batch):
+        chunk = [seqs[i] for i in order[start : start + batch]]
+        lp, nt = policy_logps(model, collate(chunk, pad_id=pad_id, side="right"), reduce)
+        lps.append(lp)
+        nts.append(nt)
+    back = torch.tensor([where[k] for k in keys], dtype=torch.long)
+    return torch.cat(lps)[back], torch.cat(nts)[back]
 
 
 def likelihood_personalisation(
@@ -94,22 +113,18 @@ def likelihood_personalisation(
     from bapo_exp.evaluation.personalisation import put
 
     pdata = pdata or heldout_tokens(cfg, tokenizer, data, base)
-    values: dict[str, list[float]] = {}
-    bs = cfg.eval.batch_size
-    for start in range(0, len(data.heldout), bs):
-        idx = list(range(start, min(start + bs, len(data.heldout))))
-        lp, nt = policy_logps(model, policy_batch(pdata, idx, with_base=True), cfg.reference.reduce)
-        chosen, rejected, base_lp = blocks(lp, len(idx))
-        n_chosen, n_rejected, _ = blocks(nt, len(idx))
-        ref = table.select(idx)
-        metrics = pair_metrics(PairLogps(chosen, rejected, n_chosen, n_rejected), ref.pair(),
-                               cfg.method.beta)  # fmt: skip
-        metrics["drift/base"] = base_lp - ref.role("base")
-        for k, v in metrics.items():
-            values.setdefault(k, []).extend(v.float().tolist())
+    n = len(data.heldout)
+    lp, nt = distinct_logps(model, [*pdata.chosen, *pdata.rejected, *pdata.base], pdata.pad_id,
+                            3 * cfg.eval.batch_size, cfg.reference.reduce)  # fmt: skip
+    chosen, rejected, base_lp = blocks(lp, n)
+    n_chosen, n_rejected, _ = blocks(nt, n)
+    ref = table.select(list(range(n)))
+    metrics = pair_metrics(PairLogps(chosen, rejected, n_chosen, n_rejected), ref.pair(),
+                           cfg.method.beta)  # fmt: skip
+    metrics["drift/base"] = base_lp - ref.role("base")
     out: dict = {}
-    for k, v in values.items():
-        put(out, f"personal/{k}", v)
+    for k, v in metrics.items():
+        put(out, f"personal/{k}", v.float().tolist())
     return out
 
 
