@@ -101,8 +101,9 @@ def study_cell_rows(folder: Path) -> list[str]:
     items = new["items"]
     same = "identical numbers" if cell["identical_numbers"] else "DIFFERENT numbers"
     setting = (f"micro base, DPO 80 steps, {new['eval_points']} evaluation points, "
-               f"{items['gen/n']} generation prompts, {items['synthetic_knowledge/n']} knowledge "
-               f"+ {items['synthetic_alignment/n']} alignment items")  # fmt: skip
+               f"{items['gen/n']:.0f} generation prompts, "
+               f"{items['synthetic_knowledge/n']:.0f} knowledge "
+               f"+ {items['synthetic_alignment/n']:.0f} alignment items")  # fmt: skip
     before = result["settings"].get("before")
     return [
         f"| study cell, eval in training vs from checkpoints | {setting} | "
