@@ -62,9 +62,13 @@ readme: install  ## Rewrite the README's generated sections from results/demo an
 STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_anchor_seeds \
 	study_mrpo study_mrpo_controls study_exposure study_mixing
 STUDY_LAUNCHER ?= local_joblib
+# every base of the study is pretrained first, this many at once (one thread each; issue 24)
+STUDY_PRETRAIN_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 study: install  ## The study: every claim on 5 base models, verdicts with intervals -> results/study/
 	@start=$$(date +%s); rc=0; \
 	mkdir -p runs/study/reports; \
+	$(PY) -m bapo_exp.synthetic.bases $(STUDY_PRESETS) --processes $(STUDY_PRETRAIN_PROCESSES) \
+		-- $(ARGS) || rc=1; \
 	for x in $(STUDY_PRESETS); do \
 		$(PY) -m bapo_exp -m experiment=$$x hydra/launcher=$(STUDY_LAUNCHER) $(ARGS) || rc=1; \
 		cp runs/study/multirun_report.json runs/study/reports/$$x.json; \

@@ -322,10 +322,15 @@ class EvalConfig:
     # their weights (checkpoints/at_step_<N>), the eval stage writes eval/at_step/<N>/, so one
     # run traces a curve of retention against personalisation (analysis.load_curves)
     at_steps: list[int] = field(default_factory=list)
+    # evaluate eval.at_steps and the final model inside the train stage, on the model in memory
+    # (tasks, requests and data prepared once per run; same numbers and files as evaluating the
+    # kept checkpoints); false: the eval stage loads each checkpoint (stages/eval_points.py)
+    in_training: bool = True
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None
-    gen_batch_size: int | None = 32  # prompts decoded together; null = eval.batch_size
+    gen_batch_size: int | None = 32  # prompts decoded together; null = sized by gen_token_budget
+    gen_token_budget: int = 16384  # gen_batch_size=null: prompts x (prompt + new tokens) per batch
     judge: str | None = None  # conf/model/ name of the judge; null = main reference; "none" = off
     judge_template: str = "{prompt} {instruction}"  # judge's prompt with the instruction (design)
     style_check: str | None = None  # a STYLE_CHECKS name; null = the one of data.name, if any

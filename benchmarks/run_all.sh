@@ -16,3 +16,4 @@ $PY benchmarks/dpo_vs_trl.py --model smollm2 --threads "$T" --modes online --rep
     --steps 4 --warmup 2 --tag online_repeats "$@"
 $PY benchmarks/eval_throughput.py --threads "$T" "$@"
 $PY benchmarks/verify_cost.py "$@"
+$PY benchmarks/study_cell.py "$@"                          # issue 24 (threads: model.threads=1)

@@ -83,7 +83,46 @@ def eval_rows(folder: Path) -> list[str]:
     return rows
 
 
+def _vs(part: dict, before: str | None) -> str:
+    """The in-training path's speedup over the checkpoint path of main before issue 24."""
+    key = f"speedup_wall_vs_{before}"
+    return f"; {part[key]:.2f}x wall vs main before issue 24 ({before})" if key in part else ""
+
+
+def study_cell_rows(folder: Path) -> list[str]:
+    """A study cell and a grid, evaluated inside training vs from the kept checkpoints, and micro
+    bases pretrained together vs one process each (``benchmarks/study_cell.py``; none if the
+    benchmark has not been run)."""
+    if not (folder / "study_cell.json").exists():
+        return []
+    result = _load(folder, "study_cell")
+    cell, grid, pre = result["cell"], result["grid"], result["pretraining"]
+    new, old = cell["in_training"], cell["checkpoints"]
+    items = new["items"]
+    same = "identical numbers" if cell["identical_numbers"] else "DIFFERENT numbers"
+    setting = (f"micro base, DPO 80 steps, {new['eval_points']} evaluation points, "
+               f"{items['gen/n']:.0f} generation prompts, "
+               f"{items['synthetic_knowledge/n']:.0f} knowledge "
+               f"+ {items['synthetic_alignment/n']:.0f} alignment items")  # fmt: skip
+    before = result["settings"].get("before")
+    return [
+        f"| study cell, eval in training vs from checkpoints | {setting} | "
+        f"{cell['speedup_wall']:.2f}x wall ({new['wall_s']:.0f} vs {old['wall_s']:.0f} s), "
+        f"{cell['speedup_cpu']:.2f}x CPU{_vs(cell, before)}; eval {new['eval_share']:.0%} vs "
+        f"{old['eval_share']:.0%} of the cell; {same} | {_machine(result)} |",
+        f"| grid of {result['settings']['grid_cells']} such cells | "
+        f"{result['settings']['launcher']} | {grid['speedup_wall']:.2f}x wall "
+        f"({grid['in_training']['wall_s']:.0f} vs {grid['checkpoints']['wall_s']:.0f} s), "
+        f"{grid['speedup_cpu']:.2f}x CPU{_vs(grid, before)} | {_machine(result)} |",
+        f"| micro bases pretrained together vs one process each | {pre['bases']} bases x "
+        f"{pre['steps']} steps, 2 processes | {pre['speedup_wall']:.2f}x wall "
+        f"({pre['together']['per_base_wall_s']:.0f} vs "
+        f"{pre['one_process_per_base']['per_base_wall_s']:.0f} s per base) | {_machine(result)} |",
+    ]
+
+
 def markdown(folder: Path) -> str:
     rows = trl_rows(folder) + overhead_rows(folder) + mfu_rows(folder) + eval_rows(folder)
+    rows += study_cell_rows(folder)
     head = ["| measure | setting | result | machine |", "| --- | --- | --- | --- |"]
     return "\n".join(head + rows) + "\n"

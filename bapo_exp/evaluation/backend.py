@@ -32,7 +32,12 @@ from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
 from bapo_exp.choices import EvalBackend
-from bapo_exp.modeling.continuations import score_continuations, truncate_like_hflm
+from bapo_exp.modeling.continuations import (
+    plan_scoring,
+    score_continuations,
+    truncate_like_hflm,
+)
+from bapo_exp.modeling.scoring import model_device
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,18 @@ class _Checked:
     which calls ``_loglikelihood_tokens`` itself."""
 
     _instances: list | None = None
+    _pairs: dict | None = None  # (context, continuation) -> its encoding (TemplateLM's rules)
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """``TemplateLM._encode_pair``, once per distinct pair for the life of this LM: a model
+        evaluated again (``harness.SuiteSession``, e.g. at several training steps) is not
+        tokenized again. The encodings depend on the tokenizer only."""
+        if self._pairs is None:
+            self._pairs = {}
+        key = (context, continuation)
+        if key not in self._pairs:
+            self._pairs[key] = super()._encode_pair(context, continuation)
+        return self._pairs[key]
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list:
         self._instances = requests
@@ -129,11 +146,21 @@ class BapoLM(_Checked, HFLM):
                    desc="Running loglikelihood requests (bapo)")  # fmt: skip
         with bar:
             out = score_continuations(self.model, pairs, token_budget=self.token_budget,
-                                      progress=bar)  # fmt: skip
+                                      progress=bar, plan=self._plan(pairs))  # fmt: skip
         for (request_str, _, _), answer in zip(requests, out, strict=True):
             if request_str is not None:
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return out
+
+    def _plan(self, pairs: list) -> list:
+        """The scorer's forwards for these requests, planned once per distinct request list
+        (the same suite scored again, e.g. at another training step, reuses its plan)."""
+        key = tuple((tuple(ctx), tuple(cont)) for ctx, cont in pairs)
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            plans[key] = plan_scoring(pairs, token_budget=self.token_budget,
+                                      device=model_device(self.model))  # fmt: skip
+        return plans[key]
 
 
 def make_backend(

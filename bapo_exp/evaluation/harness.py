@@ -14,9 +14,11 @@ functions in ``tasks/utils.py``, so nothing touches the hub). ``model`` is a Hug
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,27 +124,167 @@ def _chance(samples: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _run_suite(lm: Any, manager: Any, suite: str, layout: dict, settings: dict) -> dict:
-    from lm_eval.evaluator import simple_evaluate
+def _prepare(loaded: dict) -> None:
+    """What ``simple_evaluate`` does to the loaded tasks before scoring: a task without a
+    ``num_fewshot`` gets 0, and every task its few-shot sampler seed (lm-eval's default)."""
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
 
-    top = layout[suite]["name"]
+    for task in loaded["tasks"].values():
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+
+
+def _reuse_requests(task: Any) -> None:
+    """Build ``task``'s requests on its first evaluation only; later evaluations score the same
+    ``Instance`` objects again with their responses cleared (the requests depend on the task and
+    its documents, not on the model)."""
+    build = task.build_all_requests
+    built: list[bool] = []
+
+    def build_once(**kwargs: Any) -> None:
+        if not built:
+            build(**kwargs)
+            built.append(True)
+            return
+        for inst in task.instances:
+            inst.resps, inst.filtered_resps = [], {}
+
+    task.build_all_requests = build_once
+
+
+def _run_suite(
+    lm: Any, loaded: dict, layout: dict, settings: dict, items: dict | None = None
+) -> dict:
+    """One suite through lm-eval's ``evaluate`` (what ``simple_evaluate`` runs, without its
+    environment report: pip and other subprocesses, seconds per call, none of it kept).
+
+    ``items``: the suite's per-task item counts and chance rates when already known (they do not
+    depend on the model); else lm-eval logs its samples to count them (the samples are not kept).
+    """
+    from lm_eval.evaluator import evaluate as lm_eval_evaluate
+
     start = time.perf_counter()
-    out = simple_evaluate(
-        model=lm,
-        tasks=[top],
-        task_manager=manager,
-        limit=settings["limit"],
-        log_samples=True,  # per-item #choices for the chance rate; not kept
-        random_seed=None,  # scoring is deterministic: leave the caller's RNG state alone
-        numpy_random_seed=None,
-        torch_random_seed=None,
-    )
+    out = lm_eval_evaluate(lm=lm, task_dict=loaded, limit=settings["limit"],
+                           log_samples=items is None)  # fmt: skip
     record = {k: out[k] for k in KEEP_BLOCKS if k in out}
-    record["items"] = _chance(out.get("samples", {}))
+    record["items"] = _chance(out.get("samples", {})) if items is None else items
     record["layout"] = layout
     record["settings"] = settings
     record["wall_time_s"] = time.perf_counter() - start
     return record
+
+
+class SuiteSession:
+    """The suites' lm-eval tasks and requests, built once; :meth:`run` scores a model on them.
+
+    Evaluating several models (or one model at several training steps) builds the task files,
+    loads the documents and renders the requests once; only the scoring is repeated. A run of a
+    session returns what :func:`evaluate` returns for the same model.
+
+        with SuiteSession(["hhh"], data_root, limit=None) as session:
+            for model in models:
+                records = session.run(model, tokenizer, out_dir=...)
+
+    Args: as :func:`evaluate` (``suites`` .. ``cache_dir``: the tasks; ``batch_size``,
+    ``backend``, ``token_budget``: the lm-eval model made for each evaluated model).
+    """
+
+    def __init__(
+        self, suites: Sequence[str], data_root: str | Path, *, limit: int | None,
+        batch_size: int = 8, num_fewshot: int = 0, mmlu_subjects: Sequence[str] | None = None,
+        mc_format: str = "auto", mmlu_categories: str = "lm_eval", data: Any = None,
+        cache_dir: str | None = None, backend: str = "bapo", token_budget: int = 2048,
+    ) -> None:  # fmt: skip
+        from lm_eval.tasks import TaskManager
+
+        self.suites = list(suites)
+        self.lm_args = {"batch_size": batch_size, "backend": backend, "token_budget": token_budget}
+        self.settings = {
+            "data_root": str(Path(data_root).expanduser().resolve()),
+            "limit": limit,
+            "num_fewshot": num_fewshot,
+            "mmlu_subjects": list(mmlu_subjects) if mmlu_subjects else None,
+            "mc_format": {s: mc_format_of(s, mc_format) for s in self.suites},
+            "mmlu_categories": str(mmlu_categories),
+        }
+        _quiet_lm_eval()
+        self._dir = tempfile.TemporaryDirectory(prefix="bapo_eval_tasks_")
+        self.layouts = build_tasks(
+            data_root, self.suites, self._dir.name, num_fewshot=num_fewshot,
+            mmlu_subjects=mmlu_subjects, mc_format=mc_format, mmlu_categories=mmlu_categories,
+            data=data, cache_dir=cache_dir,
+        )  # fmt: skip
+        manager = TaskManager(include_path=self._dir.name, include_defaults=False)
+        self.loaded: dict[str, dict] = {}
+        for suite in self.suites:
+            self.loaded[suite] = manager.load([self.layouts[suite][suite]["name"]])
+            _prepare(self.loaded[suite])
+            for task in self.loaded[suite]["tasks"].values():
+                _reuse_requests(task)
+        self._items: dict[str, dict] = {}  # suite -> per-task n and chance (model-independent)
+        self._lm: tuple[Any, Any] | None = None  # (model, its lm-eval LM), reused for that model
+
+    def lm(self, model: Any, tokenizer: Any = None) -> Any:
+        """The lm-eval LM of ``model`` (the same object for the same model: its encodings are
+        kept, see ``evaluation.backend``)."""
+        if self._lm is None or self._lm[0] is not model:
+            self._lm = (model, make_lm(model, tokenizer, **self.lm_args))
+        return self._lm[1]
+
+    def run(self, model: Any, tokenizer: Any = None, out_dir: Path | None = None) -> dict:
+        """``{suite: record}`` of ``model`` (see :func:`evaluate`); the model's train/eval mode
+        is restored."""
+        was_training = getattr(model, "training", False) is True  # HFLM switches to eval mode
+        lm = self.lm(model, tokenizer)
+        settings = {**self.settings, "backend": type(lm).__name__}  # BapoLM, CheckedHFLM, given
+        results: dict[str, dict] = {}
+        try:
+            if was_training:
+                model.eval()
+            for suite in self.suites:
+                results[suite] = _run_suite(lm, self.loaded[suite], self.layouts[suite],
+                                            settings, self._items.get(suite))  # fmt: skip
+                self._items[suite] = results[suite]["items"]
+                log.info("eval %s done in %.1f s", suite, results[suite]["wall_time_s"])
+                if out_dir is not None:
+                    write_json_atomic(Path(out_dir) / f"{suite}.json", results[suite])
+        finally:
+            if was_training:
+                model.train()
+        return results
+
+    def release(self) -> None:
+        """Drop the lm-eval LM (and with it the last model scored); the tasks stay."""
+        self._lm = None
+
+    def close(self) -> None:
+        self._dir.cleanup()
+        self._lm = None
+
+    def __enter__(self) -> SuiteSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SHARED: OrderedDict[str, SuiteSession] = OrderedDict()
+MAX_SHARED = 4  # sessions a process keeps (a grid's cells share one)
+
+
+def shared_session(suites: Sequence[str], data_root: str | Path, **kwargs: Any) -> SuiteSession:
+    """A :class:`SuiteSession` kept for the life of the process, one per set of arguments: the
+    later cells of a grid run by a warm worker (``hydra/launcher=local_joblib`` reuses its
+    processes) build no task and render no request. Call ``release()`` when done scoring."""
+    key = json.dumps([list(suites), str(data_root), kwargs], sort_keys=True, default=str)
+    if key in _SHARED:
+        _SHARED.move_to_end(key)
+        return _SHARED[key]
+    session = _SHARED[key] = SuiteSession(suites, data_root, **kwargs)
+    while len(_SHARED) > MAX_SHARED:
+        _SHARED.popitem(last=False)[1].close()
+    return session
 
 
 def evaluate(
@@ -163,7 +305,7 @@ def evaluate(
     backend: str = "bapo",
     token_budget: int = 2048,
 ) -> dict[str, dict]:
-    """Run each suite through ``lm_eval.simple_evaluate`` on the in-memory model.
+    """Run each suite through lm-eval on the in-memory model (a one-model :class:`SuiteSession`).
 
     Args:
         model: ``transformers`` causal LM (plain or peft-wrapped) or an ``lm_eval`` ``LM``.
@@ -187,35 +329,9 @@ def evaluate(
         ``settings`` (data root, limit, shots, subjects) and ``wall_time_s``.
         :func:`bapo_exp.evaluation.summary.flatten` turns it into flat keys.
     """
-    from lm_eval.tasks import TaskManager
-
-    settings = {
-        "data_root": str(Path(data_root).expanduser().resolve()),
-        "limit": limit,
-        "num_fewshot": num_fewshot,
-        "mmlu_subjects": list(mmlu_subjects) if mmlu_subjects else None,
-        "mc_format": {s: mc_format_of(s, mc_format) for s in suites},
-        "mmlu_categories": str(mmlu_categories),
-    }
-    was_training = getattr(model, "training", False) is True  # HFLM switches to eval mode
-    lm = make_lm(model, tokenizer, batch_size, backend, token_budget)
-    settings["backend"] = type(lm).__name__  # BapoLM (ours), CheckedHFLM (lm-eval's) or given
-    _quiet_lm_eval()
-    results: dict[str, dict] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bapo_eval_tasks_") as task_dir:
-            layouts = build_tasks(
-                data_root, suites, task_dir, num_fewshot=num_fewshot,
-                mmlu_subjects=mmlu_subjects, mc_format=mc_format, mmlu_categories=mmlu_categories,
-                data=data, cache_dir=cache_dir,
-            )  # fmt: skip
-            manager = TaskManager(include_path=task_dir, include_defaults=False)
-            for suite in suites:
-                results[suite] = _run_suite(lm, manager, suite, layouts[suite], settings)
-                log.info("eval %s done in %.1f s", suite, results[suite]["wall_time_s"])
-                if out_dir is not None:
-                    write_json_atomic(Path(out_dir) / f"{suite}.json", results[suite])
-    finally:
-        if was_training:
-            model.train()
-    return results
+    with SuiteSession(
+        suites, data_root, limit=limit, batch_size=batch_size, num_fewshot=num_fewshot,
+        mmlu_subjects=mmlu_subjects, mc_format=mc_format, mmlu_categories=mmlu_categories,
+        data=data, cache_dir=cache_dir, backend=backend, token_budget=token_budget,
+    ) as session:  # fmt: skip
+        return session.run(model, tokenizer, out_dir)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from bapo_exp.modeling.prefix_share import (
+    PrefixLayout,
     common_prefix,
     expect_prefix_calls,
     prefix_layout,
@@ -153,16 +154,56 @@ def _targets(requests: Sequence[Request], batch: list[_Unique]) -> tuple[list[in
     return members, torch.tensor(rows), torch.tensor(targets)
 
 
-def _score_batch(model: Any, requests: Sequence[Request], batch: list[_Unique]) -> dict:
-    """One prefix-shared forward over the distinct inputs of ``batch``; returns
-    ``{request index: (logprob, is_greedy)}`` for all their members."""
+@dataclass
+class BatchPlan:
+    """One forward of the scorer, prepared without the model: the prefix-shared layout of the
+    batch's distinct inputs, the flat rows the LM head runs on (each once), and per scored token
+    its position in ``keep`` and its target (``members`` in batch order, ``lengths`` their
+    continuation lengths)."""
+
+    layout: PrefixLayout
+    keep: Tensor
+    members: list[int]
+    rows: Tensor
+    targets: Tensor
+    lengths: list[int]
+    pairs: int  # causal (query, key) pairs of its attention (SCORER_STATS)
+
+
+def _plan_batch(requests: Sequence[Request], batch: list[_Unique], device: Any) -> BatchPlan:
     seqs = [_input(requests, u) for u in batch]
-    layout = prefix_layout(seqs, device=model_device(model))
+    layout = prefix_layout(seqs, device=device)
     # kept rows: the positions predicting each representative's continuation tokens
     keep = torch.cat([
         rows[len(seq) - len(requests[u.rep][1]) :]
         for u, seq, rows in zip(batch, seqs, layout.rows, strict=True)
     ]).to(layout.inputs["input_ids"].device)  # fmt: skip
+    members, rows, targets = _targets(requests, batch)
+    # inputs sharing a prefix share the flat rows of its positions: the head runs on each once
+    keep, where = torch.unique(keep, return_inverse=True)
+    pairs = sum(causal_pairs(sp.stop - sp.start, len(sp.kv_rows)) for sp in layout.spans)
+    return BatchPlan(layout, keep, members, where[rows].to(device), targets.to(device),
+                     [len(requests[m][1]) for m in members], pairs)  # fmt: skip
+
+
+def plan_scoring(
+    requests: Sequence[Request], *, token_budget: int = 2048, device: Any = "cpu"
+) -> list[BatchPlan]:
+    """The forwards ``score_continuations`` runs for ``requests`` (they depend on the token ids
+    and the budget only: plan once, score any model of the same tokenizer with ``plan=``)."""
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    for i, (ctx, cont) in enumerate(requests):
+        if not ctx or not cont:
+            raise ValueError(f"request {i}: empty context ({len(ctx)}) or continuation "
+                             f"({len(cont)}) token ids")  # fmt: skip
+    return [_plan_batch(requests, b, device) for b in _batches(requests, token_budget)]
+
+
+def _score_batch(model: Any, plan: BatchPlan) -> dict:
+    """One prefix-shared forward over the distinct inputs of a batch; returns
+    ``{request index: (logprob, is_greedy)}`` for all their members."""
+    layout, keep = plan.layout, plan.keep
     with expect_prefix_calls(model):
         logits = model(**layout.inputs, use_cache=False, logits_to_keep=keep).logits[0]
     if logits.dim() != 2 or logits.shape[0] != keep.numel():
@@ -170,14 +211,13 @@ def _score_batch(model: Any, requests: Sequence[Request], batch: list[_Unique]) 
             f"{type(model).__name__} ignored logits_to_keep as an index tensor (logits "
             f"{tuple(logits.shape)}, expected ({keep.numel()}, V)); use eval.backend=hf"
         )
-    members, rows, targets = _targets(requests, batch)
-    picked, greedy = _pick(logits, rows.to(logits.device), targets.to(logits.device))
-    pairs = sum(causal_pairs(sp.stop - sp.start, len(sp.kv_rows)) for sp in layout.spans)
-    _count(len(batch), layout.inputs["input_ids"].shape[1], keep.numel(), pairs)
-    lengths = [len(requests[m][1]) for m in members]
+    picked, greedy = _pick(logits, plan.rows, plan.targets)
+    _count(len(layout.rows), layout.inputs["input_ids"].shape[1], keep.numel(), plan.pairs)
     return {
         m: (float(lp.sum()), bool(g.all()))
-        for m, lp, g in zip(members, picked.split(lengths), greedy.split(lengths), strict=True)
+        for m, lp, g in zip(
+            plan.members, picked.split(plan.lengths), greedy.split(plan.lengths), strict=True
+        )  # fmt: skip
     }
 
 
@@ -195,8 +235,9 @@ def _count(sequences: int, body: int, head: int, attention: int) -> None:
 
 
 def score_continuations(
-    model: Any, requests: Sequence[Request], *, token_budget: int = 2048, progress: Any = None
-) -> list[tuple[float, bool]]:
+    model: Any, requests: Sequence[Request], *, token_budget: int = 2048, progress: Any = None,
+    plan: list[BatchPlan] | None = None,
+) -> list[tuple[float, bool]]:  # fmt: skip
     """``(logprob, is_greedy)`` of each continuation given its context, in request order.
 
     Args:
@@ -207,20 +248,17 @@ def score_continuations(
             the model's window.
         token_budget: distinct tokens per forward pass (a longer input runs alone).
         progress: optional tqdm-like bar, advanced by the requests of each batch.
+        plan: ``plan_scoring(requests, token_budget=..., device=...)`` if already made.
 
     Raises:
         ValueError: on an empty context or continuation, or a budget below 1.
     """
-    if token_budget < 1:
-        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
-    for i, (ctx, cont) in enumerate(requests):
-        if not ctx or not cont:
-            raise ValueError(f"request {i}: empty context ({len(ctx)}) or continuation "
-                             f"({len(cont)}) token ids")  # fmt: skip
+    if plan is None:
+        plan = plan_scoring(requests, token_budget=token_budget, device=model_device(model))
     out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
     with eval_mode(model), torch.no_grad(), prefix_shared_attention(model):
-        for batch in _batches(requests, token_budget):
-            done = _score_batch(model, requests, batch)
+        for batch in plan:
+            done = _score_batch(model, batch)
             for i, res in done.items():
                 out[i] = res
             if progress is not None:

@@ -24,6 +24,7 @@ Rules (each one is tested):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -87,16 +88,23 @@ def tokenizer_digest(tokenizer: Any) -> str:
     """Hash of everything that maps text to ids (vocab, merges, normalizer, pre-tokenizer,
     post-processor, special tokens). The backend's padding/truncation state is excluded: it is
     mutated by calls such as ``tokenizer(..., padding=True)`` and does not change our ids."""
-    data = _backend_json(tokenizer)
+    specials = (tokenizer.bos_token_id, tokenizer.eos_token_id, type(tokenizer).__name__)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return _specials_digest(None, specials, vocab_digest(tokenizer))
+    return _specials_digest(backend.to_str(), specials, None)
+
+
+@functools.lru_cache(maxsize=32)
+def _specials_digest(backend: str | None, specials: tuple, vocab: str | None) -> str:
+    """``tokenizer_digest`` of a serialised backend (parsed once per distinct text: evaluating
+    a model at every training step does not parse its tokenizer again)."""
+    data = json.loads(backend) if backend is not None else None
     if data is not None:
         data.pop("padding", None)
         data.pop("truncation", None)
-    specials = {
-        "bos": tokenizer.bos_token_id,
-        "eos": tokenizer.eos_token_id,
-        "class": type(tokenizer).__name__,
-    }
-    return _digest({"backend": data or vocab_digest(tokenizer), "specials": specials})
+    bos, eos, cls = specials
+    return _digest({"backend": data or vocab, "specials": {"bos": bos, "eos": eos, "class": cls}})
 
 
 def same_tokenizer(tok_a: Any, tok_b: Any) -> bool:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bapo_exp.config import Config
+from bapo_exp.data.types import PreferenceData
+from bapo_exp.evaluation.personalisation import GenItem, GenSettings
 from bapo_exp.losses import get_loss
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
@@ -31,7 +34,7 @@ from bapo_exp.references import RefTable, score_examples
 from bapo_exp.stages.common import base_responses_of, load_data, named_model
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
-from bapo_exp.training.forward import blocks, policy_batch, policy_logps
+from bapo_exp.training.forward import PolicyData, blocks, policy_logps
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +88,54 @@ def load_evaluated(cfg: Config, ckpt: str | None):
     return model, tokenizer
 
 
-@torch.no_grad()
-def likelihood_personalisation(cfg: Config, model, tokenizer, data, base, table) -> dict:
-    """pref_acc, reward margin and drifts on held-out pairs, against the main reference."""
-    from bapo_exp.evaluation.personalisation import put
+def heldout_tokens(cfg: Config, tokenizer, data, base) -> PolicyData:
+    """The held-out pairs' token ids (chosen, rejected, base) in the policy's template."""
     from bapo_exp.modeling.tokenize import Tokenization
     from bapo_exp.stages.train import tokenize_policy
 
-    pdata = tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
-    values: dict[str, list[float]] = {}
-    bs = cfg.eval.batch_size
-    for start in range(0, len(data.heldout), bs):
-        idx = list(range(start, min(start + bs, len(data.heldout))))
-        lp, nt = policy_logps(model, policy_batch(pdata, idx, with_base=True), cfg.reference.reduce)
-        chosen, rejected, base_lp = blocks(lp, len(idx))
-        n_chosen, n_rejected, _ = blocks(nt, len(idx))
-        ref = table.select(idx)
-        metrics = pair_metrics(PairLogps(chosen, rejected, n_chosen, n_rejected), ref.pair(),
-                               cfg.method.beta)  # fmt: skip
-        metrics["drift/base"] = base_lp - ref.role("base")
-        for k, v in metrics.items():
-            values.setdefault(k, []).extend(v.float().tolist())
+    return tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
+
+
+@torch.no_grad()
+def distinct_logps(model, seqs: list, pad_id: int, batch: int, reduce: str):
+    """Response log-probs and token counts of ``seqs``, each distinct sequence scored once (the
+    held-out pairs of a prompt share its chosen and base responses), ``batch`` at a time."""
+    from bapo_exp.modeling.tokenize import collate
+
+    keys = [(tuple(s.ids), s.n_prompt) for s in seqs]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    order = sorted(set(first.values()))
+    where = {keys[i]: j for j, i in enumerate(order)}
+    lps, nts = [], []
+    for start in range(0, len(order), batch):
+        chunk = [seqs[i] for i in order[start : start + batch]]
+        lp, nt = policy_logps(model, collate(chunk, pad_id=pad_id, side="right"), reduce)
+        lps.append(lp)
+        nts.append(nt)
+    back = torch.tensor([where[k] for k in keys], dtype=torch.long)
+    return torch.cat(lps)[back], torch.cat(nts)[back]
+
+
+def likelihood_personalisation(
+    cfg: Config, model, tokenizer, data, base, table, pdata: PolicyData | None = None
+) -> dict:
+    """pref_acc, reward margin and drifts on held-out pairs, against the main reference
+    (``pdata``: ``heldout_tokens``, if already made)."""
+    from bapo_exp.evaluation.personalisation import put
+
+    pdata = pdata or heldout_tokens(cfg, tokenizer, data, base)
+    n = len(data.heldout)
+    lp, nt = distinct_logps(model, [*pdata.chosen, *pdata.rejected, *pdata.base], pdata.pad_id,
+                            3 * cfg.eval.batch_size, cfg.reference.reduce)  # fmt: skip
+    chosen, rejected, base_lp = blocks(lp, n)
+    n_chosen, n_rejected, _ = blocks(nt, n)
+    ref = table.select(list(range(n)))
+    metrics = pair_metrics(PairLogps(chosen, rejected, n_chosen, n_rejected), ref.pair(),
+                           cfg.method.beta)  # fmt: skip
+    metrics["drift/base"] = base_lp - ref.role("base")
     out: dict = {}
-    for k, v in values.items():
-        put(out, f"personal/{k}", v)
+    for k, v in metrics.items():
+        put(out, f"personal/{k}", v.float().tolist())
     return out
 
 
@@ -136,6 +163,16 @@ def make_judge(cfg: Config, main: Reference, exact_check: bool):
                          batch_size=cfg.eval.batch_size, name=name)  # fmt: skip
 
 
+def gen_batch_size(cfg: Config, max_new_tokens: int) -> int:
+    """``eval.gen_batch_size``, or when null as many prompts as ``eval.gen_token_budget`` tokens
+    hold at the longest (``model.max_prompt_tokens`` + ``max_new_tokens`` each): decoding reads
+    the weights once per step, so a small model decodes hundreds of prompts per step at little
+    more than the cost of one (the micro model: 292 at the default budget)."""
+    if cfg.eval.gen_batch_size:
+        return cfg.eval.gen_batch_size
+    return max(1, cfg.eval.gen_token_budget // (cfg.model.max_prompt_tokens + max_new_tokens))
+
+
 def gen_settings(cfg: Config, is_base: bool):
     """``GenSettings`` of this run (``evaluation.personalisation``)."""
     from bapo_exp.evaluation.personalisation import GenSettings, instructions_of, style_checker
@@ -144,7 +181,7 @@ def gen_settings(cfg: Config, is_base: bool):
     budget = cfg.eval.gen_max_new_tokens or base_budget
     return GenSettings(
         n_prompts=cfg.eval.gen_prompts, max_new_tokens=budget,
-        batch_size=cfg.eval.gen_batch_size or cfg.eval.batch_size,
+        batch_size=gen_batch_size(cfg, budget),
         z=cfg.eval.significance_z, cache_dir=cfg.paths.cache_dir,
         reuse_base=is_base and not cfg.reference.do_sample and budget == base_budget,
         style_check=style_checker(cfg.data.name, cfg.eval.style_check),
@@ -152,9 +189,23 @@ def gen_settings(cfg: Config, is_base: bool):
     )  # fmt: skip
 
 
-def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenizer) -> dict:
-    """Likelihood (trained models) and generated personalisation (every model), and verdicts."""
-    from bapo_exp.evaluation.personalisation import clears, run_generated, select_items
+@dataclass
+class Personalisation:
+    """What the personalisation metrics of a run need that does not depend on the evaluated
+    weights: the data, the main reference, the held-out items, y_b and the reference table."""
+
+    data: PreferenceData
+    main: Reference
+    settings: GenSettings
+    items: list[GenItem]
+    base: dict[str, str]  # prompt -> y_b, for the prompts used
+    table: RefTable | None  # the held-out pairs' reference log-probs (trained models)
+    tokens: PolicyData | None = None  # the held-out pairs' token ids (trained models)
+
+
+def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> Personalisation:
+    """The model-independent parts of :func:`personalisation` (``ckpt`` None: the base)."""
+    from bapo_exp.evaluation.personalisation import select_items
 
     data = load_data(cfg)
     main = main_reference(cfg, ckpt, model, tokenizer)
@@ -163,13 +214,25 @@ def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenize
     items = select_items(data.heldout, settings.n_prompts)
     held = data.heldout if trained else [p for it in items for p in it.pairs]
     base = base_responses_of(cfg, main, [e.prompt for e in held])  # y_b of the prompts used
-    out: dict = {}
+    table = tokens = None
     if trained and data.heldout:
-        table: RefTable = score_examples([main], data.heldout, base, cfg.reference)
-        out.update(likelihood_personalisation(cfg, model, tokenizer, data, base, table))
+        table = score_examples([main], data.heldout, base, cfg.reference)
+        tokens = heldout_tokens(cfg, tokenizer, data, base)
+    return Personalisation(data, main, settings, items, base, table, tokens)
+
+
+def personalisation(cfg: Config, parts: Personalisation, folder: Path, model, tokenizer) -> dict:
+    """Likelihood (trained models) and generated personalisation (every model), and verdicts."""
+    from bapo_exp.evaluation.personalisation import clears, run_generated
+
+    out: dict = {}
+    if parts.table is not None:
+        out.update(likelihood_personalisation(cfg, model, tokenizer, parts.data, parts.base,
+                                              parts.table, parts.tokens))  # fmt: skip
+    settings = parts.settings
     out.update(run_generated(
-        settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), items,
-        base, judge=lambda: make_judge(cfg, main, settings.style_check is not None),
+        settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), parts.items,
+        parts.base, judge=lambda: make_judge(cfg, parts.main, settings.style_check is not None),
     ))  # fmt: skip
     if "personal/pref_acc" in out:
         z = cfg.eval.significance_z
@@ -184,26 +247,65 @@ def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenize
     return out
 
 
+class Evaluation:
+    """The run's evaluation of a model, its parts built once: the suites' lm-eval tasks and
+    requests (``harness.SuiteSession``) and the personalisation parts. Calling it scores a model
+    (the one given, or the same model after training steps) into a folder.
+
+    Args:
+        ckpt: what is evaluated (None: the base model; decides the main reference and whether
+            the model's generations are y_b).
+        model, tokenizer: the evaluated model (a fresh LoRA policy is its own main reference).
+        shared: take the suites' session from the process (``harness.shared_session``): a warm
+            worker's next cell with the same eval settings reuses its tasks and requests.
+    """
+
+    def __init__(self, cfg: Config, ckpt: str | None, model, tokenizer, shared: bool = False):
+        from bapo_exp.evaluation.harness import SuiteSession, shared_session
+
+        self.cfg = cfg
+        self.shared = shared
+        e = cfg.eval
+        self.suites = None
+        if e.suites:
+            self.suites = (shared_session if shared else SuiteSession)(
+                e.suites, cfg.paths.data_root, limit=e.limit, batch_size=e.batch_size,
+                num_fewshot=e.num_fewshot, mmlu_subjects=e.mmlu_subjects, mc_format=e.mc_format,
+                mmlu_categories=e.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
+                backend=e.backend, token_budget=e.token_budget,
+            )  # fmt: skip
+        self.personal = None
+        if e.personalisation:
+            self.personal = prepare_personalisation(cfg, ckpt, model, tokenizer)
+
+    def __call__(self, model, tokenizer, out: Path) -> dict:
+        """Suite and personalisation metrics of ``model``; their files go into ``out``."""
+        from bapo_exp.evaluation.summary import flatten
+
+        summary: dict = {}
+        out.mkdir(parents=True, exist_ok=True)
+        if self.suites is not None:
+            summary.update(flatten(self.suites.run(model, tokenizer, out_dir=out)))
+        if self.personal is not None:
+            summary.update(personalisation(self.cfg, self.personal, out, model, tokenizer))
+        return summary
+
+    def close(self) -> None:
+        if self.suites is not None:
+            (self.suites.release if self.shared else self.suites.close)()
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def evaluate_checkpoint(cfg: Config, ckpt: str | None, out: Path) -> dict:
     """Suites and personalisation of one model (``ckpt``; None: the base), files into ``out``."""
-    from bapo_exp.evaluation.harness import evaluate
-    from bapo_exp.evaluation.summary import flatten
-
     model, tokenizer = load_evaluated(cfg, ckpt)
-    summary: dict = {"ckpt_path": ckpt or "base"}
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.eval.suites:
-        results = evaluate(
-            model, tokenizer, suites=cfg.eval.suites, data_root=cfg.paths.data_root,
-            limit=cfg.eval.limit, batch_size=cfg.eval.batch_size, num_fewshot=cfg.eval.num_fewshot,
-            mmlu_subjects=cfg.eval.mmlu_subjects, out_dir=out, mc_format=cfg.eval.mc_format,
-            mmlu_categories=cfg.eval.mmlu_categories, data=cfg.data, cache_dir=cfg.paths.cache_dir,
-            backend=cfg.eval.backend, token_budget=cfg.eval.token_budget,
-        )  # fmt: skip
-        summary.update(flatten(results))
-    if cfg.eval.personalisation:
-        summary.update(personalisation(cfg, out, ckpt, model, tokenizer))
-    return summary
+    with Evaluation(cfg, ckpt, model, tokenizer) as evaluation:
+        return {"ckpt_path": ckpt or "base", **evaluation(model, tokenizer, out)}
 
 
 def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
@@ -228,16 +330,27 @@ def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
 
 def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     from bapo_exp.modeling.fingerprint import base_fingerprint
+    from bapo_exp.stages import eval_points
 
     ckpt = checkpoint_of(cfg, run)
     curve = at_step_checkpoints(cfg, run)
-    summary = evaluate_checkpoint(cfg, ckpt, run.root / "eval")
+    # points the train stage evaluated in memory (eval.in_training), with these eval settings
+    taken = ckpt and not cfg.eval.ckpt and cfg.eval.in_training
+    points = eval_points.finished(cfg, run) if taken else {}
+    final = (run.summary("train") or {}).get("total_steps")
+    out = run.root / "eval"
+    summary = eval_points.take(points.get(final), ckpt, out) or evaluate_checkpoint(cfg, ckpt, out)
     # which base model this run started from, exactly (compare machines by this string)
     summary["base_fingerprint"] = base_fingerprint(cfg.model, cfg.paths.cache_dir)
     for step, path in curve.items():  # the final model is the last point of the curve
-        log.info("eval at step %d: %s", step, path)
-        point = evaluate_checkpoint(cfg, path, run.root / "eval" / "at_step" / str(step))
+        where = out / "at_step" / str(step)
+        point = eval_points.take(points.get(step), path, where)
+        if point is None:
+            log.info("eval at step %d: %s", step, path)
+            point = evaluate_checkpoint(cfg, path, where)
         run.write_json(f"eval/at_step/{step}/summary.json", point)
+    if used := sorted(set(points) & {*curve, final}):
+        log.info("eval: steps %s were evaluated during training (eval.in_training)", used)
     if curve:
         summary["at_steps"] = sorted(curve)
     tracker.log({f"eval/{k}": v for k, v in summary.items() if isinstance(v, int | float)})

@@ -10,6 +10,7 @@ import functools
 import gc
 import logging
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -160,7 +161,10 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
         log_row=log_row, reset_log=reset_log,
         after_step=keep_at(cfg.eval.at_steps, acc, model, tokenizer, checkpoints_dir(cfg, run)),
     )  # fmt: skip
-    last = train_loop(parts, cfg.train, checkpoints_dir(cfg, run))
+    with evaluated_in_training(cfg, run, acc, model, tokenizer, the_plan["total_steps"]) as points:
+        if points is not None:  # after keeping the step's checkpoint, evaluate the model
+            parts.after_step = chain_steps(parts.after_step, points)
+        last = train_loop(parts, cfg.train, checkpoints_dir(cfg, run))
     final = checkpoints_dir(cfg, run) / "final"
     save_model(acc, model, tokenizer, final)
     # relative to the run directory when inside it, so a moved or copied run finds its own model
@@ -204,6 +208,32 @@ def keep_at(steps: list[int], acc, model, tokenizer, checkpoints: Path):
             save_model(acc, model, tokenizer, at_step_dir(checkpoints, done))
 
     return after_step
+
+
+def chain_steps(*hooks):
+    """One ``after_step`` calling each of ``hooks`` in order."""
+
+    def after_step(done: int) -> None:
+        for hook in hooks:
+            hook(done)
+
+    return after_step
+
+
+@contextmanager
+def evaluated_in_training(cfg: Config, run: RunDir, acc, model, tokenizer, total: int):
+    """The ``after_step`` that evaluates the run's points in memory (``stages.eval_points``),
+    or None when the eval stage evaluates the checkpoints (``eval.in_training=false``, ...)."""
+    from bapo_exp.stages import eval_points
+
+    if not eval_points.wanted(cfg, acc.num_processes):
+        yield None
+        return
+    points = eval_points.InTraining(cfg, run, acc.unwrap_model(model), tokenizer, total)
+    try:
+        yield points
+    finally:
+        points.close()
 
 
 def metric_writers(run: RunDir, tracker: Tracker, is_main: bool):

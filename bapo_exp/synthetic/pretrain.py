@@ -221,7 +221,7 @@ def ensure_micro_base(
     from transformers import AutoTokenizer
 
     tok_dir = ensure_micro_tokenizer(world_cfg, model_cfg.vocab_size, cache_dir)
-    out = Path(cache_dir) / f"micro-{micro_key(world_cfg, model_cfg, train_cfg, tok_dir)}"
+    out = base_folder((world_cfg, model_cfg, train_cfg), cache_dir, tok_dir)
     if is_ready(out):
         return out
     if train_cfg.kernels == "portable" and not portable_here():
@@ -279,21 +279,65 @@ def portable_here() -> bool:
     return all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
 
 
+Spec = tuple[WorldConfig, TinyConfig, MicroTrainConfig]
+
+
+def _spec_json(spec: Spec, cache_dir: str | Path) -> dict:
+    world_cfg, model_cfg, train_cfg = spec
+    return {"world": asdict(world_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg),
+            "cache_dir": str(cache_dir)}  # fmt: skip
+
+
+def base_folder(spec: Spec, cache_dir: str | Path, tok_dir: Path | None = None) -> Path:
+    """Where ``ensure_micro_base`` keeps this base (trains the world's tokenizer if needed)."""
+    world_cfg, model_cfg, train_cfg = spec
+    tok_dir = tok_dir or ensure_micro_tokenizer(world_cfg, model_cfg.vocab_size, cache_dir)
+    return Path(cache_dir) / f"micro-{micro_key(world_cfg, model_cfg, train_cfg, tok_dir)}"
+
+
 def pretrain_portably(
     world_cfg: WorldConfig, model_cfg: TinyConfig, train_cfg: MicroTrainConfig,
     cache_dir: str | Path, out: Path,
 ) -> Path:  # fmt: skip
     """Run ``ensure_micro_base`` in a new Python process with ``PORTABLE_ENV`` (the kernel
     choice is fixed when torch is imported); returns the folder it wrote."""
-    args = {"world": asdict(world_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg),
-            "cache_dir": str(cache_dir)}  # fmt: skip
     log.info("micro base: pretraining with portable kernels in a subprocess (%s)", PORTABLE_ENV)
-    code = "import sys; from bapo_exp.synthetic.pretrain import main; main(sys.argv[1])"
-    subprocess.run([sys.executable, "-c", code, json.dumps(args)],
-                   env={**os.environ, **PORTABLE_ENV}, check=True)  # fmt: skip
+    _portable_process([_spec_json((world_cfg, model_cfg, train_cfg), cache_dir)]).wait()
     if not is_ready(out):
         raise RuntimeError(f"the portable pretraining process did not write {out}")
     return out
+
+
+def _portable_process(specs: list[dict]) -> subprocess.Popen:
+    code = "import sys; from bapo_exp.synthetic.pretrain import main; main(sys.argv[1])"
+    return subprocess.Popen([sys.executable, "-c", code, json.dumps(specs)],
+                            env={**os.environ, **PORTABLE_ENV})  # fmt: skip
+
+
+def ensure_micro_bases(specs: list[Spec], cache_dir: str | Path, processes: int = 1) -> list[Path]:
+    """Pretrain (once) several bases, ``processes`` portable processes at a time; their folders.
+
+    The bases not yet built are dealt round-robin to ``processes`` processes that run together,
+    each pretraining its share one after another (Python and torch start once per process, not
+    once per base). Every base trains with one thread and ``PORTABLE_ENV``, its weights seeded by
+    its own config: the same files, bit for bit, as ``ensure_micro_base`` alone (tested).
+    Native-kernel bases are pretrained here, one after another.
+    """
+    folders = [base_folder(spec, cache_dir) for spec in specs]
+    todo = [spec for spec, out in zip(specs, folders, strict=True) if not is_ready(out)]
+    todo = [spec for i, spec in enumerate(todo) if spec not in todo[:i]]  # each base once
+    for spec in [s for s in todo if s[2].kernels != "portable"]:
+        ensure_micro_base(*spec, cache_dir)
+    portable = [_spec_json(s, cache_dir) for s in todo if s[2].kernels == "portable"]
+    groups = [portable[i :: max(1, processes)] for i in range(max(1, processes))]
+    procs = [_portable_process(g) for g in groups if g]
+    log.info("micro bases: %d to pretrain in %d portable processes (%d already built)",
+             len(portable), len(procs), len(specs) - len(todo))  # fmt: skip
+    failed = [p.args for p in procs if p.wait() != 0]
+    missing = [str(out) for out in folders if not is_ready(out)]
+    if failed or missing:
+        raise RuntimeError(f"pretraining failed: {len(failed)} process(es); not built: {missing}")
+    return folders
 
 
 def micro_world_config(micro) -> WorldConfig:
@@ -307,22 +351,22 @@ def micro_world_config(micro) -> WorldConfig:
     return world_config(knobs)
 
 
-def ensure_micro_from_config(tiny: TinyConfig, micro, cache_dir: str | Path) -> Path:
-    """``ensure_micro_base`` for a model config's ``tiny`` (architecture) and ``micro``
+def micro_spec(tiny: TinyConfig, micro) -> Spec:
+    """The base of a model config's ``tiny`` (architecture) and ``micro``
     (``bapo_exp.config.MicroConfig``: world, exposure, pretraining steps/seed/lr/batch)."""
-    train = MicroTrainConfig(
-        steps=micro.steps,
-        seed=micro.seed,
-        lr=micro.lr,
-        batch_size=micro.batch_size,
-        kernels=str(micro.kernels),
-    )
-    return ensure_micro_base(micro_world_config(micro), tiny, train, cache_dir)
+    train = MicroTrainConfig(steps=micro.steps, seed=micro.seed, lr=micro.lr,
+                             batch_size=micro.batch_size, kernels=str(micro.kernels))  # fmt: skip
+    return micro_world_config(micro), tiny, train
+
+
+def ensure_micro_from_config(tiny: TinyConfig, micro, cache_dir: str | Path) -> Path:
+    """``ensure_micro_base`` for a model config (see ``micro_spec``)."""
+    return ensure_micro_base(*micro_spec(tiny, micro), cache_dir)
 
 
 def main(spec_json: str) -> None:
-    """The portable pretraining process (``pretrain_portably``)."""
+    """A portable pretraining process: each base of the JSON list, one after another."""
     logging.basicConfig(level=logging.INFO)
-    spec = json.loads(spec_json)
-    ensure_micro_base(WorldConfig(**spec["world"]), TinyConfig(**spec["model"]),
-                      MicroTrainConfig(**spec["train"]), spec["cache_dir"])  # fmt: skip
+    for spec in json.loads(spec_json):
+        ensure_micro_base(WorldConfig(**spec["world"]), TinyConfig(**spec["model"]),
+                          MicroTrainConfig(**spec["train"]), spec["cache_dir"])  # fmt: skip

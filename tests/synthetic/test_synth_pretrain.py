@@ -160,3 +160,35 @@ def test_micro_base_learns_the_world(tmp_path):
     correct = [fact_correct(a, SimpleNamespace(**f)) for a, f in zip(answers, facts, strict=True)]
     assert sum(correct) / len(facts) >= 0.8
     assert style_share(answers, "neutral") >= 0.6  # the base style dominates (style_exposure)
+
+
+def test_bases_pretrained_together_equal_one_at_a_time(tiny_setup, tmp_path):
+    """Three portable bases, two processes at once (one pretrains two bases in a row): the same
+    weight files as each pretrained alone by ensure_micro_base (its own process)."""
+    import dataclasses
+
+    from bapo_exp.modeling.fingerprint import files_digest
+    from bapo_exp.synthetic.pretrain import ensure_micro_bases
+
+    _, world_cfg, model_cfg, train_cfg = tiny_setup
+    portable = dataclasses.replace(train_cfg, steps=20, kernels="portable")
+    specs = [(world_cfg, dataclasses.replace(model_cfg, seed=b),
+              dataclasses.replace(portable, seed=b)) for b in range(3)]  # fmt: skip
+    together = ensure_micro_bases([*specs, specs[0]], tmp_path / "together", processes=2)
+    assert together[0] == together[3] and len(set(together)) == 3
+    digest = [files_digest(sorted(p.glob("*.safetensors"))) for p in together[:3]]
+    assert len(set(digest)) == 3  # three different bases
+    # base 2 was the second base of its process, while the other process ran base 1
+    alone = ensure_micro_base(*specs[2], tmp_path / "alone")
+    assert files_digest(sorted(alone.glob("*.safetensors"))) == digest[2]
+    assert ensure_micro_bases(specs, tmp_path / "together", processes=2) == together[:3]
+
+
+def test_study_bases_are_found_from_the_grids() -> None:
+    from bapo_exp.synthetic.bases import bases_of, grid
+
+    cells = grid("study_mrpo", [])
+    found = [s for c in cells for s in bases_of(c)[0]]
+    assert len(cells) == 5  # model.micro.seed 0-4; ctro_eps and n_train do not change bases
+    seeds = sorted({(model.seed, train.seed) for _, model, train in found})
+    assert seeds == [(b, b) for b in range(6)]  # bases 0-4 and base 4's partner, base 5
