@@ -138,7 +138,45 @@ def gen_settings(cfg: Config, is_base: bool):
         reuse_base=is_base and not cfg.reference.do_sample and budget == base_budget,
         style_check=style_checker(cfg.data.name, cfg.eval.style_check),
         instructions=instructions_of(cfg.data),
+        answer_format=answer_format_of(cfg),
     )  # fmt: skip
+
+
+def answer_format_of(cfg: Config):
+    """The data's ``evaluation.answers.AnswerFormat`` (None: the data defines none)."""
+    from bapo_exp.evaluation.answers import ANSWER_FORMATS
+
+    return ANSWER_FORMATS.get(cfg.data.name)
+
+
+@torch.no_grad()
+def answer_likelihoods(cfg: Config, model, tokenizer, main, items, trained: bool) -> dict:
+    """Style log-odds on the generation prompts (every model) and, for trained models, the
+    harder held-out pairs against the main reference (``evaluation.answers``)."""
+    from bapo_exp.data import DATASETS
+    from bapo_exp.evaluation.answers import hard_metrics, style_logodds
+    from bapo_exp.modeling.scoring import score_texts
+    from bapo_exp.modeling.tokenize import Tokenization
+
+    tok = Tokenization.from_config(tokenizer, cfg.model)
+
+    def logps(prompts: list[str], responses: list[str], reduce: str = "sum"):
+        return score_texts(model, tok, prompts, responses, batch_size=cfg.eval.batch_size,
+                           reduce=reduce)  # fmt: skip
+
+    out: dict = {}
+    if (fmt := answer_format_of(cfg)) is not None:
+        out.update(style_logodds(lambda p, r: logps(p, r)[0].tolist(), fmt, items))
+    hard_of = DATASETS.require(cfg.data.name).hard
+    hard = hard_of(cfg.data, cache_dir=cfg.paths.cache_dir) if trained and hard_of else []
+    if hard:
+        n, responses = len(hard), [e.chosen for e in hard] + [e.rejected for e in hard]
+        lp, nt = logps([e.prompt for e in hard] * 2, responses, cfg.reference.reduce)
+        ref = score_examples([main], hard, None, cfg.reference).pair()
+        m = pair_metrics(PairLogps(lp[:n], lp[n:], nt[:n], nt[n:]), ref, cfg.method.beta)
+        out.update(hard_metrics({k: v.tolist() for k, v in m.items()},
+                                [e.source.get("kind", "hard") for e in hard]))  # fmt: skip
+    return out
 
 
 def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenizer) -> dict:
@@ -160,6 +198,7 @@ def personalisation(cfg: Config, folder: Path, ckpt: str | None, model, tokenize
         settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), items,
         base, judge=lambda: make_judge(cfg, main, settings.style_check is not None),
     ))  # fmt: skip
+    out.update(answer_likelihoods(cfg, model, tokenizer, main, items, trained))
     if "personal/pref_acc" in out:
         z = cfg.eval.significance_z
         moved = clears(out["personal/pref_acc"], out["personal/pref_acc_stderr"], 0.5, z)
