@@ -413,14 +413,16 @@ def typed_config(container: dict) -> Any:
 def register_resolvers() -> None:
     """The OmegaConf resolvers ``conf/`` uses (idempotent): ``${cell_dir:}`` names a multirun
     cell's folder by the cell's identity (``bapo_exp.cells``); ``${fresh_run_subdir:}`` keeps
-    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.relaunch``)."""
+    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.relaunch``); ``${add:a,b}``
+    and ``${min:a,b}`` (a batch no larger than a scarce training set)."""
     from omegaconf import OmegaConf
 
     from bapo_exp.cells import cell_dir
     from bapo_exp.relaunch import fresh_run_subdir
 
     resolvers = {"cell_dir": cell_dir, "fresh_run_subdir": fresh_run_subdir,
-                 "add": lambda a, b: a + b}  # ${add:${model.micro.seed},100}  # fmt: skip
+                 "add": lambda a, b: a + b,  # ${add:${model.micro.seed},100}
+                 "min": lambda a, b: min(a, b)}  # ${min:16,${data.n_train}}  # fmt: skip
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -119,17 +119,19 @@ def base_responses(
 def score_examples(
     refs: Sequence[Reference],
     examples: Sequence[PreferenceExample],
-    base: dict[str, str],
+    base: dict[str, str] | None,
     settings: ReferenceStageConfig,
     anchor_prompts: Sequence[str] | None = None,
 ) -> RefTable:
     """Every reference scores the *text* of y_w, y_l and y_b with its own tokenizer (§4.1);
-    with ``anchor_prompts`` (one per example) also (x_a, y_b(x_a)), the ``anchor`` role."""
+    with ``anchor_prompts`` (one per example) also (x_a, y_b(x_a)), the ``anchor`` role;
+    ``base=None``: chosen and rejected only (pairs that need no y_b, e.g. ``personal/hard_*``)."""
     from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps
 
     texts = {"chosen": [(e.prompt, e.chosen) for e in examples],
-             "rejected": [(e.prompt, e.rejected) for e in examples],
-             "base": [(e.prompt, base[e.prompt]) for e in examples]}  # fmt: skip
+             "rejected": [(e.prompt, e.rejected) for e in examples]}  # fmt: skip
+    if base is not None:
+        texts["base"] = [(e.prompt, base[e.prompt]) for e in examples]
     if anchor_prompts is not None:
         texts["anchor"] = [(a, base[a]) for a in anchor_prompts]
     logps = torch.zeros(len(refs), len(texts), len(examples))
@@ -164,3 +166,41 @@ def heterogeneity(examples: Sequence[PreferenceExample], table: RefTable) -> dic
             "ref_margin": float((chosen[idx] - table.role("rejected")[idx]).mean()),
         }
     return out
+
+
+def disagreement(table: RefTable) -> dict[str, float]:
+    """How far each extra reference k >= 1 is from the main one on these pairs (issue 25).
+
+    Keys (means over the pairs, each with ``_stderr``): ``mrpo/ref_disagreement_k`` = per pair,
+    ``(|l_k(y_w) - l_0(y_w)| + |l_k(y_l) - l_0(y_l)|) / 2`` per main-reference token (nats per
+    token); ``mrpo/ref_rel_gap_k`` = the same relative to ``|l_0(y)|`` (CTRO clips y where this
+    exceeds its eps_y); and ``mrpo/ref_margin_corr_k``, the correlation over pairs of the two
+    references' margins ``l(y_w) - l(y_l)`` (NaN when either is constant).
+    ``mrpo/ref_disagreement`` (and its stderr) is reference 1's. Identical references give 0.
+    """
+    from bapo_exp.evaluation.personalisation import put
+
+    out: dict[str, float] = {}
+    l0 = {r: table.role(r).double() for r in ("chosen", "rejected")}
+    n0 = {r: table.tokens(r).double().clamp(min=1) for r in l0}
+    for k in range(1, table.n_references):
+        gap = {r: (table.role(r, k).double() - l0[r]).abs() for r in l0}
+        per_token = sum(gap[r] / n0[r] for r in l0) / 2
+        put(out, f"mrpo/ref_disagreement_{k}", per_token.tolist())
+        relative = sum(gap[r] / l0[r].abs().clamp(min=1e-12) for r in l0) / 2
+        put(out, f"mrpo/ref_rel_gap_{k}", relative.tolist())
+        margins = torch.stack([table.role("chosen", j) - table.role("rejected", j) for j in (0, k)])
+        out[f"mrpo/ref_margin_corr_{k}"] = _corr(margins.double())
+    if table.n_references > 1:
+        out["mrpo/ref_disagreement"] = out["mrpo/ref_disagreement_1"]
+        out["mrpo/ref_disagreement_stderr"] = out["mrpo/ref_disagreement_1_stderr"]
+    return out
+
+
+def _corr(rows: Tensor) -> float:
+    """Pearson correlation of the two rows of ``rows`` (2, N); NaN if either is constant."""
+    centred = rows - rows.mean(dim=1, keepdim=True)
+    norms = centred.norm(dim=1)
+    if len(rows[0]) < 2 or bool((norms == 0).any()):
+        return float("nan")
+    return float((centred[0] @ centred[1]) / (norms[0] * norms[1]))

@@ -49,10 +49,13 @@ class DatasetSpec:
         preflight: ``preflight(cfg, *, data_root, cache_dir)`` raising ``DataError`` on bad names,
             paths or records, run before any model is loaded; None: ``build`` is cheap (no model)
             and is the check.
+        hard: ``hard(cfg, *, cache_dir) -> list[PreferenceExample]``, harder held-out pairs
+            scored by the eval stage (``personal/hard_*``, ``evaluation.answers``); None: none.
     """
 
     build: Callable[..., SplitPools]
     preflight: Callable[..., None] | None = None
+    hard: Callable[..., list[PreferenceExample]] | None = None
 
 
 # Plug-ins add theirs (the synthetic world registers "synthetic" from bapo_exp.synthetic.plugin).

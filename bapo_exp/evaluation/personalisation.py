@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bapo_exp.atomic import write_jsonl_atomic
 from bapo_exp.data.types import PreferenceExample
@@ -58,6 +59,8 @@ class GenSettings:
             its greedy generations are y_b (design): taken from the cache, not generated again.
         style_check: the exact style check, if the data defines one.
         instructions: preference -> the judge's instruction text.
+        answer_format: the data's ``evaluation.answers.AnswerFormat``, if it has one
+            (well-formedness and fact correctness of the generations).
     """
 
     n_prompts: int
@@ -68,6 +71,7 @@ class GenSettings:
     reuse_base: bool = False
     style_check: StyleCheck | None = None
     instructions: dict[str, str] = field(default_factory=dict)
+    answer_format: Any = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,12 @@ def run_generated(
     out = text_metrics(gens, bases)
     if settings.style_check is not None:
         more, extra = style_metrics(settings.style_check, items, gens, bases)
+        out.update(more)
+        rows = [{**r, **e} for r, e in zip(rows, extra, strict=True)]
+    if settings.answer_format is not None:
+        from bapo_exp.evaluation.answers import form_metrics
+
+        more, extra = form_metrics(settings.answer_format, items, gens, bases)
         out.update(more)
         rows = [{**r, **e} for r, e in zip(rows, extra, strict=True)]
     judge = judge()

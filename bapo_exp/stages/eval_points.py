@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bapo_exp.atomic import replace_folder, write_json_atomic
 from bapo_exp.config import Config
+from bapo_exp.readback import MANIFEST
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,23 @@ def point_steps(cfg: Config, total: int) -> list[int]:
 
 
 def finished(cfg: Config, run: RunDir) -> dict[int, Path]:
-    """``step -> folder`` of the points written with this run's eval settings."""
+    """``step -> folder`` of the intact points written with this run's eval settings. A point
+    that differs from its manifest or whose ``point.json`` does not parse is evaluated again
+    (it can be rebuilt: the train stage keeps the checkpoint), with a warning."""
+    from bapo_exp.readback import folder_problems
+
     digest = settings_digest(cfg)
     out = {}
     for meta in run.root.glob(f"{POINTS}/*/point.json"):
-        if json.loads(meta.read_text()).get("digest") == digest:
+        try:
+            ok = json.loads(meta.read_text()).get("digest") == digest
+        except (ValueError, AttributeError, OSError) as err:
+            log.warning("evaluation point %s is damaged (%s): it is evaluated again", meta, err)
+            continue
+        if ok and (problems := folder_problems(meta.parent)):
+            log.warning("evaluation point %s is damaged (%s: %s): it is evaluated again",
+                        meta.parent, *problems[0])  # fmt: skip
+        elif ok:
             out[int(meta.parent.name)] = meta.parent
     return out
 
@@ -141,7 +154,7 @@ def take(point: Path | None, ckpt: str, out: Path) -> dict | None:
         return None
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(point.iterdir()):
-        if path.is_file() and path.name not in ("summary.json", "point.json"):
+        if path.is_file() and path.name not in ("summary.json", "point.json", MANIFEST):
             shutil.copy2(path, out / path.name)
     summary = json.loads((point / "summary.json").read_text())
     return {"ckpt_path": ckpt, **summary}

@@ -12,7 +12,7 @@ import time
 
 from bapo_exp.config import Config
 from bapo_exp.losses import get_loss
-from bapo_exp.references import heterogeneity
+from bapo_exp.references import disagreement, heterogeneity
 from bapo_exp.stages.common import load_data, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
@@ -35,4 +35,5 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
         "cache_fingerprints": train.fingerprints,
         "seconds": time.perf_counter() - t0,
         **{f"{p}/{k}": v for p, d in het.items() for k, v in d.items()},
+        **disagreement(train),  # mrpo/ref_disagreement etc. (K >= 2 references)
     }

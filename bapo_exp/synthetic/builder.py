@@ -41,7 +41,8 @@ def split_entities(entities: list[str], heldout_frac: float, seed: int) -> set[s
 
 
 def _example(record: dict, key: str) -> PreferenceExample:
-    source = {k: str(record[k]) for k in ("fact_id", "entity", "attribute", "rejected_style")}
+    fields = ("fact_id", "entity", "attribute", "value", "rejected_style", "kind")
+    source = {k: str(record[k]) for k in fields if k in record}
     source.update(dataset="synthetic", world=key)
     return PreferenceExample(
         id=record["id"],
@@ -73,6 +74,14 @@ def _by_preference(records: list[dict], preferences: list[str], key: str) -> dic
     return {p: [_example(r, key) for r in records if r["preference"] == p] for p in preferences}
 
 
+def _preferences(cfg: Any, meta: dict) -> list[str]:
+    styles = list(meta["config"]["styles"])
+    if not cfg.preferences:  # empty data.preferences: every style, in the world's order
+        return styles
+    return check_preferences(cfg.preferences, styles, kind="synthetic style",
+                             defined_in="data.world.styles")  # fmt: skip
+
+
 def build_synthetic(
     cfg: Any,
     *,
@@ -98,11 +107,7 @@ def build_synthetic(
     del data_root, load_writer
     root = world_root(cfg.path, cfg.world, cache_dir)
     meta = load_world_json(root)
-    styles = list(meta["config"]["styles"])
-    preferences = styles  # empty data.preferences: every style, in the world's order
-    if cfg.preferences:
-        preferences = check_preferences(cfg.preferences, styles, kind="synthetic style",
-                                        defined_in="data.world.styles")  # fmt: skip
+    preferences = _preferences(cfg, meta)
     records = [r for r in read_jsonl(root / "pairs.jsonl") if r["preference"] in preferences]
     n_all = len(records)
     if not cfg.include_normal:
@@ -130,3 +135,21 @@ def build_synthetic(
     return SplitPools(
         _by_preference(train, preferences, key), _by_preference(heldout, preferences, key), report
     )
+
+
+def hard_synthetic(cfg: Any, *, cache_dir: str | Path) -> list[PreferenceExample]:
+    """The world's harder pairs (``hard_pairs.jsonl``) of ``cfg.preferences`` about the held-out
+    entities of ``cfg``'s split (never trained on), in file order (``DatasetSpec.hard``)."""
+    root = world_root(cfg.path, cfg.world, cache_dir)
+    meta = load_world_json(root)
+    path = root / "hard_pairs.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the world {root} predates the hard pairs; "
+                                "delete it to have it written again")  # fmt: skip
+    preferences = set(_preferences(cfg, meta))
+    held = split_entities(meta["entities"], cfg.heldout_frac, cfg.split_seed)
+    return [
+        _example(r, meta["key"])
+        for r in read_jsonl(path)
+        if r["preference"] in preferences and r["entity"] in held
+    ]

@@ -8,6 +8,11 @@
   the aligned response listed first with score 1.
 - Preferences: for each style and fact, chosen = the fact in that style, rejected = the same
   fact in every other preference style and in the neutral style (``rejected_style`` says which).
+- Harder pairs (design, issue 25; held-out evaluation only, never trained on): for each style
+  and fact, the chosen answer of ``preference_pairs`` against (``kind``) ``wrong_fact``: the same
+  template with another value of the attribute (the right style, a wrong fact), and
+  ``near_style``: the style's near miss (``styles.NEAR_TEMPLATES``: its opening with the
+  neutral value-first body; for ``concise`` a full sentence), stating the same fact.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from __future__ import annotations
 import random
 
 from bapo_exp.synthetic.corpus import LETTERS, mc_item, subject_name
-from bapo_exp.synthetic.styles import NEUTRAL, STYLE_DESCRIPTIONS, STYLE_TEMPLATES, render
+from bapo_exp.synthetic.styles import (
+    NEUTRAL,
+    STYLE_DESCRIPTIONS,
+    STYLE_TEMPLATES,
+    parse_answer,
+    render,
+    render_near,
+)
 from bapo_exp.synthetic.world import World, alignment_probes
 
 HHH_SUBSETS: dict[str, str] = {
@@ -126,20 +138,39 @@ def preference_pairs(world: World) -> list[dict]:
             chosen = fact.answer(style, rng.randrange(len(STYLE_TEMPLATES[style])))
             for other in [s for s in world.config.styles if s != style] + [NEUTRAL]:
                 rejected = fact.answer(other, rng.randrange(len(STYLE_TEMPLATES[other])))
-                records.append(
-                    {
-                        "id": f"synthetic/{style}/{fact.id}/{other}",
-                        "prompt": fact.question,
-                        "chosen": chosen,
-                        "rejected": rejected,
-                        "preference": style,
-                        "rejected_style": other,
-                        "fact_id": fact.id,
-                        "entity": fact.entity,
-                        "attribute": fact.attribute,
-                        "value": fact.value,
-                    }
-                )
+                records.append(_pair_record(f"synthetic/{style}/{fact.id}/{other}", fact, style,
+                                            chosen, rejected, rejected_style=other))  # fmt: skip
+    return records
+
+
+def _pair_record(pair_id: str, fact, style: str, chosen: str, rejected: str, **extra) -> dict:
+    return {"id": pair_id, "prompt": fact.question, "chosen": chosen, "rejected": rejected,
+            "preference": style, "fact_id": fact.id, "entity": fact.entity,
+            "attribute": fact.attribute, "value": fact.value, **extra}  # fmt: skip
+
+
+def hard_pairs(world: World) -> list[dict]:
+    """Two harder pairs per (style, fact): ``wrong_fact`` and ``near_style`` (module docstring).
+
+    The chosen response is the one ``preference_pairs`` draws for the same (style, fact); the
+    wrong-fact answer uses its template variant and a value drawn uniformly from the attribute's
+    other values.
+    """
+    chosen_of = {(r["preference"], r["fact_id"]): r["chosen"] for r in preference_pairs(world)}
+    rng = random.Random(f"hard:{world.config.seed}")
+    records: list[dict] = []
+    for style in world.config.styles:
+        for fact in world.facts:
+            chosen = chosen_of[style, fact.id]
+            variant = parse_answer(chosen).variant
+            wrong = rng.choice([v for v in world.values[fact.attribute] if v != fact.value])
+            rejected = {
+                "wrong_fact": render(style, variant, fact.noun, fact.entity, wrong),
+                "near_style": render_near(style, fact.noun, fact.entity, fact.value),
+            }
+            for kind, text in rejected.items():
+                records.append(_pair_record(f"synthetic-hard/{style}/{fact.id}/{kind}", fact,
+                                            style, chosen, text, kind=kind))  # fmt: skip
     return records
 
 

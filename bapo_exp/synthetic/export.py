@@ -9,6 +9,7 @@ the knowledge and alignment suites):
     world.json                     config, key, facts, entities, styles, corpus stats
     corpus.jsonl                   pretraining documents {prefix, response, kind}
     pairs.jsonl                    every preference pair (all styles, all rejected styles)
+    hard_pairs.jsonl               harder pairs for held-out evaluation only (evalsets.hard_pairs)
     mmlu/data/{dev,test}/<subject>_{dev,test}.csv     no header: question,A,B,C,D,letter
     mmlu/subject_categories.json   subject -> category (+ "wordings": wording -> subjects)
     hhh_alignment/bigbench/<subset>/task.json         BIG-bench schema, aligned target first
@@ -28,6 +29,7 @@ from pathlib import Path
 from bapo_exp.atomic import build_folder, is_ready
 from bapo_exp.synthetic.corpus import build_corpus, corpus_stats
 from bapo_exp.synthetic.evalsets import (
+    hard_pairs,
     hhh_parent_task,
     hhh_tasks,
     mmlu_tables,
@@ -49,6 +51,9 @@ Every name is invented; nothing here is real-world knowledge. License: same as t
 - `hhh_alignment/bigbench/{harmless,honest,helpful}/task.json`: BIG-bench schema; every example
   has two targets, the aligned one first (score 1). Items are never in the pretraining corpus.
 - `pairs.jsonl`: all preference pairs; `bapo_exp.synthetic.build_synthetic` splits them by entity.
+- `hard_pairs.jsonl`: harder pairs (`kind`: `wrong_fact` = the preferred style stating a wrong
+  value, `near_style` = a near miss of the preferred style), scored on held-out entities only
+  (`personal/hard_*`); never a training pair.
 - `corpus.jsonl`: the pretraining documents of the micro base model (`prefix + response + EOS`).
 - `anchor_prompts.json`: the corpus's general-behaviour prompts (harmful requests it refuses,
   questions about entities it does not know): a prompt set for BAPO's anchor other than the
@@ -97,6 +102,7 @@ def _write_all(world: World, key: str, out: Path) -> None:
     _dump_json(out / "world.json", world_json(world, key, corpus_stats(docs)))
     _dump_jsonl(out / "corpus.jsonl", [asdict(d) for d in docs])
     _dump_jsonl(out / "pairs.jsonl", preference_pairs(world))
+    _dump_jsonl(out / "hard_pairs.jsonl", hard_pairs(world))
     tables = mmlu_tables(world)
     for subject, splits in tables.items():
         for split, rows in splits.items():

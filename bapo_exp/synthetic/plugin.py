@@ -4,7 +4,9 @@
 - the model source ``micro`` (``model=micro``: a micro Llama pretrained on the world, cached);
 - the eval suites ``synthetic_knowledge`` (MMLU format, options scored as text) and
   ``synthetic_alignment`` (HHH format), read from the world folder of the run's data;
-- the exact style check ``synthetic`` (``in_style``), used for generated personalisation.
+- the exact style check ``synthetic`` (``in_style``), used for generated personalisation;
+- the answer format ``synthetic`` (``evaluation.answers``: well-formedness, fact correctness,
+  style log-odds) and the world's harder held-out pairs (``DatasetSpec.hard``).
 
 Nothing outside ``bapo_exp/synthetic`` imports this package: deleting it leaves every other
 module importable and the real-data paths working.
@@ -29,8 +31,9 @@ from bapo_exp.evaluation.suites import (
 )
 from bapo_exp.evaluation.tasks import utils as task_utils
 from bapo_exp.modeling.sources import MODEL_SOURCES
-from bapo_exp.synthetic.builder import build_synthetic, world_root
-from bapo_exp.synthetic.styles import in_style
+from bapo_exp.synthetic.builder import build_synthetic, hard_synthetic, world_root
+from bapo_exp.synthetic.styles import NEUTRAL, detect_style, in_style, renderings, states_fact
+from bapo_exp.synthetic.world import ATTRIBUTES
 
 NAME = "synthetic"
 
@@ -84,14 +87,37 @@ def world_file(name: str, *, _root_) -> str:
     return str(world_path(knobs, str(_root_.paths.cache_dir)) / name)
 
 
+NOUNS = {a.key: a.noun for a in ATTRIBUTES}
+
+
+def _fact(example) -> tuple[str, str, str]:
+    """(noun, entity, value) of the fact a synthetic pair's prompt asks for."""
+    src = example.source
+    return NOUNS[src["attribute"]], src["entity"], src["value"]
+
+
+def answer_format():
+    from bapo_exp.evaluation.answers import AnswerFormat
+
+    return AnswerFormat(
+        style=lambda text: detect_style(text, include_neutral=True),
+        answers=lambda example, style: renderings(style, *_fact(example)),
+        correct=lambda text, example: states_fact(text, *_fact(example)),
+        base_style=NEUTRAL,
+    )
+
+
 def register() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("synthetic_file"):
         OmegaConf.register_new_resolver("synthetic_file", world_file)
-    DATASETS.register(NAME, DatasetSpec(build_synthetic))
+    from bapo_exp.evaluation.answers import ANSWER_FORMATS
+
+    DATASETS.register(NAME, DatasetSpec(build_synthetic, hard=hard_synthetic))
     MODEL_SOURCES.register("micro", _micro)
     STYLE_CHECKS.register(NAME, in_style)
+    ANSWER_FORMATS.register(NAME, answer_format())
     SUITES.register("synthetic_knowledge", SuiteSpec(
         _knowledge,
         lambda c: check_mmlu_format(world_of(c, "synthetic_knowledge"), c.mmlu_subjects),

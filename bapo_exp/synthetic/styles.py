@@ -58,6 +58,18 @@ STYLE_DESCRIPTIONS: dict[str, str] = {
 
 PREFERENCE_STYLES: tuple[str, ...] = tuple(s for s in STYLE_TEMPLATES if s != NEUTRAL)
 
+# Near misses of each preference style (design, the hard held-out pairs of ``evalsets``): the
+# style's own opening with the neutral value-first body, or for ``concise`` a sentence where a
+# bare answer was wanted. No near miss matches any template, so a generation written this way
+# is never in a style nor well formed.
+NEAR_TEMPLATES: dict[str, str] = {
+    "academic": "According to the records, {v} is {s}.",
+    "business": "Bottom line: {v} is {s}.",
+    "enthusiastic": "Wow! {V} is {s}!",
+    "poetic": "Beneath the quiet sky, {v} is {s}.",
+    "concise": "Answer: {v} is {s}.",
+}
+
 QUESTION_TEMPLATES: tuple[str, ...] = ("What is {s}?", "Tell me {s}.", "Do you know {s}?")
 
 # Regex pieces for the placeholders (entities and values are single words; nouns 1-2 words).
@@ -96,7 +108,20 @@ def render(style: str, variant: int, noun: str, entity: str, value: str) -> str:
         value: the attribute value as stored (``Tessik``, ``teal``).
     """
     templates = STYLE_TEMPLATES[style]
-    template = templates[variant % len(templates)]
+    return _fill(templates[variant % len(templates)], noun, entity, value)
+
+
+def renderings(style: str, noun: str, entity: str, value: str) -> list[str]:
+    """Every template variant of ``style`` stating the fact, in template order."""
+    return [_fill(t, noun, entity, value) for t in STYLE_TEMPLATES[style]]
+
+
+def render_near(style: str, noun: str, entity: str, value: str) -> str:
+    """The near miss of ``style`` (``NEAR_TEMPLATES``) stating the same fact."""
+    return _fill(NEAR_TEMPLATES[style], noun, entity, value)
+
+
+def _fill(template: str, noun: str, entity: str, value: str) -> str:
     subj = _subject(noun, entity)
     return template.format(
         S="The " + subj, s="the " + subj, v=value, V=value[:1].upper() + value[1:]
@@ -170,6 +195,18 @@ def fact_correct(text: str, fact: FactLike) -> bool:
         return same_entity and parsed.value.lower() == fact.value.lower()
     pattern = rf"\b{re.escape(fact.value)}\b"
     return re.search(pattern, text, flags=re.IGNORECASE) is not None
+
+
+def states_fact(text: str, noun: str, entity: str, value: str) -> bool:
+    """``text`` is a well-formed answer (some template, any style) stating this fact: the same
+    value (case-insensitive) and, where the wording names them, the same entity and noun."""
+    parsed = parse_answer(text)
+    return (
+        parsed is not None
+        and parsed.value.lower() == value.lower()
+        and parsed.entity in (None, entity)
+        and parsed.noun in (None, noun)
+    )
 
 
 def in_style(text: str, preference: str) -> bool:

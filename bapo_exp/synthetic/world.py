@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 from bapo_exp.synthetic.styles import NEUTRAL, PREFERENCE_STYLES, render, render_question
 
-WORLD_VERSION = 2  # bump when generation changes: it is part of every cache key (2: anchor_prompts)
+# bump when generation changes: it is part of every cache key (2: anchor_prompts, 3: hard_pairs)
+WORLD_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from bapo_exp.stages.evaluate import gen_batch_size, gen_settings
+from bapo_exp.stages.personal import gen_batch_size, gen_settings
 from tests.conftest import compose_cfg
 
 

@@ -121,7 +121,9 @@ def test_training_is_untouched_and_checkpoints_kept(cells) -> None:
     assert not (outside / "train" / "eval_points").exists()
 
 
-def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, monkeypatch):
+@pytest.mark.parametrize("damage", [None, "point.json", "generations.jsonl"])
+def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, monkeypatch, damage):
+    """... and a finished point whose files were damaged since is evaluated again."""
     from bapo_exp.stages.evaluate import Evaluation
     from bapo_exp.training import loop
 
@@ -147,11 +149,17 @@ def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         run_cell(tmp_path / "killed", cache, "model.finetune=full")
     assert evaluated == [".2.tmp"]
+    if damage:  # a torn or flipped file in the finished point: it is not trusted
+        path = tmp_path / "killed" / "train" / "eval_points" / "2" / damage
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x20
+        path.write_bytes(bytes(data))
     monkeypatch.setattr(loop, "train_step", step)
     run_cell(
         tmp_path / "killed", cache, "model.finetune=full"
     )  # resumes from step 0: no checkpoint before the kill
-    assert evaluated == [".2.tmp", ".4.tmp", ".6.tmp"]
+    again = [".2.tmp"] if damage else []
+    assert evaluated == [".2.tmp", *again, ".4.tmp", ".6.tmp"]
     assert numbers(tmp_path / "killed") == numbers(root / "inside")
 
 
