@@ -24,11 +24,15 @@ from bapo_exp.analysis.load import load_metrics
 DRIFT_KEYS = ("drift/chosen", "drift/base", "drift/rejected")  # Fig. 5: y_w, y_b, y_l
 
 
-def new_figure(n_panels: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+def new_figure(
+    n_panels: int, width: float = 4.2, height: float = 3.2, rows: int = 1, **share
+) -> tuple[Figure, list]:
+    """A figure of ``rows`` x ``n_panels`` axes (``width`` x ``height`` inches each), returned
+    row by row; ``share``: ``sharex``/``sharey`` as matplotlib's ``subplots`` takes them."""
+    fig = Figure(figsize=(width * n_panels, height * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n_panels, squeeze=False)[0]
-    return fig, list(axes)
+    axes = fig.subplots(rows, n_panels, squeeze=False, **share)
+    return fig, list(axes.ravel())
 
 
 def save(fig: Figure, out: str | Path) -> list[Path]:
