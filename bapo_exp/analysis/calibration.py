@@ -243,12 +243,19 @@ def presets(choice: dict) -> dict[str, str]:
     regime = (
         "# @package _global_\n"
         + HEADER.format(what=note, sec=4)
+        + "defaults:\n  - study\n  - _self_\nname: study_regime\n"
         + f"train:\n  lr: {choice['lr']:g}\n  steps: {choice['horizon']}\n"
         f"eval:\n  at_steps: [{', '.join(map(str, steps))}]  # + the last step\n"
     )
+    weight = choice.get("anchor_weight")
     method = (
-        HEADER.format(what=note, sec=5) + "defaults:\n  - bapo\n  - _self_\n"
-        f"anchor:\n  weight: {choice['anchor_weight']:g}\n"
+        HEADER.format(what=note, sec=5)
+        + "defaults:\n  - bapo\n  - _self_\nanchor:\n"
+        + (
+            f"  weight: {weight:g}\n"
+            if weight is not None
+            else "  weight: ???  # not chosen yet: run study_calibrate_anchor and calibrate\n"
+        )
     )
     return {"conf/experiment/study_regime.yaml": regime, "conf/method/bapo_study.yaml": method}
 
@@ -273,7 +280,7 @@ def write(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bapo_exp.analysis.load import load_cells, read_cells
+    from bapo_exp.analysis.load import read_cells
 
     p = argparse.ArgumentParser(
         prog="python -m bapo_exp.analysis.calibration",
@@ -283,9 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", type=Path, help="runs/study (run folders) or a cells.csv")
     p.add_argument("--out", type=Path, default=Path("results/study/calibration"))
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--partial", action="store_true", help="choose although some cells failed")
     args = p.parse_args(argv)
     try:
-        cells = read_cells(args.root) if args.root.suffix == ".csv" else load_cells(args.root)
+        if args.root.suffix == ".csv":
+            cells = read_cells(args.root)
+        else:
+            from bapo_exp.analysis.study import collect
+
+            cells = collect(args.root, args.partial)  # refuses when a cell failed
         choice, regimes, anchors = choose(cells)
     except (FileNotFoundError, KeyError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")

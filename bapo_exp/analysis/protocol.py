@@ -6,6 +6,8 @@ Our choices (the papers fix none of them): the ranges, levels and thresholds bel
 
 from __future__ import annotations
 
+import math
+
 # Units (protocol section 2). A base's role comes from its pretraining seed.
 CALIBRATION_BASES = (100, 101)
 PLANNED_CALIBRATION_BASES = 2
@@ -49,11 +51,11 @@ LEGACY_ANCHOR = 0.01  # only for results without a calibration (a listed deviati
 
 
 def eval_steps(horizon: int) -> list[int]:
-    """The evaluation schedule of a run of ``horizon`` steps: round(f * horizon) for each
-    fraction, distinct and >= 1, the last being ``horizon`` itself (section 4)."""
+    """The evaluation schedule of a run of ``horizon`` steps: f * horizon rounded half up for
+    each fraction, distinct and >= 1, the last being ``horizon`` itself (section 4)."""
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1 step, got {horizon}")
-    return sorted({max(1, round(f * horizon)) for f in FRACTIONS})
+    return sorted({max(1, math.floor(f * horizon + 0.5)) for f in FRACTIONS})
 
 
 def role(base: int | float | str) -> str:
