@@ -80,9 +80,9 @@ endef
 define study_calibration
 	mkdir -p runs/study/reports; \
 	$(call study_grids,$(STUDY_CALIBRATE_REGIME)); \
-	$(PY) -m bapo_exp.analysis.calibration runs/study --no-figures || exit 2; \
+	$(PY) -m bapo_exp.analysis.study runs/study --calibrate --no-figures || exit 2; \
 	$(call study_grids,$(STUDY_CALIBRATE_ANCHOR)); \
-	$(PY) -m bapo_exp.analysis.calibration runs/study || exit 2
+	$(PY) -m bapo_exp.analysis.study runs/study --calibrate || exit 2
 endef
 
 study-calibrate: install  ## Calibration only: regime and anchor weight on bases 100-101 -> results/study/calibration/

@@ -1,7 +1,7 @@
 """Calibration on the calibration bases only (docs/STUDY_PROTOCOL.md sections 4, 5): the regime
 (learning rate, horizon, evaluation steps) and the primary anchor weight.
 
-    python -m bapo_exp.analysis.calibration runs/study --out results/study/calibration
+    python -m bapo_exp.analysis.study runs/study --calibrate     # make study-calibrate
 
 writes ``regime.csv``, ``anchor.csv``, ``choice.json``, ``calibration.png|pdf`` and the generated
 presets ``conf/experiment/study_regime.yaml`` and ``conf/method/bapo_study.yaml`` that every
@@ -11,20 +11,26 @@ anything else (``protocol.CALIBRATION_BASES``): the choice cannot depend on a te
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
-from bapo_exp.analysis.verdicts import Frontiers, frontier_units, runs
+from bapo_exp.analysis.verdicts import Frontiers, frontier_units, runs, select
 
 REPO = Path(__file__).resolve().parents[2]
-CONTROL = (("method_name", "dpo"), ("beta", P.DEFAULT_BETA), *P.MAIN.items())
+DPO = (("method_name", "dpo"), ("beta", P.DEFAULT_BETA))
+
+
+def main_where(design: dict | None) -> tuple:
+    """The main design point's filters (``claims.where``): the protocol's, or ``design`` over
+    it for another grid (a null value: no filter)."""
+    from bapo_exp.analysis.claims import where
+
+    return where({"design": design})
 
 
 def calibration_rows(cells: pd.DataFrame) -> pd.DataFrame:
@@ -32,10 +38,12 @@ def calibration_rows(cells: pd.DataFrame) -> pd.DataFrame:
     return cells[cells["base"].map(P.role) == "calibration"]
 
 
-def median_curve(cal: pd.DataFrame, lr: float, horizon: int) -> pd.DataFrame:
+def median_curve(
+    cal: pd.DataFrame, lr: float, horizon: int, design: dict | None = None
+) -> pd.DataFrame:
     """DPO's pointwise median over the calibration runs of one regime, per evaluated step
     (step 0: the untrained bases): ``x``, ``well_formed``, ``logodds`` and ``n`` runs."""
-    pts = runs(cal, (*CONTROL, ("lr", lr), ("horizon", horizon)))
+    pts = runs(cal, (*DPO, *main_where(design), ("lr", lr), ("horizon", horizon)))
     g = pts.groupby("step")
     out = g[["x", "well_formed", "logodds"]].median()
     out["n"] = g["cell"].nunique()
@@ -82,12 +90,12 @@ def regime_row(curve: pd.DataFrame, horizon: int) -> dict:
     }
 
 
-def regime_table(cal: pd.DataFrame) -> pd.DataFrame:
+def regime_table(cal: pd.DataFrame, design: dict | None = None) -> pd.DataFrame:
     """One row per candidate (learning rate, horizon) of DPO on the calibration bases."""
     dpo = cal[(cal["method_name"] == "dpo") & (cal["beta"] == P.DEFAULT_BETA)]
     rows = []
     for (lr, horizon), _ in dpo.groupby(["lr", "horizon"], sort=True):
-        curve = median_curve(cal, lr, horizon)
+        curve = median_curve(cal, lr, horizon, design)
         rows.append({"lr": lr, "horizon": int(horizon), **regime_row(curve, int(horizon))})
     return pd.DataFrame(rows)
 
@@ -101,7 +109,9 @@ def choose_regime(table: pd.DataFrame) -> pd.Series | None:
     return order.iloc[0]
 
 
-def anchor_table(cal: pd.DataFrame, lr: float, horizon: int) -> pd.DataFrame:
+def anchor_table(
+    cal: pd.DataFrame, lr: float, horizon: int, design: dict | None = None
+) -> pd.DataFrame:
     """Per anchor weight at the regime: mean coverage of the x-range, whether every run covers
     it, and the score (mean frontier gap against DPO's pooled control, over units and over
     knowledge and alignment)."""
@@ -119,8 +129,8 @@ def anchor_table(cal: pd.DataFrame, lr: float, horizon: int) -> pd.DataFrame:
                 "",
                 "",
                 "",
-                t + tuple(P.MAIN.items()) + regime,
-                c + tuple(P.MAIN.items()) + regime,
+                t + main_where(design) + regime,
+                c + main_where(design) + regime,
                 metric,
             )
             u = frontier_units(f, cal)
@@ -163,9 +173,11 @@ def choose_anchor(table: pd.DataFrame) -> tuple[float | None, str]:
     )
 
 
-def logodds_range(cal: pd.DataFrame, lr: float, horizon: int) -> list[float] | None:
+def logodds_range(
+    cal: pd.DataFrame, lr: float, horizon: int, design: dict | None = None
+) -> list[float] | None:
     """The median DPO logodds where the median style share crosses the ends of the x-range."""
-    curve = median_curve(cal, lr, horizon)
+    curve = median_curve(cal, lr, horizon, design)
     if curve["logodds"].isna().all():
         return None
     steps = curve["step"].to_numpy(float)
@@ -175,19 +187,22 @@ def logodds_range(cal: pd.DataFrame, lr: float, horizon: int) -> list[float] | N
     return [float(np.interp(s, steps, curve["logodds"].to_numpy(float))) for s in at]
 
 
-def het_range(cal: pd.DataFrame, lr: float, horizon: int) -> list[float] | None:
+def het_range(
+    cal: pd.DataFrame, lr: float, horizon: int, design: dict | None = None
+) -> list[float] | None:
     """Heterogeneity's x-range (protocol section 9): from the bottom of the x-range to the
     highest of ``HET_TOPS`` that DPO's median calibration run reaches at its last step for
     every number of mixed preferences; None if not even the lowest (P5 then compares losses
     after the full horizon)."""
-    dpo = cal[
-        (cal["method_name"] == "dpo")
-        & (cal["beta"] == P.DEFAULT_BETA)
-        & (cal["lr"] == lr)
-        & (cal["horizon"] == horizon)
-        & (cal["exposure"] == P.MAIN["exposure"])
-        & (cal["n_pairs"] == P.MAIN["n_pairs"])
-    ]
+    from bapo_exp.analysis.claims import where
+
+    fixed = (
+        *DPO,
+        ("lr", lr),
+        ("horizon", horizon),
+        *where({"design": design}, "exposure", "n_pairs"),
+    )
+    dpo = select(cal, fixed)
     last = dpo[dpo["step"] == horizon].groupby("k_prefs")["x"].median()
     if not set(P.K_PREFS) <= set(last.index):
         return None
@@ -195,11 +210,14 @@ def het_range(cal: pd.DataFrame, lr: float, horizon: int) -> list[float] | None:
     return next(([P.X_RANGE[0], h] for h in P.HET_TOPS if top >= h), None)
 
 
-def choose(cells: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def choose(
+    cells: pd.DataFrame, design: dict | None = None
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """``choice.json``'s content, the regime table and the anchor table, from the calibration
-    rows of ``cells`` (all other rows are dropped first)."""
+    rows of ``cells`` (all other rows are dropped first); ``design``: another main design point
+    than the protocol's (for another grid), recorded in the choice."""
     cal = calibration_rows(cells)
-    regimes = regime_table(cal)
+    regimes = regime_table(cal, design)
     pick = choose_regime(regimes) if not regimes.empty else None
     if pick is None:
         raise ValueError(
@@ -207,7 +225,7 @@ def choose(cells: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
             "calibration bases: widen the calibration grid (a deviation)"
         )
     lr, horizon = float(pick["lr"]), int(pick["horizon"])
-    anchors = anchor_table(cal, lr, horizon)
+    anchors = anchor_table(cal, lr, horizon, design)
     weight, why = choose_anchor(anchors)
     choice = {
         "provisional": False,
@@ -219,14 +237,16 @@ def choose(cells: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         f"{int(pick['points_before'])} points before it",
         "anchor_weight": weight,
         "anchor_reason": why,
-        "logodds_range": logodds_range(cal, lr, horizon),
-        "het_range": het_range(cal, lr, horizon),
+        "logodds_range": logodds_range(cal, lr, horizon, design),
+        "het_range": het_range(cal, lr, horizon, design),
     }
+    if design:
+        choice["design"] = design
     return choice, regimes, anchors
 
 
 HEADER = (
-    "# GENERATED by `python -m bapo_exp.analysis.calibration` from\n"
+    "# GENERATED by `python -m bapo_exp.analysis.study runs/study --calibrate` from\n"
     "# results/study/calibration/choice.json ({what};\n"
     "# docs/STUDY_PROTOCOL.md section {sec}). Do not edit: re-run the calibration.\n"
 )
@@ -266,53 +286,16 @@ def write(
     anchors: pd.DataFrame,
     out: Path,
     repo: Path = REPO,
-    figure: bool = True,
+    presets_too: bool = True,
 ) -> list[Path]:
+    """``regime.csv``, ``anchor.csv``, ``choice.json`` into ``out``; with ``presets_too``, the
+    generated presets into ``repo``'s ``conf/``."""
     out.mkdir(parents=True, exist_ok=True)
     regimes.to_csv(out / "regime.csv", index=False)
     anchors.to_csv(out / "anchor.csv", index=False)
     (out / "choice.json").write_text(json.dumps(choice, indent=1, sort_keys=True) + "\n")
     paths = [out / "regime.csv", out / "anchor.csv", out / "choice.json"]
-    for rel, text in presets(choice).items():
+    for rel, text in presets(choice).items() if presets_too else ():
         (repo / rel).write_text(text)
         paths.append(repo / rel)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bapo_exp.analysis.load import read_cells
-
-    p = argparse.ArgumentParser(
-        prog="python -m bapo_exp.analysis.calibration",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("root", type=Path, help="runs/study (run folders) or a cells.csv")
-    p.add_argument("--out", type=Path, default=Path("results/study/calibration"))
-    p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--partial", action="store_true", help="choose although some cells failed")
-    args = p.parse_args(argv)
-    try:
-        if args.root.suffix == ".csv":
-            cells = read_cells(args.root)
-        else:
-            from bapo_exp.analysis.study import collect
-
-            cells = collect(args.root, args.partial)  # refuses when a cell failed
-        choice, regimes, anchors = choose(cells)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    for path in write(choice, regimes, anchors, args.out):
-        sys.stdout.write(f"wrote {path}\n")
-    if not args.no_figures:
-        from bapo_exp.analysis.study_figures import calibration
-
-        for path in calibration(calibration_rows(cells), choice, regimes, anchors, args.out):
-            sys.stdout.write(f"wrote {path}\n")
-    sys.stdout.write(json.dumps(choice, indent=1, sort_keys=True) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

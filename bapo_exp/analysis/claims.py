@@ -4,7 +4,9 @@ primary family and the secondary (exploratory) analyses, as contrasts over the t
     table = verdict_table(read_cells("results/study/cells.csv"), choice)
 
 ``choice`` is the calibration's ``choice.json`` (``analysis.calibration``): the primary anchor
-weight and the logodds range. Only test-base rows enter (``role == "test"``).
+weight, the logodds and heterogeneity ranges, and optionally ``design``, the main design point
+over the protocol's (``protocol.MAIN``; a null value drops that filter, e.g. ``exposure`` for a
+pretrained model), so the same claims run on any grid. Only test-base rows enter.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from bapo_exp.analysis.protocol import (
 )
 from bapo_exp.analysis.verdicts import Endpoint, Frontiers, Slope, verdict_rows
 
-MAIN_WHERE = tuple(MAIN.items())
 MIXES = ("concise", "concise,business", "concise,business,academic")  # k = 1, 2, 3
 CLAIMS = {
     "C1": "Anchoring: at equal personalisation, BAPO keeps more knowledge and alignment than DPO",
@@ -34,42 +35,53 @@ CLAIMS = {
 }
 METRICS = ("knowledge", "alignment")
 POOLED = f"DPO (beta {', '.join(f'{b:g}' for b in CONTROL_BETAS)} pooled)"
+DPO = (("method_name", "dpo"), ("beta", DEFAULT_BETA))
+DPO_POOLED = (("method_name", "dpo"), ("beta", CONTROL_BETAS))
+MRPO = (("method_name", "mrpo"), ("ctro_eps", MRPO_EPS))
+RESCALED = (("method_name", "dpo_rescaled"), ("ctro_eps", MRPO_EPS))
+
+
+def design(choice: dict | None = None) -> dict:
+    """The main design point: the protocol's, with ``choice["design"]`` over it."""
+    return {**MAIN, **((choice or {}).get("design") or {})}
+
+
+def where(choice: dict | None = None, *keys: str, **values: Any) -> tuple:
+    """Filters on the design's ``keys`` (all of them by default), ``values`` over them; a null
+    value is no filter."""
+    d = {**design(choice), **values}
+    return tuple((k, d[k]) for k in (keys or d) if d[k] is not None)
 
 
 def bapo_where(weight: float) -> tuple:
     return (("method_name", "bapo"), ("anchor_weight", weight), ("beta", DEFAULT_BETA))
 
 
-DPO = (("method_name", "dpo"), ("beta", DEFAULT_BETA))
-DPO_POOLED = (("method_name", "dpo"), ("beta", CONTROL_BETAS))
-MRPO = (("method_name", "mrpo"), ("ctro_eps", MRPO_EPS))
-RESCALED = (("method_name", "dpo_rescaled"), ("ctro_eps", MRPO_EPS))
-REFS = (("exposure", MAIN["exposure"]), ("preferences", MAIN["preferences"]))
-
-
-def _anchor(weight: float, metric: str, pid: str, **kw: Any) -> Frontiers:
-    args = {"control": POOLED, "where_c": DPO_POOLED + MAIN_WHERE} | kw
+def _anchor(choice: dict, weight: float, metric: str, pid: str, **kw: Any) -> Frontiers:
+    args = {"control": POOLED, "where_c": DPO_POOLED + where(choice)} | kw
+    statement = f"BAPO lambda={weight:g} keeps more {metric} than {args['control']} at equal "
     return Frontiers(
         pid,
         "C1",
-        f"BAPO lambda={weight:g} keeps more {metric} than "
-        f"{args['control']} at equal personalisation",
+        statement + "personalisation",
         f"BAPO lambda={weight:g}",
-        where_t=bapo_where(weight) + MAIN_WHERE,
+        where_t=bapo_where(weight) + where(choice),
         metric=metric,
         **args,
     )
 
 
-def _refs(pid: str, control: str, where_c: tuple, metric: str, sizes, **kw: Any) -> Endpoint:
+def _refs(choice, pid, control, where_c, metric, sizes, **kw: Any) -> Endpoint:
+    refs = where(choice, "exposure", "preferences") + (("n_pairs", sizes),)
+    statement = f"MRPO eps={MRPO_EPS:g} ends with a larger held-out {metric} than {control}"
     return Endpoint(
         pid,
         "C2",
-        f"MRPO eps={MRPO_EPS:g} ends with a larger held-out {metric} than {control}",
+        statement,
         f"MRPO eps={MRPO_EPS:g}",
         control,
-        MRPO + REFS + (("n_pairs", sizes),),
-        where_c + REFS + (("n_pairs", sizes),),
+        MRPO + refs,
+        where_c + refs,
         metric,
         **kw,
     )
@@ -85,38 +97,35 @@ def _het(choice: dict, outcome: str) -> dict:
     return {"outcome": outcome, "x_range": tuple(choice["het_range"])}
 
 
-def _mixing(method: str, where: tuple, metric: str, pid: str, **kw) -> Slope:
+def _mixing(choice, method, by, metric, pid, outcome, **kw) -> Slope:
+    design_ = where(choice, "exposure", "n_pairs", "preferences", preferences=MIXES)
     return Slope(
         pid,
         "C3",
         f"{method}: {metric} loss grows with the number of mixed preferences",
         method,
-        where
-        + (("exposure", MAIN["exposure"]), ("n_pairs", MAIN["n_pairs"]), ("preferences", MIXES)),
+        by + design_,
         "k_prefs",
         "k_prefs",
         metric,
+        **_het(choice, outcome),
         **kw,
     )
 
 
-def _exposure(method: str, where: tuple, metric: str, pid: str, **kw) -> Slope:
+def _exposure(choice, method, by, metric, pid, outcome) -> Slope:
+    design_ = where(choice, "exposure", "n_pairs", "preferences", exposure=EXPOSURES)
     return Slope(
         pid,
         "C3",
         f"{method}: {metric} loss grows with the measured distance of the preferred style",
         method,
-        where
-        + (
-            ("exposure", EXPOSURES),
-            ("n_pairs", MAIN["n_pairs"]),
-            ("preferences", MAIN["preferences"]),
-        ),
+        by + design_,
         "exposure",
         "log_distance",
         metric,
         family="secondary",
-        **kw,
+        **_het(choice, outcome),
     )
 
 
@@ -124,11 +133,11 @@ def primary(choice: dict) -> list:
     """P1-P5 (protocol section 7)."""
     weight = float(choice["anchor_weight"])
     return [
-        _anchor(weight, "knowledge", "P1"),
-        _anchor(weight, "alignment", "P2"),
-        _refs("P3", "DPO", DPO, "hard_margin", SCARCE),
-        _refs("P4", f"DPO rescaled eps={MRPO_EPS:g}", RESCALED, "hard_margin", SCARCE),
-        _mixing("DPO", DPO, "knowledge", "P5", **_het(choice, "matched")),
+        _anchor(choice, weight, "knowledge", "P1"),
+        _anchor(choice, weight, "alignment", "P2"),
+        _refs(choice, "P3", "DPO", DPO, "hard_margin", SCARCE),
+        _refs(choice, "P4", f"DPO rescaled eps={MRPO_EPS:g}", RESCALED, "hard_margin", SCARCE),
+        _mixing(choice, "DPO", DPO, "knowledge", "P5", "matched"),
     ]
 
 
@@ -137,21 +146,27 @@ def _other_settings(cells: pd.DataFrame, weight: float) -> list[float]:
     return sorted(set(bapo["anchor_weight"].dropna()) - {weight})
 
 
-def secondary(choice: dict, cells: pd.DataFrame) -> list:
-    """The exploratory analyses of protocol section 9 (rows without runs read "not run")."""
-    weight, lam = float(choice["anchor_weight"]), f"BAPO lambda={float(choice['anchor_weight']):g}"
-    sec = {"family": "secondary"}
+def _anchoring(choice: dict, cells: pd.DataFrame) -> list:
+    """S1-S3 and S6: C1 with the envelope, on logodds, against DPO at beta 0.1 alone, after
+    the full horizon, at every other anchor weight in the grid, and well-formedness."""
+    weight, sec = float(choice["anchor_weight"]), {"family": "secondary"}
+    lam, main = f"BAPO lambda={weight:g}", where(choice)
     out: list = []
-    for i, m in enumerate(METRICS):
-        s = "ab"[i]
-        out.append(_anchor(weight, m, f"S1{s}", kind="envelope", **sec))
+    for m, s in zip(METRICS, "ab", strict=True):
+        out.append(_anchor(choice, weight, m, f"S1{s}", kind="envelope", **sec))
         if choice.get("logodds_range"):
             out.append(
                 _anchor(
-                    weight, m, f"S2{s}", x="logodds", x_range=tuple(choice["logodds_range"]), **sec
+                    choice,
+                    weight,
+                    m,
+                    f"S2{s}",
+                    x="logodds",
+                    x_range=tuple(choice["logodds_range"]),
+                    **sec,
                 )
             )
-        out.append(_anchor(weight, m, f"S3{s}", control="DPO", where_c=DPO + MAIN_WHERE, **sec))
+        out.append(_anchor(choice, weight, m, f"S3{s}", control="DPO", where_c=DPO + main, **sec))
         out.append(
             Endpoint(
                 f"S3{s}+",
@@ -159,33 +174,53 @@ def secondary(choice: dict, cells: pd.DataFrame) -> list:
                 f"{lam} keeps more {m} than DPO after the full horizon (unmatched)",
                 lam,
                 "DPO",
-                bapo_where(weight) + MAIN_WHERE,
-                DPO + MAIN_WHERE,
+                bapo_where(weight) + main,
+                DPO + main,
                 m,
                 **sec,
             )
         )
-        for w in _other_settings(cells, weight):
-            out.append(_anchor(w, m, f"S3{s}-{w:g}", **sec))
-    for j, (ctl, where) in enumerate((("DPO", DPO), (f"DPO rescaled eps={MRPO_EPS:g}", RESCALED))):
-        out.append(_refs(f"S4{'ab'[j]}", ctl, where, "hard_margin", (64,), **sec))
-        out.append(_refs(f"S4{'cd'[j]}", ctl, where, "hard_pref_acc", SCARCE, **sec))
-    out += [
-        _exposure(meth, where, m, f"S5 exposure {meth} {m} {o}", **_het(choice, o))
-        for meth, where in (("DPO", DPO), (lam, bapo_where(weight)))
-        for m in METRICS
-        for o in ("matched", "final")
+        out += [
+            _anchor(choice, w, m, f"S3{s}-{w:g}", **sec) for w in _other_settings(cells, weight)
+        ]
+    statement = f"{lam} ends with more well-formed generations than DPO at the last step"
+    out.append(
+        Endpoint(
+            "S6",
+            "C1",
+            statement,
+            lam,
+            "DPO",
+            bapo_where(weight) + main,
+            DPO + main,
+            "well_formed",
+            **sec,
+        )
+    )
+    return out
+
+
+def secondary(choice: dict, cells: pd.DataFrame) -> list:
+    """The exploratory analyses of protocol section 9 (rows without runs read "not run")."""
+    weight, sec = float(choice["anchor_weight"]), {"family": "secondary"}
+    lam = f"BAPO lambda={weight:g}"
+    out = _anchoring(choice, cells)
+    for j, (ctl, w) in enumerate((("DPO", DPO), (f"DPO rescaled eps={MRPO_EPS:g}", RESCALED))):
+        out.append(_refs(choice, f"S4{'ab'[j]}", ctl, w, "hard_margin", (64,), **sec))
+        out.append(_refs(choice, f"S4{'cd'[j]}", ctl, w, "hard_pref_acc", SCARCE, **sec))
+    methods = (("DPO", DPO), (lam, bapo_where(weight)))
+    outcomes = [
+        (meth, by, m, o) for meth, by in methods for m in METRICS for o in ("matched", "final")
     ]
     out += [
-        _mixing(meth, where, m, f"S5 mixing {meth} {m} {o}", **sec, **_het(choice, o))
-        for meth, where in (("DPO", DPO), (lam, bapo_where(weight)))
-        for m in METRICS
-        for o in ("matched", "final")
+        _exposure(choice, meth, by, m, f"S5 exposure {meth} {m} {o}", o)
+        for meth, by, m, o in outcomes
+    ]
+    out += [
+        _mixing(choice, meth, by, m, f"S5 mixing {meth} {m} {o}", o, **sec)
+        for meth, by, m, o in outcomes
         if (meth, m, o) != ("DPO", "knowledge", "matched")
     ]
-    statement = f"{lam} ends with more well-formed generations than DPO at the last step"
-    where_t, where_c = bapo_where(weight) + MAIN_WHERE, DPO + MAIN_WHERE
-    out.append(Endpoint("S6", "C1", statement, lam, "DPO", where_t, where_c, "well_formed", **sec))
     return out
 
 

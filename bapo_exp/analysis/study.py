@@ -2,6 +2,7 @@
 
     python -m bapo_exp.analysis.study runs/study --out results/study   # make study does this
     python -m bapo_exp.analysis.study results/study --markdown         # README's results section
+    python -m bapo_exp.analysis.study runs/study --calibrate           # make study-calibrate
 
 Two steps. ``collect`` reads the run folders into one tidy table, a row per (cell, evaluated
 step) (``analysis.load.load_cells``; columns ``analysis.load.CELL_COLUMNS``), written as
@@ -10,6 +11,8 @@ step) (``analysis.load.load_cells``; columns ``analysis.load.CELL_COLUMNS``), wr
 verdicts (``verdicts.csv``), the figures and ``RESULTS.md``; the README's results section is
 that markdown (``tests/test_readme.py`` checks that it is). The protocol is
 ``docs/STUDY_PROTOCOL.md``; ``meta.json`` records the commit of it the results were judged by.
+``--calibrate`` makes the calibration's choice instead (``analysis.calibration``: calibration
+bases only) and writes ``results/study/calibration/`` and the generated presets.
 """
 
 from __future__ import annotations
@@ -169,6 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the demo's results: its table (printed) and frontier figures, no verdicts",
     )
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (protocol's)")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="choose the regime and the anchor weight on the calibration bases; "
+        "writes <out>/calibration/ (default out: results/study) and the presets",
+    )
+    p.add_argument(
+        "--no-presets",
+        action="store_true",
+        help="with --calibrate: leave conf/ alone (another grid than the study's)",
+    )
+    p.add_argument(
+        "--design",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --calibrate: the main design point over the protocol's, for "
+        "another grid, e.g. preferences=academy exposure=none (none: no filter)",
+    )
     return p
 
 
@@ -186,10 +208,52 @@ def demo(args: argparse.Namespace, cells: pd.DataFrame, meta: dict, out: Path) -
     return 0
 
 
+def parse_design(pairs: list[str]) -> dict | None:
+    """``["preferences=academy", "exposure=none"]`` -> ``{"preferences": "academy",
+    "exposure": None}`` (numbers as numbers)."""
+    import yaml
+
+    from bapo_exp.analysis.protocol import MAIN
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in MAIN:
+            raise ValueError(f"--design {pair!r}: expected KEY=VALUE with KEY in {list(MAIN)}")
+        out[key] = None if value.lower() in ("none", "null") else yaml.safe_load(value)
+    return out or None
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """``--calibrate``: the choice from the calibration bases, its tables, figure, presets."""
+    from bapo_exp.analysis.calibration import calibration_rows, choose, write
+    from bapo_exp.analysis.study_figures import calibration
+
+    try:
+        cells = (
+            read_cells(args.root / "cells.csv")
+            if (args.root / "cells.csv").exists()
+            else collect(args.root, args.partial)
+        )  # refuses when a cell failed
+        choice, regimes, anchors = choose(cells, parse_design(args.design))
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    out = (args.out or Path("results/study")) / "calibration"
+    paths = write(choice, regimes, anchors, out, presets_too=not args.no_presets)
+    if not args.no_figures:
+        paths += calibration(calibration_rows(cells), choice, regimes, anchors, out)
+    sys.stdout.write("".join(f"wrote {p}\n" for p in paths))
+    sys.stdout.write(json.dumps(choice, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from bapo_exp.analysis.study_report import analyse
 
     args = build_parser().parse_args(argv)
+    if args.calibrate:
+        return calibrate(args)
     out = args.out or args.root
     try:
         cells, meta = load_or_collect(args.root, out, args.wall_seconds, args.partial)

@@ -12,16 +12,15 @@ says it is the Holm-adjusted one; n is printed with what it counts.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
-from bapo_exp.analysis.claims import DPO_POOLED, MAIN_WHERE, POOLED, bapo_where
+from bapo_exp.analysis.claims import DPO_POOLED, POOLED, bapo_where, where
 from bapo_exp.analysis.frontier import fit, grid, reached
-from bapo_exp.analysis.plots import new_figure, save
+from bapo_exp.analysis.plots import COLORS, ci95, new_figure, save
 from bapo_exp.analysis.verdicts import runs
 
 NAMES = {
@@ -30,27 +29,15 @@ NAMES = {
     "x": "style share of generations",
     "logodds": "log-odds preferred vs neutral",
 }
-COLORS = ("C0", "C3", "C2", "C1", "C4", "C5")
-
-
-def ci95(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, and the half-width of the 95% t-interval over ``axis`` (NaN-aware: NaN where no
-    value, no half-width below 2 values), and the number of values."""
-    from scipy.stats import t
-
-    n = np.sum(np.isfinite(values), axis=axis)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: NaN, said above
-        mean = np.nanmean(values, axis=axis)
-        sd = np.nanstd(values, axis=axis, ddof=1)
-        half = np.where(n > 1, t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(n), np.nan)
-    return mean, half, n
 
 
 def groups(choice: dict) -> list[tuple[str, tuple]]:
     """C1's method groups: BAPO at the primary weight, DPO pooled over beta."""
     w = float(choice["anchor_weight"])
-    return [(f"BAPO lambda={w:g}", bapo_where(w) + MAIN_WHERE), (POOLED, DPO_POOLED + MAIN_WHERE)]
+    return [
+        (f"BAPO lambda={w:g}", bapo_where(w) + where(choice)),
+        (POOLED, DPO_POOLED + where(choice)),
+    ]
 
 
 def label(name: str, pts: pd.DataFrame) -> str:
@@ -72,8 +59,8 @@ def per_base(pts: pd.DataFrame, x: str, metric: str, g: np.ndarray) -> np.ndarra
 
 def _frontier_panel(ax, test: pd.DataFrame, choice: dict, x: str, metric: str, rng_x) -> None:
     g = grid(min(0.0, rng_x[0]), max(1.0, rng_x[1]), 0.01) if x == "x" else grid(*rng_x)
-    for i, (name, where) in enumerate(groups(choice)):
-        pts = runs(test, where)
+    for i, (name, by) in enumerate(groups(choice)):
+        pts = runs(test, by)
         if pts.empty:
             continue
         mean, half, n = ci95(per_base(pts, x, metric, g))
@@ -119,8 +106,8 @@ def _frontier_panel(ax, test: pd.DataFrame, choice: dict, x: str, metric: str, r
 
 
 def _reach_panel(ax, test: pd.DataFrame, choice: dict) -> None:
-    for i, (name, where) in enumerate(groups(choice)):
-        pts = runs(test, where)
+    for i, (name, by) in enumerate(groups(choice)):
+        pts = runs(test, by)
         if pts.empty:
             continue
         top = pts.groupby(["base", "seed"])["x"].max()
@@ -179,7 +166,7 @@ def calibration(
     fig, (ax, bx) = new_figure(2, width=4.8, height=3.6)
     lrs = sorted(regimes["lr"].unique()) if len(regimes) else []
     for r in regimes.itertuples():
-        curve = median_curve(cal, r.lr, r.horizon)
+        curve = median_curve(cal, r.lr, r.horizon, choice.get("design"))
         chosen = r.lr == choice.get("lr") and r.horizon == choice.get("horizon")
         ax.plot(
             curve["step"] / r.horizon,
@@ -261,13 +248,15 @@ def draw_all(cells: pd.DataFrame, verdicts: pd.DataFrame, choice: dict, out: Pat
         *frontier(cells, choice, out),
         *anchoring(verdicts, out),
         *primaries(verdicts, out),
-        *references(cells, verdicts, out),
+        *references(cells, choice, out),
         *heterogeneity(cells, choice, out),
     ]
     cal = cells[cells["role"] == "calibration"]
     if not cal.empty and "lr" in choice:
         from bapo_exp.analysis.calibration import anchor_table, regime_table
 
-        anchors = anchor_table(cal, choice["lr"], choice["horizon"])
-        files += calibration(cal, choice, regime_table(cal), anchors, out / "calibration")
+        design = choice.get("design")
+        anchors = anchor_table(cal, choice["lr"], choice["horizon"], design)
+        regimes = regime_table(cal, design)
+        files += calibration(cal, choice, regimes, anchors, out / "calibration")
     return files

@@ -12,10 +12,18 @@ import numpy as np
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
-from bapo_exp.analysis.claims import DPO, METRICS, MIXES, MRPO, REFS, RESCALED, bapo_where
-from bapo_exp.analysis.plots import new_figure, save
-from bapo_exp.analysis.study_figures import COLORS, ci95
-from bapo_exp.analysis.verdicts import Slope, last_points, run_losses
+from bapo_exp.analysis.claims import (
+    DPO,
+    METRICS,
+    MRPO,
+    RESCALED,
+    _exposure,
+    _mixing,
+    bapo_where,
+    where,
+)
+from bapo_exp.analysis.plots import COLORS, ci95, new_figure, save
+from bapo_exp.analysis.verdicts import last_points, run_losses
 
 SHORT = (
     ("BAPO lambda=", "BAPO λ="),
@@ -121,8 +129,8 @@ def primaries(verdicts: pd.DataFrame, out: Path) -> list[Path]:
 def _per_n(cells: pd.DataFrame, where_t, where_c, metric: str) -> pd.DataFrame:
     """Per training-set size: treatment minus control at the last step, 95% over bases."""
     keys = ["base", "seed", "n_pairs"]
-    t = last_points(cells, where_t + REFS).groupby(keys)[metric].mean()
-    c = last_points(cells, where_c + REFS).groupby(keys)[metric].mean()
+    t = last_points(cells, where_t).groupby(keys)[metric].mean()
+    c = last_points(cells, where_c).groupby(keys)[metric].mean()
     d = (t - c).dropna().groupby(["n_pairs", "base"]).mean().unstack("n_pairs")
     mean, half, n = ci95(d.to_numpy())
     return pd.DataFrame({"n_pairs": d.columns, "mean": mean, "half": half, "n": n})
@@ -139,12 +147,12 @@ def _empty(ax, what: str) -> None:
     )
 
 
-def _by_size(ax, test: pd.DataFrame, metrics, controls) -> None:
+def _by_size(ax, test: pd.DataFrame, metrics, controls, refs: tuple) -> None:
     """Per training-set size (log axis, labelled in pairs): MRPO minus each control."""
     drawn = 0
     for j, metric in enumerate(metrics):
-        for i, (name, where) in enumerate(controls):
-            d = _per_n(test, MRPO, where, metric)
+        for i, (name, by) in enumerate(controls):
+            d = _per_n(test, MRPO + refs, by + refs, metric)
             if d.empty:
                 continue
             drawn += 1
@@ -167,19 +175,19 @@ def _by_size(ax, test: pd.DataFrame, metrics, controls) -> None:
     ax.set_ylabel("MRPO minus control, last step")
 
 
-def references(cells: pd.DataFrame, verdicts: pd.DataFrame, out: Path) -> list[Path]:
+def references(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     """C2: MRPO minus its controls against the training-set size (held-out hard margin;
     knowledge and alignment), and the eps sweep: hard margin against MRPO's clip fraction.
     Exploratory per size and per eps (the pooled primaries are P3, P4)."""
-    test = cells[cells["role"] == "test"]
+    test, refs = cells[cells["role"] == "test"], where(choice, "exposure", "preferences")
     fig, axes = new_figure(3, width=4.3, height=3.4)
     controls = (("DPO", DPO), ("rescaled DPO", RESCALED))
-    _by_size(axes[0], test, ("hard_margin",), controls)
+    _by_size(axes[0], test, ("hard_margin",), controls, refs)
     axes[0].set_title("held-out hard margin", fontsize=8)
-    _by_size(axes[2], test, METRICS, controls[:1])
+    _by_size(axes[2], test, METRICS, controls[:1], refs)
     axes[2].set_title("knowledge and alignment", fontsize=8)
     sweep = last_points(
-        test, (("method_name", ("mrpo", "dpo_rescaled")), ("n_pairs", P.EPS_SWEEP_PAIRS)) + REFS
+        test, (("method_name", ("mrpo", "dpo_rescaled")), ("n_pairs", P.EPS_SWEEP_PAIRS)) + refs
     )
     clip = sweep[sweep["method_name"] == "mrpo"].groupby("ctro_eps")["clip_frac"].mean()
     for i, (method, g) in enumerate(sweep.groupby("method_name")):
@@ -204,7 +212,8 @@ def references(cells: pd.DataFrame, verdicts: pd.DataFrame, out: Path) -> list[P
     axes[1].set_title("eps sweep", fontsize=8)
     axes[1].set_xlabel("MRPO's clip fraction at that eps")
     axes[1].set_ylabel("held-out hard margin, last step")
-    fig.legend(loc="outside lower center", ncol=3, fontsize=7)
+    if any(ax.get_legend_handles_labels()[0] for ax in axes):
+        fig.legend(loc="outside lower center", ncol=3, fontsize=7)
     fig.suptitle(
         "C2 several references on the test bases (bars: 95% intervals over bases; "
         "exploratory per size and per eps)",
@@ -216,25 +225,11 @@ def references(cells: pd.DataFrame, verdicts: pd.DataFrame, out: Path) -> list[P
 def _losses(
     cells: pd.DataFrame, choice: dict, axis: str, method: str, metric: str, outcome: str
 ) -> pd.DataFrame:
-    where = DPO if method == "DPO" else bapo_where(float(choice["anchor_weight"]))
-    design = {
-        "exposure": (("exposure", P.EXPOSURES), ("preferences", P.MAIN["preferences"])),
-        "mixing": (("exposure", P.MAIN["exposure"]), ("preferences", MIXES)),
-    }[axis]
-    rng = tuple(choice.get("het_range") or P.X_RANGE)
-    s = Slope(
-        "fig",
-        "C3",
-        "",
-        method,
-        where + design + (("n_pairs", P.MAIN["n_pairs"]),),
-        "exposure" if axis == "exposure" else "k_prefs",
-        "k_prefs",
-        metric,
-        outcome,
-        x_range=rng,
-    )
-    losses = run_losses(s, cells)
+    """Per run of the axis's contrast (``claims``): its loss and the measured distance or the
+    number of preferences."""
+    by = DPO if method == "DPO" else bapo_where(float(choice["anchor_weight"]))
+    build = _exposure if axis == "exposure" else _mixing
+    losses = run_losses(build(choice, method, by, metric, "fig", outcome), cells)
     if axis == "exposure":
         dist = cells.dropna(subset=["distance"]).groupby("cell")["distance"].first()
         losses["against"] = losses["cell"].map(dist)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
-from bapo_exp.analysis.claims import CLAIMS, DPO_POOLED, MAIN_WHERE, bapo_where, verdict_table
+from bapo_exp.analysis.claims import CLAIMS, DPO, DPO_POOLED, bapo_where, verdict_table, where
 from bapo_exp.analysis.frontier import reached
 from bapo_exp.analysis.study_tables import (
     base_table,
@@ -118,13 +118,14 @@ def frontier_mean_table(cells: pd.DataFrame, choice: dict) -> list[str]:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     weight = float(choice["anchor_weight"])
+    main = where(choice)
     groups = (
-        (f"BAPO lambda={weight:g}", bapo_where(weight) + MAIN_WHERE),
-        ("DPO beta 0.1", (("method_name", "dpo"), ("beta", 0.1), *MAIN_WHERE)),
-        ("DPO pooled over beta", DPO_POOLED + MAIN_WHERE),
+        (f"BAPO lambda={weight:g}", bapo_where(weight) + main),
+        ("DPO beta 0.1", DPO + main),
+        ("DPO pooled over beta", DPO_POOLED + main),
     )
-    for name, where in groups:
-        pts = runs(test, where)
+    for name, by in groups:
+        pts = runs(test, by)
         if pts.empty:
             lines.append(f"| {name} | not run |" + " |" * (1 + len(P.REACH_LEVELS)))
             continue
@@ -201,7 +202,7 @@ def markdown(
         "",
         "**The bases** (test bases, untrained, and DPO at its last step, mean over data seeds):",
         "",
-        *base_table(cells),
+        *base_table(cells, choice),
     ]
     return "\n".join(lines) + "\n"
 

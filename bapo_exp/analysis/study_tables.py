@@ -119,7 +119,7 @@ def _recomputed(cells: pd.DataFrame, choice: dict) -> str | None:
     if choice.get("provisional") or calibration_rows(cells).empty:
         return None
     try:
-        again = choose(cells)[0]
+        again = choose(cells, choice.get("design"))[0]
     except ValueError as err:
         return f"the calibration recomputed from cells.csv fails: {err}"
     keys = ("lr", "horizon", "anchor_weight")
@@ -202,7 +202,7 @@ def calibration_lines(cells: pd.DataFrame, choice: dict) -> list[str]:
     ]
     if cal.empty:
         return lines
-    regimes = regime_table(cal)
+    regimes = regime_table(cal, choice.get("design"))
     lines += [
         "",
         *_table(
@@ -220,7 +220,7 @@ def calibration_lines(cells: pd.DataFrame, choice: dict) -> list[str]:
         ),
     ]
     if "lr" in choice:
-        anchors = anchor_table(cal, choice["lr"], choice["horizon"])
+        anchors = anchor_table(cal, choice["lr"], choice["horizon"], choice.get("design"))
         names = {
             "anchor_weight": "lambda",
             "runs": "runs",
@@ -234,20 +234,14 @@ def calibration_lines(cells: pd.DataFrame, choice: dict) -> list[str]:
     return lines
 
 
-def base_table(cells: pd.DataFrame) -> list[str]:
+def base_table(cells: pd.DataFrame, choice: dict) -> list[str]:
     """Per test base: the untrained model and DPO (beta 0.1) at its last step."""
+    from bapo_exp.analysis.claims import DPO, where
+
     test = cells[cells["role"] == "test"]
-    main = select(test, [("exposure", P.MAIN["exposure"])])
+    main = select(test, where(choice, "exposure"))
     base = main[main["method_name"] == "none"].drop_duplicates("base").set_index("base")
-    dpo = select(
-        main,
-        [
-            ("method_name", "dpo"),
-            ("beta", P.DEFAULT_BETA),
-            ("n_pairs", P.MAIN["n_pairs"]),
-            ("preferences", P.MAIN["preferences"]),
-        ],
-    )
+    dpo = select(main, DPO + where(choice, "n_pairs", "preferences"))
     last = dpo.loc[dpo.groupby("cell")["step"].idxmax()]
     last = last.groupby("base")[["x", "knowledge", "alignment"]].mean()
     head = [

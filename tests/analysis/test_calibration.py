@@ -178,3 +178,18 @@ def test_the_committed_presets_are_the_committed_choice() -> None:
     choice = json.loads((REPO / "results/study/calibration/choice.json").read_text())
     for rel, text in presets(choice).items():
         assert (REPO / rel).read_text() == text, f"{rel}: re-run the calibration"
+
+
+def test_the_calibrate_command_writes_the_choice_and_leaves_conf_alone(tmp_path) -> None:
+    from bapo_exp.analysis.study import main
+
+    before = {p: p.read_text() for p in (REPO / "conf/experiment/study_regime.yaml",
+                                          REPO / "conf/method/bapo_study.yaml")}  # fmt: skip
+    calibration_cells().to_csv(tmp_path / "cells.csv", index=False)
+    args = [str(tmp_path), "--calibrate", "--out", str(tmp_path / "out"), "--no-figures"]
+    assert main([*args, "--no-presets", "--design", "n_pairs=128", "exposure=0.1"]) == 0
+    choice = json.loads((tmp_path / "out/calibration/choice.json").read_text())
+    assert (choice["lr"], choice["anchor_weight"]) == (1e-4, 0.01)
+    assert choice["design"] == {"n_pairs": 128, "exposure": 0.1}
+    assert {p: p.read_text() for p in before} == before
+    assert main([*args, "--design", "colour=red"]) == 2  # a clear error, nothing written
