@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bapo_exp.analysis.frontier import fit, frontier_mean, mean_gap
-from bapo_exp.analysis.protocol import ALPHA, N_BOOT, X_RANGE
+from bapo_exp.analysis.protocol import ALPHA, MIN_BASES, N_BOOT, X_RANGE
 from bapo_exp.analysis.stats import holm, mde, needed, summarise, verdict
 
 Where = tuple[tuple[str, Any], ...]
@@ -270,10 +270,7 @@ def _row(
     s = summarise(u, n_boot=n_boot, rng=rng)
     ci = 1 - level
     lo, hi = s.interval(ci)
-    reach_lo = reach_hi = reach = math.nan
-    if "reach" in u and u["reach"].notna().any():
-        r = summarise(u.assign(value=u["reach"]), n_boot=n_boot, rng=rng)
-        reach, (reach_lo, reach_hi) = r.estimate, r.interval(1 - ALPHA)
+    reach, reach_lo, reach_hi = _reach(u, n_boot, rng)
     sign = c.expected_sign
     unreached = u.loc[~u["base"].isin(s.per_base), "base"].nunique()
     word, note = verdict(
@@ -318,6 +315,26 @@ def _row(
     }
 
 
+def _reach(u: pd.DataFrame, n_boot: int, rng: int) -> tuple[float, float, float]:
+    """The reach outcome (treatment minus control coverage) with its unadjusted 95% interval;
+    NaN for a contrast without one."""
+    if "reach" not in u or u["reach"].isna().all():
+        return math.nan, math.nan, math.nan
+    r = summarise(u.assign(value=u["reach"]), n_boot=n_boot, rng=rng)
+    return (r.estimate, *r.interval(1 - ALPHA))
+
+
+def _p(u: pd.DataFrame, n_boot: int, rng: int) -> float:
+    """A primary's p-value for Holm; NaN (p = 1 in the family) when its verdict cannot be
+    "supported" or "refuted" whatever the test says (fewer than ``MIN_BASES`` bases, a constant
+    outcome, a treatment that covers credibly less of the range), so an undecidable contrast
+    never spends a step of Holm's and loosens the others'."""
+    s = summarise(u, n_boot=n_boot, rng=rng)
+    if s.n_bases < MIN_BASES or s.constant or _reach(u, n_boot, rng)[2] < 0:
+        return math.nan
+    return s.p_value()
+
+
 def _outcome(c: Contrast) -> str:
     if isinstance(c, Frontiers):
         lo, hi = c.x_range
@@ -336,7 +353,7 @@ def verdict_rows(
     starts from the seed ``rng``, so a row does not change when contrasts are added."""
     table = [(c, units(c, cells)) for c in contrasts]
     primary = [i for i, (c, _) in enumerate(table) if c.family == "primary"]
-    p = [summarise(table[i][1], n_boot=n_boot, rng=rng).p_value() for i in primary]
+    p = [_p(table[i][1], n_boot, rng) for i in primary]
     reject, p_adj, levels = holm(p) if primary else ([], [], [])
     adjusted = {
         i: (bool(r), float(lv), float(pa))

@@ -181,3 +181,16 @@ def test_the_study_table_uses_only_test_bases() -> None:
     cells.loc[cal & (cells["method_name"] == "bapo"), "knowledge"] = -5.0  # absurd
     table = verdict_table(cells, CHOICE, n_boot=500).set_index("id")
     assert table.loc["P1", "n_bases"] == 10 and table.loc["P1", "verdict"] == "supported"
+
+
+def test_an_undecidable_primary_spends_no_holm_step() -> None:
+    """A primary on 4 bases with a huge effect is "insufficient" whatever its p: in the family
+    it counts as p = 1, so it cannot be rejected first and loosen P1's level to 0.05."""
+    cells = study_cells(effect=0.03)
+    few = cells[cells["base"] < 4]
+    mixed = pd.concat([cells, few.assign(cell=few["cell"] + "-few", preferences="few")])
+    small = p1(id="Px", where_t=BAPO[:2] + (("preferences", "few"),),
+               where_c=DPO[:2] + (("preferences", "few"),), metric="alignment")  # fmt: skip
+    table = verdict_rows([p1(), small], mixed).set_index("id")
+    assert table.loc["Px", "verdict"] == "insufficient" and table.loc["Px", "p"] < 0.01
+    assert table.loc["Px", "p_holm"] == 1.0 and table.loc["P1", "ci"] == 0.975
