@@ -48,7 +48,8 @@ def _found(r: pd.Series) -> str:
 
 def plain(r: pd.Series) -> str:
     """One primary contrast in plain words: found, how sure, smallest detectable, cannot say."""
-    head = f"**{r['id']}: {r['verdict']}.** {r['statement']}?"
+    word = "not run" if r["n_units"] == 0 else r["verdict"]
+    head = f"**{r['id']}: {word}.** {r['statement']}?"
     if r["n_units"] == 0:
         return f"{head} Not run: cells.csv has no test-base runs of this contrast."
     if r["verdict"] in ("insufficient", "not reached", P_CEILING) and r["n_bases"] < P.MIN_BASES:

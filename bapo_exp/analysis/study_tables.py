@@ -106,10 +106,32 @@ def _regime(test: pd.DataFrame, choice: dict) -> str | None:
     off = trained[(trained["lr"] != choice["lr"]) | (trained["horizon"] != choice["horizon"])]
     if off.empty:
         return None
-    seen = ", ".join(sorted({f"lr {r.lr:g}, {r.horizon:g} steps" for r in off.itertuples()}))
+    seen = ", ".join(
+        sorted(
+            {
+                f"lr {'not recorded' if pd.isna(r.lr) else format(r.lr, 'g')}, {r.horizon:g} steps"
+                for r in off.itertuples()
+            }
+        )
+    )
     return (
         f"{len(off)} of {len(trained)} test runs ran another regime than choice.json's "
         f"(lr {choice['lr']:g}, {choice['horizon']} steps): {seen}"
+    )
+
+
+def _betas(test: pd.DataFrame) -> str | None:
+    """DPO's control frontier pools the protocol's betas: say which are missing."""
+    have = set(test.loc[test["method_name"] == "dpo", "beta"].dropna())
+    missing = [b for b in P.CONTROL_BETAS if b not in have]
+    if not missing or not have:
+        return None
+    return (
+        "DPO's control frontier lacks beta "
+        + ", ".join(f"{b:g}" for b in missing)
+        + " (it pools "
+        + ", ".join(f"{b:g}" for b in sorted(have))
+        + ")"
     )
 
 
@@ -158,7 +180,8 @@ def deviations(cells: pd.DataFrame, meta: dict, choice: dict, folder: Path) -> l
         )
     if inst := _instrument(cells):
         out.append("instrument smaller than planned: " + ", ".join(inst))
-    out += [d for d in (_eval_points(test), _regime(test, choice), _recomputed(cells, choice)) if d]
+    checks = (_eval_points(test), _regime(test, choice), _betas(test), _recomputed(cells, choice))
+    out += [d for d in checks if d]
     listed = folder / "deviations.md"
     if listed.exists():
         out += [ln[2:].strip() for ln in listed.read_text().splitlines() if ln.startswith("- ")]
