@@ -243,7 +243,7 @@ DESIGN = ["method_name", "beta", "anchor_weight", "ctro_eps", "lr", "horizon", "
 # "_stderr" as the older suites do).
 SOURCES: dict[str, tuple[str, ...]] = {
     "x": ("eval/gen/style_share", "eval/gen/win_rate"),
-    "x_se": ("eval/gen/style_share_stderr", "eval/gen/win_rate_stderr"),
+    "x_se": ("eval/gen/style_share_se", "eval/gen/style_share_stderr", "eval/gen/win_rate_stderr"),
     "x_n": ("eval/gen/n",),
     "x_base": ("eval/gen/base_style_share",),
     "well_formed": ("eval/gen/well_formed",),

@@ -181,3 +181,41 @@ def test_the_protocol_states_the_constants_the_analysis_uses() -> None:
     assert not missing, missing
     assert P.eval_steps(96) == [3, 6, 12, 18, 24, 36, 48, 60, 72, 84, 96]
     assert len(P.eval_steps(96)) >= P.MIN_EVAL_POINTS
+
+
+def test_cells_are_collected_from_run_folders_with_the_instruments_keys(tmp_path) -> None:
+    """One row per (cell, evaluated step); the role from the base; the new summary keys."""
+    from bapo_exp.analysis.load import load_cells
+    from tests.analysis.conftest import make_run
+
+    def micro(method: dict, seed: int) -> dict:
+        return {"name": "study", "seed": 0, "stages": ["reference", "train", "eval"],
+                "method": method, "train": {"steps": 8, "lr": 1.5e-4},
+                "data": {"name": "synthetic", "preferences": ["concise"], "n_train": 4},
+                "model": {"name": "micro", "source": "micro", "micro": {"seed": seed,
+                          "style_exposure": {"concise": 0.1}}}}  # fmt: skip
+
+    summary = {"gen/style_share": 0.4, "gen/style_share_se": 0.03, "gen/well_formed": 0.9,
+               "personal/style_logodds": -1.5, "personal/hard_margin": 0.7,
+               "personal/hard_pref_acc": 0.6, "synthetic_knowledge/neutral/acc": 0.8,
+               "synthetic_alignment/acc": 0.9}  # fmt: skip
+    mrpo = make_run(tmp_path, "mrpo", micro({"name": "mrpo", "beta": 0.1, "ctro_eps": 0.1}, 100),
+                    summary | {"gen/style_share": 0.6}, metrics=[{"mrpo/clip_frac_1": 0.2},
+                    {"mrpo/clip_frac_1": 0.4}])  # fmt: skip
+    (mrpo / "train/summary.json").write_text(
+        json.dumps({"total_steps": 8, "mrpo/ref_disagreement": 0.3})
+    )
+    (mrpo / "eval/at_step/4").mkdir(parents=True)
+    (mrpo / "eval/at_step/4/summary.json").write_text(json.dumps(summary))
+    make_run(tmp_path, "dpo", micro({"name": "dpo", "beta": 0.05}, 3), summary)
+    table = load_cells(tmp_path)
+    assert list(table.columns) == CELL_COLUMNS
+    cells = table.set_index(["cell", "step"])
+    m4, m8 = cells.loc[("mrpo", 4)], cells.loc[("mrpo", 8)]
+    assert (m4["x"], m8["x"], m4["x_se"]) == (0.4, 0.6, 0.03)
+    assert m8["role"] == "calibration" and m8["base"] == 100 and m8["method"] == "MRPO eps=0.1"
+    assert m8["clip_frac"] == pytest.approx(0.3) and m8["ref_disagreement"] == 0.3
+    assert (m8["well_formed"], m8["logodds"], m8["hard_margin"]) == (0.9, -1.5, 0.7)
+    assert (m8["lr"], m8["horizon"], m8["exposure"], m8["n_pairs"]) == (1.5e-4, 8, 0.1, 4)
+    d = cells.loc[("dpo", 0)]  # no train summary: the eval summary is step 0
+    assert d["role"] == "test" and d["method"] == "DPO beta=0.05" and d["beta"] == 0.05
