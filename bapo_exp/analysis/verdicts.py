@@ -169,10 +169,11 @@ def frontier_units(c: Frontiers, cells: pd.DataFrame) -> pd.DataFrame:
     """One row per unit: ``value`` (the gap, NaN if not reached), each side's coverage and
     ``reach`` (treatment coverage minus control coverage)."""
     t, k = runs(cells, c.where_t), runs(cells, c.where_c)
+    controls = dict(tuple(k.groupby(UNIT, sort=False)))
     rows = []
     for key, tg in t.groupby(UNIT, sort=True):
-        kg = k[(k["base"] == key[0]) & (k["seed"] == key[1])]
-        if kg.empty:
+        kg = controls.get(key)
+        if kg is None:
             continue
         ft = fit(tg[c.x], tg[c.metric], c.kind)
         fc = fit(kg[c.x], kg[c.metric], c.kind)

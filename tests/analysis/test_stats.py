@@ -118,7 +118,9 @@ def test_holm_matches_the_step_down_by_hand_and_its_levels_agree_with_it() -> No
 def test_holm_adjusted_t_intervals_are_consistent_with_the_test() -> None:
     gen = np.random.default_rng(9)
     for _ in range(20):
-        family = [summarise(units(gen, 8, 1, t, 0.05, 0.0)) for t in (0.0, 0.03, 0.06, 0.1)]
+        family = [
+            summarise(units(gen, 8, 1, t, 0.05, 0.0), n_boot=10) for t in (0.0, 0.03, 0.06, 0.1)
+        ]
         reject, _, levels = holm([s.p_value("t") for s in family])
         for s, r, lv in zip(family, reject, levels, strict=True):
             lo, hi = s.interval(1 - lv, "t")
