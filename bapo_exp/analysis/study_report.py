@@ -140,26 +140,14 @@ def frontier_mean_table(cells: pd.DataFrame, choice: dict) -> list[str]:
     return lines
 
 
-def markdown(
-    cells: pd.DataFrame, v: pd.DataFrame, meta: dict, choice: dict, devs: list[str]
-) -> str:
-    """The results section (see the module docstring)."""
-    trained = cells[cells["method_name"] != "none"]
-    test = sorted(trained.loc[trained["role"] == "test", "base"].unique())
-    cal = sorted(trained.loc[trained["role"] == "calibration", "base"].unique())
-    unfinished = meta.get("unfinished_cells", 0)
-    sha = meta.get("protocol_sha")
-    prim, sec = v[v["family"] == "primary"], v[v["family"] == "secondary"]
+def opening(v: pd.DataFrame, meta: dict, devs: list[str]) -> list[str]:
+    """The protocol's commit, the deviations and the plain summary per claim."""
+    unfinished, sha = meta.get("unfinished_cells", 0), meta.get("protocol_sha")
+    prim = v[v["family"] == "primary"]
+    partial = [f"**Partial:** {unfinished} cell(s) failed or did not finish and are left out "
+               "(analysed with `--partial`).", ""]  # fmt: skip
     lines = [
-        *(
-            [
-                f"**Partial:** {unfinished} cell(s) failed or did not finish and are left out "
-                "(analysed with `--partial`).",
-                "",
-            ]
-            if unfinished
-            else []
-        ),
+        *(partial if unfinished else []),
         f"**Protocol:** `docs/STUDY_PROTOCOL.md` at commit `{sha[:12] if sha else 'none'}`"
         + ("" if sha else " (these runs predate the protocol)")
         + ". **Deviations:** "
@@ -173,7 +161,18 @@ def markdown(
     for cid, text in CLAIMS.items():
         rows = prim[prim["claim"] == cid]
         lines.append(f"- **{cid}. {text}.** " + " ".join(plain(r) for _, r in rows.iterrows()))
-    lines += [
+    return lines
+
+
+def markdown(
+    cells: pd.DataFrame, v: pd.DataFrame, meta: dict, choice: dict, devs: list[str]
+) -> str:
+    """The results section (see the module docstring)."""
+    trained = cells[cells["method_name"] != "none"]
+    test = sorted(trained.loc[trained["role"] == "test", "base"].unique())
+    cal = sorted(trained.loc[trained["role"] == "calibration", "base"].unique())
+    lines = [
+        *opening(v, meta, devs),
         "",
         f"`make study` ran {meta['n_cells']} cells on {len(test)} test bases "
         f"({', '.join(map(str, test))}) and {len(cal)} calibration bases"
@@ -186,7 +185,7 @@ def markdown(
         "",
         "**Primary contrasts** (Holm-adjusted):",
         "",
-        *row_table(prim, adjusted=True),
+        *row_table(v[v["family"] == "primary"], adjusted=True),
         "",
         "**Reach** (test units at the main design; the primary gap is averaged over the part of "
         f"style share {P.X_RANGE[0]:g}-{P.X_RANGE[1]:g} both runs reach, a unit sharing less "
@@ -197,7 +196,7 @@ def markdown(
         "**Secondary analyses (exploratory**, unadjusted 95% intervals; `not run`: no runs in "
         "cells.csv; `not reached`: runs that did not reach the x-range):",
         "",
-        *row_table(sec, adjusted=False),
+        *row_table(v[v["family"] == "secondary"], adjusted=False),
         "",
         *calibration_lines(cells, choice),
         "",
