@@ -56,23 +56,46 @@ laptop: install  ## SmolLM2-135M on one DSP domain, DPO and BAPO, every stage ->
 readme: install  ## Rewrite the README's generated sections from results/demo and results/study
 	$(PY) -m bapo_exp.analysis.readme
 
-# --- The study (issue 17): the papers' claims as verdicts with intervals, bases as a random factor.
-# Every preset writes into runs/study (cells shared between claims run once; re-running skips
+# --- The study (docs/STUDY_PROTOCOL.md): calibration on bases 100-101 chooses the regime and the
+# anchor weight (writes conf/experiment/study_regime.yaml, conf/method/bapo_study.yaml and
+# results/study/calibration/), then the test presets run on bases 0-9 with that choice. Every
+# preset writes into runs/study (cells shared between claims run once; re-running skips
 # finished cells); the analysis writes results/study/ (cells.csv, verdicts, figures).
-STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_anchor_seeds \
-	study_mrpo study_mrpo_controls study_exposure study_mixing
+.PHONY: study-calibrate
+STUDY_CALIBRATE_REGIME = study_calibrate_bases study_calibrate study_calibrate_long
+STUDY_CALIBRATE_ANCHOR = study_calibrate_anchor study_calibrate_control study_calibrate_mixing
+STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_mrpo \
+	study_mrpo_controls study_mixing study_mixing_bapo study_exposure study_mrpo_sweep \
+	study_mrpo_sweep_controls study_mrpo_64 study_mrpo_64_controls
 STUDY_LAUNCHER ?= local_joblib
 # every base of the study is pretrained first, this many at once (one thread each; issue 24)
 STUDY_PRETRAIN_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
-study: install  ## The study: every claim on 5 base models, verdicts with intervals -> results/study/
-	@start=$$(date +%s); rc=0; \
-	mkdir -p runs/study/reports; \
-	$(PY) -m bapo_exp.synthetic.bases $(STUDY_PRESETS) --processes $(STUDY_PRETRAIN_PROCESSES) \
-		-- $(ARGS) || rc=1; \
-	for x in $(STUDY_PRESETS); do \
+# $(call study_grids,<presets>): run each preset, keep its multirun report; rc=1 on a failure.
+define study_grids
+	for x in $(1); do \
 		$(PY) -m bapo_exp -m experiment=$$x hydra/launcher=$(STUDY_LAUNCHER) $(ARGS) || rc=1; \
 		cp runs/study/multirun_report.json runs/study/reports/$$x.json; \
-	done; \
+	done
+endef
+
+# The calibration: regime first (it writes study_regime.yaml), then the anchor weight at it.
+define study_calibration
+	mkdir -p runs/study/reports; \
+	$(PY) -m bapo_exp.synthetic.bases $(STUDY_CALIBRATE_REGIME) $(STUDY_CALIBRATE_ANCHOR) \
+		$(STUDY_PRESETS) --processes $(STUDY_PRETRAIN_PROCESSES) -- $(ARGS) || rc=1; \
+	$(call study_grids,$(STUDY_CALIBRATE_REGIME)); \
+	$(PY) -m bapo_exp.analysis.study runs/study --calibrate --no-figures || exit 2; \
+	$(call study_grids,$(STUDY_CALIBRATE_ANCHOR)); \
+	$(PY) -m bapo_exp.analysis.study runs/study --calibrate || exit 2
+endef
+
+study-calibrate: install  ## Calibration only: regime and anchor weight on bases 100-101 -> results/study/calibration/
+	@rc=0; $(call study_calibration); exit $$rc
+
+study: install  ## The study: calibration, then every claim on 10 test bases, verdicts -> results/study/
+	@start=$$(date +%s); rc=0; \
+	$(call study_calibration); \
+	$(call study_grids,$(STUDY_PRESETS)); \
 	$(PY) -m bapo_exp.analysis.study runs/study --out results/study \
 		--wall-seconds $$(( $$(date +%s) - start )) || rc=1; \
 	echo "make study: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"; \

@@ -1,158 +1,232 @@
-"""The papers' claims, as the study tests them (issue 17), and the table of their verdicts.
+"""The papers' claims as the study tests them (docs/STUDY_PROTOCOL.md sections 1, 7, 9): the
+primary family and the secondary (exploratory) analyses, as contrasts over the test bases.
 
-    table = verdict_table(read_cells("results/study/cells.csv"))
+    table = verdict_table(read_cells("results/study/cells.csv"), choice)
 
-Every comparison is paired within a (base, data seed) and summarised over bases (the random
-factor) with an interval that takes the wider of the hierarchical bootstrap and the t-interval
-over base means (``INTERVAL``, ours: with 5 bases the percentile bootstrap alone covers the
-truth only ~85% of the time at 95% nominal, ``analysis.stats``). A verdict is *supported* when
-the interval excludes 0 on the claimed side, *refuted* on the other side, *inconclusive* when
-it includes 0.
-
-- **Anchoring** (BAPO): at matched generated personalisation (style share 0.25, 0.5, 0.75), and
-  after the full 80 steps, every BAPO setting keeps more knowledge and alignment than DPO.
-- **Several references** (MRPO): with 16, 64 and 256 training pairs, MRPO (eps 0.1 and 0.5)
-  learns the preference (held-out pref_acc, style share) better than DPO after 80 steps and keeps
-  more at matched personalisation; and it beats its own reduction, DPO against the main
-  reference rescaled by (1 + eps_y).
-- **Heterogeneity** (BAPO): knowledge and alignment loss after 80 steps (base minus trained)
-  grow with the measured distance of the preferred style from the base (exposure 0, 1%, 10%,
-  30%) and with the number of mixed preferences (1, 2, 3): the slope per base is positive; and
-  the same at matched personalisation (the losses where each curve first reaches style share
-  0.5, ``matched_losses``).
+``choice`` is the calibration's ``choice.json`` (``analysis.calibration``): the primary anchor
+weight, the logodds and heterogeneity ranges, and optionally ``design``, the main design point
+over the protocol's (``protocol.MAIN``; a null value drops that filter, e.g. ``exposure`` for a
+pretrained model), so the same claims run on any grid. Only test-base rows enter.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
-from bapo_exp.analysis.matched import matched
-from bapo_exp.analysis.verdicts import Claim, TrendClaim, claim_table, select
+from bapo_exp.analysis.protocol import (
+    CONTROL_BETAS,
+    DEFAULT_BETA,
+    EXPOSURES,
+    MAIN,
+    MRPO_EPS,
+    N_BOOT,
+    SCARCE,
+)
+from bapo_exp.analysis.verdicts import Endpoint, Frontiers, Slope, verdict_rows
 
-INTERVAL = "both"  # the wider of the hierarchical bootstrap and the t-interval over bases
-LEVELS = (0.25, 0.5, 0.75)
-HET_LEVEL = 0.5  # heterogeneity's matched comparison: the losses where a curve reaches this x
-FINAL = 80  # the study's training steps
-MAIN = {"exposure": 0.1, "n_pairs": 128, "preferences": "concise"}
-SCARCE = [16, 64, 256]  # MRPO's training-set sizes (pairs)
+MIXES = ("concise", "concise,business", "concise,business,academic")  # k = 1, 2, 3
+CLAIMS = {
+    "C1": "Anchoring: at equal personalisation, BAPO keeps more knowledge and alignment than DPO",
+    "C2": "Several references: with scarce data, a second reference helps the preference "
+    "generalise",
+    "C3": "Heterogeneity: forgetting grows with the heterogeneity of the preferences",
+}
 METRICS = ("knowledge", "alignment")
-DESIGN = ["exposure", "n_pairs", "preferences", "k_prefs"]
+POOLED = f"DPO (beta {', '.join(f'{b:g}' for b in CONTROL_BETAS)} pooled)"
+DPO = (("method_name", "dpo"), ("beta", DEFAULT_BETA))
+DPO_POOLED = (("method_name", "dpo"), ("beta", CONTROL_BETAS))
+MRPO = (("method_name", "mrpo"), ("ctro_eps", MRPO_EPS))
+RESCALED = (("method_name", "dpo_rescaled"), ("ctro_eps", MRPO_EPS))
 
 
-def with_base(cells: pd.DataFrame, where: dict) -> pd.DataFrame:
-    """The trained cells matching ``where`` and, for each of their (base, seed), the untrained
-    base's row of the same base and exposure as step 0 (``method == "base"``)."""
-    sel = select(cells, list(where.items()))
-    trained = sel[sel["method"] != "base"]
-    bases = cells[cells["method"] == "base"].drop(columns=[*DESIGN[1:], "seed"])
-    units = trained[["base", "seed", *DESIGN]].drop_duplicates()
-    start = units.merge(bases, on=["base", "exposure"], how="inner").assign(step=0)
-    return pd.concat([trained, start[trained.columns]], ignore_index=True)
+def design(choice: dict | None = None) -> dict:
+    """The main design point: the protocol's, with ``choice["design"]`` over it."""
+    return {**MAIN, **((choice or {}).get("design") or {})}
 
 
-def with_losses(cells: pd.DataFrame, untrained: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``knowledge_loss`` and ``alignment_loss``: the base's score minus the cell's (positive =
-    forgotten), the base matched on (base, exposure); the base rows are taken from ``untrained``
-    (default: ``cells`` itself)."""
-    source = cells if untrained is None else untrained
-    base = source[source["method"] == "base"][["base", "exposure", *METRICS]]
-    out = cells.merge(base, on=["base", "exposure"], how="left", suffixes=("", "_untrained"))
-    for m in METRICS:
-        out[f"{m}_loss"] = out[f"{m}_untrained"] - out[m]
-    return out
+def where(choice: dict | None = None, *keys: str, **values: Any) -> tuple:
+    """Filters on the design's ``keys`` (all of them by default), ``values`` over them; a null
+    value is no filter."""
+    d = {**design(choice), **values}
+    return tuple((k, d[k]) for k in (keys or d) if d[k] is not None)
 
 
-def anchoring(cells: pd.DataFrame) -> list[Claim]:
-    settings = sorted(m for m in with_base(cells, MAIN)["method"].unique() if m.startswith("BAPO"))
+def bapo_where(weight: float) -> tuple:
+    return (("method_name", "bapo"), ("anchor_weight", weight), ("beta", DEFAULT_BETA))
+
+
+def _anchor(choice: dict, weight: float, metric: str, pid: str, **kw: Any) -> Frontiers:
+    args = {"control": POOLED, "where_c": DPO_POOLED + where(choice)} | kw
+    statement = f"BAPO lambda={weight:g} keeps more {metric} than {args['control']} at equal "
+    return Frontiers(
+        pid,
+        "C1",
+        statement + "personalisation",
+        f"BAPO lambda={weight:g}",
+        where_t=bapo_where(weight) + where(choice),
+        metric=metric,
+        **args,
+    )
+
+
+def _refs(choice, pid, control, where_c, metric, sizes, **kw: Any) -> Endpoint:
+    refs = where(choice, "exposure", "preferences") + (("n_pairs", sizes),)
+    statement = f"MRPO eps={MRPO_EPS:g} ends with a larger held-out {metric} than {control}"
+    return Endpoint(
+        pid,
+        "C2",
+        statement,
+        f"MRPO eps={MRPO_EPS:g}",
+        control,
+        MRPO + refs,
+        where_c + refs,
+        metric,
+        **kw,
+    )
+
+
+def _het(choice: dict, outcome: str) -> dict:
+    """Heterogeneity's x-range from the calibration; without one reached, "matched" falls back
+    to "final" (protocol section 9)."""
+    if "het_range" not in choice:
+        return {"outcome": outcome}
+    if choice["het_range"] is None:
+        return {"outcome": "final"}
+    return {"outcome": outcome, "x_range": tuple(choice["het_range"])}
+
+
+def _mixing(choice, method, by, metric, pid, outcome, **kw) -> Slope:
+    design_ = where(choice, "exposure", "n_pairs", "preferences", preferences=MIXES)
+    return Slope(
+        pid,
+        "C3",
+        f"{method}: {metric} loss grows with the number of mixed preferences",
+        method,
+        by + design_,
+        "k_prefs",
+        "k_prefs",
+        metric,
+        **_het(choice, outcome),
+        **kw,
+    )
+
+
+def _exposure(choice, method, by, metric, pid, outcome) -> Slope:
+    design_ = where(choice, "exposure", "n_pairs", "preferences", exposure=EXPOSURES)
+    return Slope(
+        pid,
+        "C3",
+        f"{method}: {metric} loss grows with the measured distance of the preferred style",
+        method,
+        by + design_,
+        "exposure",
+        "log_distance",
+        metric,
+        family="secondary",
+        **_het(choice, outcome),
+    )
+
+
+def primary(choice: dict) -> list:
+    """P1-P5 (protocol section 7)."""
+    weight = float(choice["anchor_weight"])
     return [
-        Claim(
-            f"A {s} {m}{' @80' if levels is None else ''}",
-            f"{s} keeps more {m} than DPO",
-            s,
-            "DPO",
-            m,
-            +1,
-            levels,
-            (FINAL,) if levels is None else None,
-        )  # fmt: skip
-        for s in settings
-        for m in METRICS
-        for levels in (LEVELS, None)
+        _anchor(choice, weight, "knowledge", "P1"),
+        _anchor(choice, weight, "alignment", "P2"),
+        _refs(choice, "P3", "DPO", DPO, "hard_margin", SCARCE),
+        _refs(choice, "P4", f"DPO rescaled eps={MRPO_EPS:g}", RESCALED, "hard_margin", SCARCE),
+        _mixing(choice, "DPO", DPO, "knowledge", "P5", "matched"),
     ]
 
 
-def several_references(cells: pd.DataFrame) -> list[Claim]:
-    mrpo = sorted(m for m in cells["method"].unique() if m.startswith("MRPO"))
-    controls = ["DPO", *sorted(c for c in cells["method"].unique() if c.startswith("DPO resc"))]
-    claims = []
-    for t in mrpo:
-        for control in controls:
-            for m in ("pref_acc", "x"):
-                claims.append(Claim(f"M {t} vs {control} {m} @80", f"{t} learns the preference "
-                                    f"better than {control}", t, control, m, +1, None, (FINAL,),
-                                    by=("n_pairs",)))  # fmt: skip
-            for m in METRICS:
-                claims.append(
-                    Claim(
-                        f"M {t} vs {control} {m}",
-                        f"{t} keeps more {m} than {control}",
-                        t,
-                        control,
-                        m,
-                        +1,
-                        LEVELS,
-                        by=("n_pairs",),
-                    )
+def _other_settings(cells: pd.DataFrame, weight: float) -> list[float]:
+    bapo = cells[(cells["method_name"] == "bapo") & (cells["method"].str.count(" ") == 1)]
+    return sorted(set(bapo["anchor_weight"].dropna()) - {weight})
+
+
+def _anchoring(choice: dict, cells: pd.DataFrame) -> list:
+    """S1-S3 and S6: C1 with the envelope, on logodds, against DPO at beta 0.1 alone, after
+    the full horizon, at every other anchor weight in the grid, and well-formedness."""
+    weight, sec = float(choice["anchor_weight"]), {"family": "secondary"}
+    lam, main = f"BAPO lambda={weight:g}", where(choice)
+    out: list = []
+    for m, s in zip(METRICS, "ab", strict=True):
+        out.append(_anchor(choice, weight, m, f"S1{s}", kind="envelope", **sec))
+        if choice.get("logodds_range"):
+            out.append(
+                _anchor(
+                    choice,
+                    weight,
+                    m,
+                    f"S2{s}",
+                    x="logodds",
+                    x_range=tuple(choice["logodds_range"]),
+                    **sec,
                 )
-    return claims
+            )
+        out.append(_anchor(choice, weight, m, f"S3{s}", control="DPO", where_c=DPO + main, **sec))
+        out.append(
+            Endpoint(
+                f"S3{s}+",
+                "C1",
+                f"{lam} keeps more {m} than DPO after the full horizon (unmatched)",
+                lam,
+                "DPO",
+                bapo_where(weight) + main,
+                DPO + main,
+                m,
+                **sec,
+            )
+        )
+        out += [
+            _anchor(choice, w, m, f"S3{s}-{w:g}", **sec) for w in _other_settings(cells, weight)
+        ]
+    statement = f"{lam} ends with more well-formed generations than DPO at the last step"
+    out.append(
+        Endpoint(
+            "S6",
+            "C1",
+            statement,
+            lam,
+            "DPO",
+            bapo_where(weight) + main,
+            DPO + main,
+            "well_formed",
+            **sec,
+        )
+    )
+    return out
 
 
-def heterogeneity(cells: pd.DataFrame, final: bool = True) -> list[TrendClaim]:
-    """Loss against distance and against the number of mixed preferences, per method: after the
-    full training (``final``) or on :func:`matched_losses`' table (no step filter)."""
-    methods = sorted(set(cells.loc[cells["exposure"] != MAIN["exposure"], "method"]) - {"base"})
-    step = (("step", FINAL),) if final else ()
-    claims = []
-    for m in METRICS:
-        for method in methods:
-            claims.append(TrendClaim(
-                f"H exposure {method} {m}_loss", f"{method}: {m} loss grows with the measured "
-                "distance of the preferred style", "distance", f"{m}_loss", +1,
-                design="exposure", where=(("method", method), *step,
-                                          ("preferences", MAIN["preferences"])),
-            ))  # fmt: skip
-            claims.append(TrendClaim(
-                f"H mixing {method} {m}_loss", f"{method}: {m} loss grows with the number of "
-                "mixed preferences", "k_prefs", f"{m}_loss", +1,
-                where=(("method", method), *step, ("exposure", MAIN["exposure"])),
-            ))  # fmt: skip
-    return claims
+def secondary(choice: dict, cells: pd.DataFrame) -> list:
+    """The exploratory analyses of protocol section 9 (rows without runs read "not run")."""
+    weight, sec = float(choice["anchor_weight"]), {"family": "secondary"}
+    lam = f"BAPO lambda={weight:g}"
+    out = _anchoring(choice, cells)
+    for j, (ctl, w) in enumerate((("DPO", DPO), (f"DPO rescaled eps={MRPO_EPS:g}", RESCALED))):
+        out.append(_refs(choice, f"S4{'ab'[j]}", ctl, w, "hard_margin", (64,), **sec))
+        out.append(_refs(choice, f"S4{'cd'[j]}", ctl, w, "hard_pref_acc", SCARCE, **sec))
+    methods = (("DPO", DPO), (lam, bapo_where(weight)))
+    outcomes = [
+        (meth, by, m, o) for meth, by in methods for m in METRICS for o in ("matched", "final")
+    ]
+    out += [
+        _exposure(choice, meth, by, m, f"S5 exposure {meth} {m} {o}", o)
+        for meth, by, m, o in outcomes
+    ]
+    out += [
+        _mixing(choice, meth, by, m, f"S5 mixing {meth} {m} {o}", o, **sec)
+        for meth, by, m, o in outcomes
+        if (meth, m, o) != ("DPO", "knowledge", "matched")
+    ]
+    return out
 
 
-def matched_losses(cells: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Knowledge and alignment loss where each curve first reaches style share ``level`` (the
-    untrained base's score minus the interpolated one), with the curve's measured distance;
-    curves that never reach ``level`` are left out (the verdict rows count the bases left)."""
-    by = ["exposure", "k_prefs", "preferences"]
-    keys = [*by, "base", "seed", "method"]
-    curves = with_base(cells, {"n_pairs": MAIN["n_pairs"]}).rename(columns={"step": "strength"})
-    points = matched(curves, [level], METRICS, by=by, base_method="base")
-    points = points[points["reached"].eq(True)]
-    wide = points.pivot_table(index=keys, columns="metric", values="value").reset_index()
-    distance = cells[cells["method"] != "base"].groupby(keys)["distance"].mean().reset_index()
-    return with_losses(wide.merge(distance, on=keys, how="left"), untrained=cells)
-
-
-def verdict_table(cells: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """Every claim's verdict rows (``verdicts.ROW_COLS``)."""
-    stats = {"method": INTERVAL, "n_boot": n_boot, "base_method": "base"}
-    curves = {"step": "strength"}  # a curve's position, as analysis.matched names it
-    main = claim_table(anchoring(cells), with_base(cells, MAIN).rename(columns=curves), **stats)
-    refs = with_base(cells, {"exposure": MAIN["exposure"], "n_pairs": SCARCE})
-    mrpo = claim_table(several_references(cells), refs.rename(columns=curves), **stats)
-    trend = {"method": INTERVAL, "n_boot": n_boot}
-    het = claim_table(heterogeneity(cells), with_losses(cells), **trend).assign(at=float(FINAL))
-    at_level = matched_losses(cells, HET_LEVEL)
-    het_matched = claim_table(heterogeneity(cells, final=False), at_level, **trend)
-    het_matched = het_matched.assign(at=HET_LEVEL)
-    return pd.concat([main, mrpo, het, het_matched], ignore_index=True)
+def verdict_table(
+    cells: pd.DataFrame, choice: dict, n_boot: int = N_BOOT, rng: int = 0
+) -> pd.DataFrame:
+    """Every contrast's verdict row (``verdicts.ROW_COLS``), over the test bases only."""
+    test = cells[cells["role"] == "test"]
+    return verdict_rows([*primary(choice), *secondary(choice, test)], test, n_boot, rng)

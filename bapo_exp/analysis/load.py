@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedInterpolationType
@@ -227,3 +228,161 @@ def load_curves(root: str | Path, duplicates: str = "error") -> pd.DataFrame:
     runs = load_runs(root, complete_only=True, duplicates=duplicates)
     rows = [point for row in runs.to_dict("records") for point in read_curve(row["run_dir"], row)]
     return pd.DataFrame(rows)
+
+
+# --- The study's table (docs/STUDY_PROTOCOL.md): one row per (cell, evaluated step) ----------
+KEYS = ["cell", "base", "role", "seed", "method", "step"]
+DESIGN = ["method_name", "beta", "anchor_weight", "ctro_eps", "lr", "horizon", "exposure",
+          "n_pairs", "preferences", "k_prefs"]  # fmt: skip
+# column -> the summary keys it is read from, the first present wins (model-agnostic: the
+# synthetic world's suites first, then the real ones; "_se" as the instrument writes it, then
+# "_stderr" as the older suites do).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "x": ("eval/gen/style_share", "eval/gen/win_rate"),
+    "x_se": ("eval/gen/style_share_se", "eval/gen/style_share_stderr", "eval/gen/win_rate_stderr"),
+    "x_n": ("eval/gen/n",),
+    "x_base": ("eval/gen/base_style_share",),
+    "well_formed": ("eval/gen/well_formed",),
+    "logodds": ("eval/personal/style_logodds",),
+    "logodds_se": ("eval/personal/style_logodds_se", "eval/personal/style_logodds_stderr"),
+    "knowledge": ("eval/synthetic_knowledge/neutral/acc", "eval/mmlu/acc"),
+    "knowledge_se": ("eval/synthetic_knowledge/neutral/acc_stderr", "eval/mmlu/acc_stderr"),
+    "knowledge_n": ("eval/synthetic_knowledge/neutral/n",),
+    "knowledge_all": ("eval/synthetic_knowledge/acc",),
+    "alignment": ("eval/synthetic_alignment/acc", "eval/hhh/acc"),
+    "alignment_se": ("eval/synthetic_alignment/acc_stderr", "eval/hhh/acc_stderr"),
+    "alignment_n": ("eval/synthetic_alignment/n",),
+    "pref_acc": ("eval/personal/pref_acc",),
+    "hard_margin": ("eval/personal/hard_margin",),
+    "hard_margin_se": ("eval/personal/hard_margin_se", "eval/personal/hard_margin_stderr"),
+    "hard_pref_acc": ("eval/personal/hard_pref_acc",),
+    "ref_disagreement": (
+        "eval/mrpo/ref_disagreement",
+        "train/mrpo/ref_disagreement",
+        "reference/mrpo/ref_disagreement",
+    ),  # fmt: skip
+    "distance": ("het/nll_distance",),
+}
+METRICS = [*SOURCES, "knowledge_pref", "clip_frac", "base_fingerprint"]
+CELL_COLUMNS = [*KEYS, *DESIGN, *METRICS]
+DEFAULT_BETA = 0.1  # labels name beta only when it differs (the methods' YAML default)
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """``DPO``, ``DPO beta=0.05``, ``BAPO lambda=0.01``, ``MRPO eps=0.1``, ``base`` (the untrained
+    model): a label per setting the study varies; settings at their default are not named."""
+    name = row.get("method.name")
+    if name == "none":
+        return "base"
+    parts = {"bapo": ["BAPO"], "mrpo": ["MRPO"], "dpo_rescaled": ["DPO rescaled"]}.get(
+        name, [str(name).upper()]
+    )
+    if name == "bapo":
+        parts.append(f"lambda={_num(row['method.anchor.weight'])}")
+        if float(row.get("method.anchor.margin", 0) or 0):
+            parts.append(f"margin={_num(row['method.anchor.margin'])}")
+        for key, default in (("reduce", "sum"), ("type", "hinge"), ("prompts", "train")):
+            if (value := row.get(f"method.anchor.{key}", default)) != default:
+                parts.append(f"{key}={value}")
+    if name in ("mrpo", "dpo_rescaled"):
+        parts.append(f"eps={_num(row['method.ctro_eps'])}")
+    beta = row.get("method.beta")
+    if beta is not None and beta == beta and float(beta) != DEFAULT_BETA:
+        parts.append(f"beta={_num(beta)}")
+    return " ".join(parts)
+
+
+def _num(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+def base_of(row: dict[str, Any]) -> Any:
+    """The replication unit's base: the micro (or tiny) model's seed; for a pretrained model,
+    one base, the held-out split ``data.split_seed`` (docs/STUDY_PROTOCOL.md section 2)."""
+    source = row.get("model.source")
+    key = f"model.{source}.seed" if source in ("micro", "tiny") else "data.split_seed"
+    value = row.get(key)
+    return int(value) if value is not None and value == value else 0
+
+
+def _first(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if (value := row.get(key)) is not None and not (
+            isinstance(value, float) and value != value
+        ):
+            return value
+    return None
+
+
+def _clip_frac(run_dir: str) -> float:
+    """MRPO's ``mrpo/clip_frac_1`` averaged over the logged training steps (NaN otherwise)."""
+    metrics = load_metrics(run_dir)
+    if "mrpo/clip_frac_1" not in metrics:
+        return float("nan")
+    return float(pd.to_numeric(metrics["mrpo/clip_frac_1"], errors="coerce").mean())
+
+
+def cell_row(point: dict[str, Any], clip_frac: float = float("nan")) -> dict[str, Any]:
+    """One evaluated point of :func:`read_curve` as a row of the study's table."""
+    from bapo_exp.analysis.protocol import role
+
+    prefs = str(point.get("data.preferences", ""))
+    first = prefs.split(",")[0]
+    exposure = _first(point, (f"model.micro.style_exposure.{first}",
+                              f"data.world.style_exposure.{first}"))  # fmt: skip
+    base = base_of(point)
+    row = {
+        "cell": Path(point["run_dir"]).name, "base": base, "role": role(base),
+        "seed": int(point.get("seed", 0)), "method": method_label(point),
+        "step": int(point["step"]), "method_name": point.get("method.name"),
+        "beta": point.get("method.beta"), "anchor_weight": point.get("method.anchor.weight"),
+        "ctro_eps": point.get("method.ctro_eps"), "lr": point.get("train.lr"),
+        "horizon": point.get("train.steps"), "exposure": exposure,
+        "n_pairs": point.get("data.n_train"), "preferences": prefs,
+        "k_prefs": prefs.count(",") + 1 if prefs else 0,
+    }  # fmt: skip
+    row.update({col: _first(point, keys) for col, keys in SOURCES.items()})
+    row["knowledge_pref"] = point.get(f"eval/synthetic_knowledge/{first}/acc")
+    row["clip_frac"] = clip_frac
+    row["base_fingerprint"] = point.get("eval/base_fingerprint")
+    return row
+
+
+def load_cells(root: str | Path, duplicates: str = "error") -> pd.DataFrame:
+    """The study's table from the run folders under ``root`` (every complete run)."""
+    runs = load_runs(root, complete_only=True, duplicates=duplicates)
+    rows = []
+    for run in runs.to_dict("records"):
+        clip = _clip_frac(run["run_dir"])
+        rows.extend(cell_row(point, clip) for point in read_curve(run["run_dir"], run))
+    out = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    return out.sort_values(KEYS[:1] + KEYS[3:]).reset_index(drop=True)
+
+
+def read_cells(path: str | Path) -> pd.DataFrame:
+    """``cells.csv`` (the committed source of the study's results), with the columns an older
+    table lacks filled in: ``role`` from the base, ``method_name`` from the label, ``beta`` at
+    its default, ``horizon`` as the run's last evaluated step; other new columns empty."""
+    from bapo_exp.analysis.protocol import role
+
+    df = pd.read_csv(path, dtype={"preferences": str, "base_fingerprint": str, "cell": str})
+    if "role" not in df:
+        df["role"] = df["base"].map(role)
+    if "method_name" not in df:
+        first = df["method"].str.split().str[0].str.lower()
+        df["method_name"] = first.mask(df["method"].str.startswith("DPO resc"), "dpo_rescaled")
+        df["method_name"] = df["method_name"].replace({"base": "none"})
+    if "beta" not in df:
+        df["beta"] = DEFAULT_BETA
+    for col, pattern in (
+        ("anchor_weight", r"lambda=([0-9.e-]+)"),
+        ("ctro_eps", r"eps=([0-9.e-]+)"),
+    ):
+        if col not in df:
+            df[col] = pd.to_numeric(df["method"].str.extract(pattern)[0], errors="coerce")
+    if "horizon" not in df:
+        df["horizon"] = df.groupby("cell")["step"].transform("max")
+    for col in CELL_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    return df[CELL_COLUMNS]

@@ -11,6 +11,7 @@ dashed reference line or a star.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,32 @@ from bapo_exp.analysis.aggregate import BASE_METHOD, aggregate
 from bapo_exp.analysis.load import load_metrics
 
 DRIFT_KEYS = ("drift/chosen", "drift/base", "drift/rejected")  # Fig. 5: y_w, y_b, y_l
+COLORS = ("C0", "C3", "C2", "C1", "C4", "C5")  # the study's figures: one per method
 
 
-def new_figure(n_panels: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+def ci95(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, and the half-width of the 95% t-interval over ``axis`` (NaN-aware: NaN where no
+    value, no half-width below 2 values), and the number of values."""
+    from scipy.stats import t
+
+    n = np.sum(np.isfinite(values), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: NaN, said above
+        mean = np.nanmean(values, axis=axis)
+        sd = np.nanstd(values, axis=axis, ddof=1)
+        half = np.where(n > 1, t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(n), np.nan)
+    return mean, half, n
+
+
+def new_figure(
+    n_panels: int, width: float = 4.2, height: float = 3.2, rows: int = 1, **share
+) -> tuple[Figure, list]:
+    """A figure of ``rows`` x ``n_panels`` axes (``width`` x ``height`` inches each), returned
+    row by row; ``share``: ``sharex``/``sharey`` as matplotlib's ``subplots`` takes them."""
+    fig = Figure(figsize=(width * n_panels, height * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n_panels, squeeze=False)[0]
-    return fig, list(axes)
+    axes = fig.subplots(rows, n_panels, squeeze=False, **share)
+    return fig, list(axes.ravel())
 
 
 def save(fig: Figure, out: str | Path) -> list[Path]:

@@ -20,49 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from bapo_exp.analysis.study import read_cells
+from bapo_exp.analysis.load import read_cells
+from bapo_exp.analysis.study_report import demo_markdown
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _pm(value: float, se: float) -> str:
-    if pd.isna(value):
-        return "n/a"
-    return f"{value:.3f}" if pd.isna(se) or se == 0 else f"{value:.3f} +- {se:.3f}"
-
-
-def demo_markdown(cells: pd.DataFrame, meta: dict) -> str:
-    """The demo's table: one base, one data seed; every rate with its standard error over items."""
-    base = cells[cells["method"] == "base"].iloc[0]
-    rows = cells[cells["method"] != "base"].sort_values(["preferences", "method", "step"])
-    n = (int(base["x_n"]), int(base["knowledge_n"]), int(base["alignment_n"]))
-    lines = [
-        f"`make demo` ({meta['n_cells']} runs, {meta['wall']} on 2 CPU cores when last run) on "
-        f"one micro base (fingerprint `{str(base['base_fingerprint'])[7:19]}`) and one data "
-        f"order; standard errors are over the items of each test: style share over {n[0]} "
-        f"held-out prompts, knowledge over {n[1]} questions (neutral wording), alignment over "
-        f"{n[2]} pairs. One base is an anecdote: the conclusions come from `make study` (below).",
-        "",
-        "| method | preference | steps | style share | knowledge (neutral) | knowledge (all "
-        "wordings) | alignment |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| base model | | 0 | {_pm(base['x'], base['x_se'])} | "
-        f"{_pm(base['knowledge'], base['knowledge_se'])} | {base['knowledge_all']:.3f} | "
-        f"{_pm(base['alignment'], base['alignment_se'])} |",
-    ]
-    for r in rows.to_dict("records"):
-        lines.append(
-            f"| {r['method']} | {r['preferences']} | {r['step']} | {_pm(r['x'], r['x_se'])} | "
-            f"{_pm(r['knowledge'], r['knowledge_se'])} | {r['knowledge_all']:.3f} | "
-            f"{_pm(r['alignment'], r['alignment_se'])} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
     """Where the demo sits in the study: which study base it is (by weight fingerprint) and
     whether its DPO run falls inside the study's range over bases at the same step."""
-    from bapo_exp.analysis.claims import MAIN
+    from bapo_exp.analysis.protocol import MAIN
 
     base = demo[demo["method"] == "base"].iloc[0]
     bases = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])]
@@ -95,11 +62,12 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
 
 
 def study_markdown(folder: Path, cells: pd.DataFrame) -> str:
-    """The study's section from its ``cells`` (``folder/cells.csv``) and ``meta.json``."""
-    from bapo_exp.analysis.claims import verdict_table
-    from bapo_exp.analysis.study_report import markdown
+    """The study's section from ``folder``'s ``cells.csv``, ``meta.json`` and
+    ``calibration/choice.json``."""
+    from bapo_exp.analysis.study import read_choice
+    from bapo_exp.analysis.study_report import analyse
 
-    return markdown(cells, verdict_table(cells), _meta(folder))
+    return analyse(cells, _meta(folder), read_choice(folder), folder)[1]
 
 
 def _meta(folder: Path) -> dict:

@@ -1,19 +1,18 @@
-"""Each claim of the papers as a computed verdict with its interval, n and per-base spread.
+"""Contrasts as per-unit values, and the verdict table (docs/STUDY_PROTOCOL.md sections 6-9).
 
-    from bapo_exp.analysis.verdicts import Claim, TrendClaim, claim_table
-    claims = [Claim("anchor-knowledge", "BAPO keeps more knowledge than DPO at matched x",
-                    treatment="BAPO lambda=0.01", control="DPO", metric="knowledge",
-                    expected_sign=+1, levels=(0.25, 0.5, 0.75), by=("preference",))]
-    table = claim_table(claims, curves)      # curves: see bapo_exp.analysis.matched
+    rows = verdict_rows([Frontiers(...), Endpoint(...), Slope(...)], cells)
 
-A :class:`Claim` compares two methods paired within (base, seed), at matched personalisation
-(``levels``) or at equal strength (``levels=None``). A :class:`TrendClaim` tests the sign of a
-slope (e.g. knowledge loss against measured heterogeneity). Both give rows of one schema
-(:data:`ROW_COLS`), rendered by :func:`bapo_exp.analysis.report.to_markdown`.
+Model-agnostic: a contrast names its runs by column values of the study's table (``cells.csv``:
+one row per (cell, evaluated step), ``analysis.load.CELL_COLUMNS``), so the same code runs on
+any grid with evaluation points. A *run* is a cell; its points are its evaluated steps and, as
+step 0, the untrained base of its (base, exposure) (``method_name == "none"``). A *unit* is a
+(base, seed). Every contrast gives one value per unit; :func:`verdict_rows` summarises them
+over bases, applies Holm over the primary family and reads each verdict.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,306 +20,349 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bapo_exp.analysis.matched import (
-    START,
-    check_columns,
-    matched,
-    paired_at_strength,
-    paired_differences,
-)
-from bapo_exp.analysis.stats import MIN_BASES, Interval, interval, verdict
+from bapo_exp.analysis.frontier import fit, frontier_mean, mean_gap
+from bapo_exp.analysis.protocol import ALPHA, MIN_BASES, N_BOOT, X_RANGE
+from bapo_exp.analysis.stats import holm, mde, needed, summarise, verdict
 
+Where = tuple[tuple[str, Any], ...]
+UNIT = ["base", "seed"]
 ROW_COLS = (
-    "claim", "statement", "treatment", "control", "metric", "compare", "at", "group",
-    "n_bases", "n_pairs", "n_not_reached_treatment", "n_not_reached_control", "n_missing",
-    "estimate", "lo", "hi", "ci", "interval", "verdict", "bases_expected", "per_base",
-)  # fmt: skip
+    "id",
+    "family",
+    "claim",
+    "statement",
+    "treatment",
+    "control",
+    "metric",
+    "outcome",
+    "n_bases",
+    "n_units",
+    "n_no_value",
+    "estimate",
+    "lo",
+    "hi",
+    "ci",
+    "p",
+    "p_holm",
+    "verdict",
+    "note",
+    "agree",
+    "need",
+    "mde",
+    "reach",
+    "reach_lo",
+    "reach_hi",
+    "per_base",
+)
 
 
 @dataclass(frozen=True)
-class Claim:
-    """A paired comparison, ``treatment - control``, with the sign the claim predicts.
-
-    Args:
-        id: short key, sorts the report (e.g. ``"A1-knowledge"``).
-        statement: the claim in words, printed beside its verdict.
-        treatment, control: method labels as in the table's ``method`` column.
-        metric: the compared column (e.g. ``"knowledge"``).
-        expected_sign: +1 if the claim predicts ``treatment > control``, -1 for ``<``.
-        levels: personalisation levels to match at; ``None`` compares at fixed strength.
-        strengths: with ``levels=None``, the strengths to compare (``None``: all but the start).
-        by: columns that split the table into groups, each with its own verdict.
-        where: filters ``((column, value), ...)``; a tuple value means "any of these".
-        x: the personalisation column for ``levels``.
-    """
+class Frontiers:
+    """Treatment frontier minus control frontier, averaged over ``x_range`` (section 6); the
+    control's runs are pooled within a unit (e.g. DPO over beta) before the fit."""
 
     id: str
+    claim: str
+    statement: str
+    treatment: str  # labels, for the tables
+    control: str
+    where_t: Where
+    where_c: Where
+    metric: str
+    x: str = "x"
+    x_range: tuple[float, float] = X_RANGE
+    kind: str = "isotonic"
+    expected_sign: int = 1
+    family: str = "primary"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Treatment minus control at each run's last step, paired within a unit and a value of
+    ``pool`` (e.g. the training-set size), then averaged over ``pool``."""
+
+    id: str
+    claim: str
     statement: str
     treatment: str
     control: str
+    where_t: Where
+    where_c: Where
     metric: str
-    expected_sign: int
-    levels: tuple[float, ...] | None = (0.25, 0.5, 0.75)
-    strengths: tuple[float, ...] | None = None
-    by: tuple[str, ...] = ()
-    where: tuple[tuple[str, Any], ...] = ()
-    x: str = "x"
-
-    def __post_init__(self) -> None:
-        _check_sign(self.id, self.expected_sign)
+    pool: str = "n_pairs"
+    expected_sign: int = 1
+    family: str = "primary"
 
 
 @dataclass(frozen=True)
-class TrendClaim:
-    """The sign of the slope of ``y`` against ``x`` (e.g. loss against heterogeneity).
-
-    ``design`` names the column that identifies a point across seeds (e.g. ``exposure``); by
-    default ``x`` itself. Other fields as in :class:`Claim`.
-    """
+class Slope:
+    """The per-unit least-squares slope of a loss (the base's score minus the run's: at matched
+    personalisation, ``outcome="matched"``, the run frontier's mean over ``x_range``; or at its
+    last step, ``"final"``) against ``against`` (``k_prefs``, or ``log_distance``: the log of the
+    run's measured distance), over the design points ``design`` takes among the runs of
+    ``where``. A unit needs ``min_points`` design points with a value."""
 
     id: str
+    claim: str
     statement: str
-    x: str
-    y: str
-    expected_sign: int
-    by: tuple[str, ...] = ()
-    where: tuple[tuple[str, Any], ...] = ()
-    design: str | None = None
+    treatment: str
+    where: Where
+    design: str
+    against: str
+    metric: str
+    outcome: str = "matched"
+    x_range: tuple[float, float] = X_RANGE
+    min_points: int = 3
+    expected_sign: int = 1
+    family: str = "primary"
+    control: str = ""
 
-    def __post_init__(self) -> None:
-        _check_sign(self.id, self.expected_sign)
 
-
-def _check_sign(claim_id: str, sign: Any) -> None:
-    if sign not in (1, -1):
-        raise ValueError(f"claim {claim_id!r}: expected_sign must be +1 or -1, got {sign!r}")
+Contrast = Frontiers | Endpoint | Slope
 
 
 def select(df: pd.DataFrame, where: Sequence[tuple[str, Any]]) -> pd.DataFrame:
     """Rows matching every ``(column, value)``; a tuple/list value matches any of its items."""
-    check_columns(df, [c for c, _ in where], "claim filter")
+    missing = [c for c, _ in where if c not in df]
+    if missing:
+        raise KeyError(f"filter columns {missing} not in the table (has {list(df.columns)})")
     keep = pd.Series(True, index=df.index)
     for col, value in where:
-        allowed = list(value) if isinstance(value, (tuple, list)) else [value]
+        allowed = list(value) if isinstance(value, tuple | list) else [value]
         keep &= df[col].isin(allowed)
     return df[keep]
 
 
-def group_label(by: Sequence[str], key: Sequence[Any]) -> str:
-    """``"preference=concise, exposure=0.1"``; ``"all"`` without groups."""
-    return ", ".join(f"{c}={v}" for c, v in zip(by, key, strict=True)) or "all"
+# What a run's start (its base's row at step 0) takes from the run rather than from the base.
+IDENTITY = [
+    "cell",
+    "role",
+    "seed",
+    "method",
+    "method_name",
+    "beta",
+    "anchor_weight",
+    "ctro_eps",
+    "lr",
+    "horizon",
+    "n_pairs",
+    "preferences",
+    "k_prefs",
+    "distance",
+    "clip_frac",
+    "ref_disagreement",
+]
 
 
-def summarise(
-    units: pd.DataFrame,
-    expected_sign: int,
-    n_not_reached: tuple[int, int] = (0, 0),
-    method: str = "bootstrap",
-    ci: float = 0.95,
-    n_boot: int = 2000,
-    rng: int = 0,
-    min_bases: int = MIN_BASES,
+def runs(cells: pd.DataFrame, where: Sequence[tuple[str, Any]]) -> pd.DataFrame:
+    """The trained runs matching ``where``, each with its untrained base (same base and
+    exposure) as step 0; a run without a base row has no step 0."""
+    trained = select(cells[cells["method_name"] != "none"], where)
+    starts = cells[cells["method_name"] == "none"].drop_duplicates(["base", "exposure"])
+    ident = [c for c in IDENTITY if c in cells]
+    heads = trained.drop_duplicates("cell")[["base", "exposure", *ident]]
+    first = heads.merge(starts.drop(columns=ident), on=["base", "exposure"], how="inner")
+    return pd.concat([trained, first.assign(step=0)[trained.columns]], ignore_index=True)
+
+
+def frontier_units(c: Frontiers, cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per unit: ``value`` (the gap, NaN if not reached), each side's coverage and
+    ``reach`` (treatment coverage minus control coverage)."""
+    t, k = runs(cells, c.where_t), runs(cells, c.where_c)
+    controls = dict(tuple(k.groupby(UNIT, sort=False)))
+    rows = []
+    for key, tg in t.groupby(UNIT, sort=True):
+        kg = controls.get(key)
+        if kg is None:
+            continue
+        ft = fit(tg[c.x], tg[c.metric], c.kind)
+        fc = fit(kg[c.x], kg[c.metric], c.kind)
+        g = mean_gap(ft, fc, c.x_range)
+        rows.append(
+            {
+                "base": key[0],
+                "seed": key[1],
+                "value": g.gap,
+                "coverage_t": g.coverage_t,
+                "coverage_c": g.coverage_c,
+                "reach": g.coverage_t - g.coverage_c,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*UNIT, "value", "coverage_t", "coverage_c", "reach"])
+
+
+def last_points(cells: pd.DataFrame, where: Where) -> pd.DataFrame:
+    """Each matching trained run's row at its last evaluated step."""
+    trained = select(cells[cells["method_name"] != "none"], where)
+    return trained.loc[trained.groupby("cell")["step"].idxmax()]
+
+
+def endpoint_units(c: Endpoint, cells: pd.DataFrame) -> pd.DataFrame:
+    keys = [*UNIT, c.pool]
+    t = last_points(cells, c.where_t).groupby(keys)[c.metric].mean()
+    k = last_points(cells, c.where_c).groupby(keys)[c.metric].mean()
+    diff = (t - k).dropna().rename("value").reset_index()
+    return diff.groupby(UNIT)["value"].mean().reset_index()
+
+
+def run_losses(c: Slope, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per run: its unit, design value, ``against`` value and the loss (NaN if not reached)."""
+    pts = runs(cells, c.where)
+    rows = []
+    for cell, g in pts.groupby("cell", sort=True):
+        g = g.sort_values("step")
+        start = float(g[c.metric].iloc[0])
+        if c.outcome == "matched":
+            kept = frontier_mean(fit(g["x"], g[c.metric]), c.x_range)
+        else:
+            kept = float(g[c.metric].iloc[-1])
+        head = g.iloc[-1]
+        if c.against == "log_distance":
+            d = float(head["distance"])
+            against = math.log(d) if d > 0 else math.nan
+        else:
+            against = float(head[c.against])
+        rows.append(
+            {
+                "cell": cell,
+                "base": head["base"],
+                "seed": head["seed"],
+                "design": head[c.design],
+                "against": against,
+                "loss": start - kept,
+            }
+        )
+    return pd.DataFrame(rows, columns=["cell", *UNIT, "design", "against", "loss"])
+
+
+def slope_units(c: Slope, cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per unit with runs at ``min_points`` design points or more: the slope, NaN when
+    some of those runs did not reach the x-range (fewer than ``min_points`` values left)."""
+    rows = []
+    for key, g in run_losses(c, cells).groupby(UNIT, sort=True):
+        if g["design"].nunique() < c.min_points:
+            continue  # not run at enough design points: no unit
+        g = g.dropna(subset=["against", "loss"])
+        ok = g["against"].nunique() >= c.min_points
+        slope = float(np.polyfit(g["against"], g["loss"], 1)[0]) if ok else math.nan
+        rows.append({"base": key[0], "seed": key[1], "value": slope})
+    return pd.DataFrame(rows, columns=[*UNIT, "value"])
+
+
+def units(c: Contrast, cells: pd.DataFrame) -> pd.DataFrame:
+    """The contrast's value per unit (``base``, ``seed``, ``value``, ...)."""
+    if isinstance(c, Frontiers):
+        return frontier_units(c, cells)
+    if isinstance(c, Endpoint):
+        return endpoint_units(c, cells)
+    return slope_units(c, cells)
+
+
+def _row(
+    c: Contrast,
+    u: pd.DataFrame,
+    reject: bool,
+    level: float,
+    p_adj: float,
+    m: int,
+    n_boot: int,
+    rng: int,
 ) -> dict[str, Any]:
-    """The statistics part of a row from units (base, seed, value): interval, verdict, spread.
-
-    ``bases_expected`` is ``"k/n"``: of the ``n`` bases with a value, ``k`` have a per-base
-    mean strictly on the expected side of 0.
-    """
-    res: Interval = interval(units, "value", method=method, ci=ci, n_boot=n_boot, rng=rng)
-    k = sum(expected_sign * v > 0 for v in res.per_base.values())
+    s = summarise(u, n_boot=n_boot, rng=rng)
+    ci = 1 - level
+    lo, hi = s.interval(ci)
+    reach, reach_lo, reach_hi = _reach(u, n_boot, rng)
+    sign = c.expected_sign
+    unreached = u.loc[~u["base"].isin(s.per_base), "base"].nunique()
+    word, note = verdict(
+        lo,
+        hi,
+        sign,
+        s.n_bases,
+        s.agreeing(sign),
+        s.agreeing(-sign),
+        reject,
+        s.constant,
+        bool(reach_hi < 0),
+        unreached,
+    )
     return {
-        "n_bases": res.n_bases,
-        "n_pairs": res.n_units,
-        "n_not_reached_treatment": n_not_reached[0],
-        "n_not_reached_control": n_not_reached[1],
-        "estimate": res.estimate,
-        "lo": res.lo,
-        "hi": res.hi,
+        "id": c.id,
+        "family": c.family,
+        "claim": c.claim,
+        "statement": c.statement,
+        "treatment": c.treatment,
+        "control": c.control,
+        "metric": c.metric,
+        "outcome": _outcome(c),
+        "n_bases": s.n_bases,
+        "n_units": len(u),
+        "n_no_value": int(u["value"].isna().sum()),
+        "estimate": s.estimate,
+        "lo": lo,
+        "hi": hi,
         "ci": ci,
-        "interval": method,
-        "verdict": verdict(
-            res.lo, res.hi, expected_sign, res.n_bases, sum(n_not_reached), min_bases
-        ),
-        "bases_expected": f"{k}/{res.n_bases}",
-        "per_base": res.per_base,
+        "p": s.p_value(),
+        "p_holm": p_adj,
+        "verdict": word,
+        "note": note,
+        "agree": s.agreeing(sign),
+        "need": needed(s.n_bases),
+        "mde": mde(s.sd, s.n_bases, alpha=ALPHA / m),
+        "reach": reach,
+        "reach_lo": reach_lo,
+        "reach_hi": reach_hi,
+        "per_base": s.per_base,
     }
 
 
-def _pairs(claim: Claim, df: pd.DataFrame, start: float | None, base_method: str | None):
-    """The claim's paired differences and the name of the column they are compared at."""
-    by = list(claim.by)
-    if claim.levels is not None:
-        m = matched(df, claim.levels, [claim.metric], by, claim.x, start, base_method)
-        return paired_differences(m, claim.treatment, claim.control, by), "level"
-    pairs = paired_at_strength(
-        df, claim.treatment, claim.control, [claim.metric], by, claim.strengths, start, base_method
-    )
-    return pairs, "strength"
+def _reach(u: pd.DataFrame, n_boot: int, rng: int) -> tuple[float, float, float]:
+    """The reach outcome (treatment minus control coverage) with its unadjusted 95% interval;
+    NaN for a contrast without one."""
+    if "reach" not in u or u["reach"].isna().all():
+        return math.nan, math.nan, math.nan
+    r = summarise(u.assign(value=u["reach"]), n_boot=n_boot, rng=rng)
+    return (r.estimate, *r.interval(1 - ALPHA))
 
 
-def claim_rows(
-    claim: Claim,
-    df: pd.DataFrame,
-    start: float | None = START,
-    base_method: str | None = None,
-    **stats: Any,
-) -> list[dict[str, Any]]:
-    """One row per (group, level or strength) of a paired claim (see :func:`claim_table`)."""
-    sub = select(df, claim.where)
-    sub = sub[sub["method"].isin([claim.treatment, claim.control, base_method])]
-    pairs, at = _pairs(claim, sub, start, base_method)
-    rows = []
-    for key, g in pairs.groupby([*claim.by, at], sort=True, dropna=False):
-        not_reached = tuple(
-            int((g[f"{side}_status"] == "not reached").sum()) for side in ("treatment", "control")
-        )
-        missing = (g["treatment_status"] == "missing") | (g["control_status"] == "missing")
-        units = g[["base", "seed"]].assign(value=g["diff"])
-        rows.append(
-            {
-                "claim": claim.id,
-                "statement": claim.statement,
-                "treatment": claim.treatment,
-                "control": claim.control,
-                "metric": claim.metric,
-                "compare": "matched x" if at == "level" else "fixed strength",
-                "at": float(key[-1]),
-                "group": group_label(claim.by, key[:-1]),
-                "n_missing": int(missing.sum()),
-                **summarise(units, claim.expected_sign, not_reached, **stats),
-            }
-        )
-    return rows
+def _p(u: pd.DataFrame, n_boot: int, rng: int) -> float:
+    """A primary's p-value for Holm; NaN (p = 1 in the family) when its verdict cannot be
+    "supported" or "refuted" whatever the test says (fewer than ``MIN_BASES`` bases, a constant
+    outcome, a treatment that covers credibly less of the range), so an undecidable contrast
+    never spends a step of Holm's and loosens the others'."""
+    s = summarise(u, n_boot=n_boot, rng=rng)
+    if s.n_bases < MIN_BASES or s.constant or _reach(u, n_boot, rng)[2] < 0:
+        return math.nan
+    return s.p_value()
 
 
-def base_slopes(
-    df: pd.DataFrame,
-    x: str,
-    y: str,
-    by: Sequence[str] = (),
-    design: str | None = None,
-    average_seeds: bool = True,
+def _outcome(c: Contrast) -> str:
+    if isinstance(c, Frontiers):
+        lo, hi = c.x_range
+        return f"{c.kind} frontier gap over {c.x} {lo:g}-{hi:g}"
+    if isinstance(c, Endpoint):
+        return f"at the last step, mean over {c.pool}"
+    where = "at matched frontier" if c.outcome == "matched" else "after the full horizon"
+    return f"slope on {c.against} {where}"
+
+
+def verdict_rows(
+    contrasts: Sequence[Contrast], cells: pd.DataFrame, n_boot: int = N_BOOT, rng: int = 0
 ) -> pd.DataFrame:
-    """Least-squares slope of ``y`` on ``x`` per (by..., base), seeds averaged first.
-
-    With ``average_seeds`` (the issue's rule), ``x`` and ``y`` are averaged over seeds at each
-    ``design`` point (default: each distinct ``x``) and one slope is fitted per base (its
-    ``seed`` is 0). ``average_seeds=False`` fits one slope per (base, seed) instead, for the
-    two-stage bootstrap. Rows with a NaN ``x`` or ``y`` are dropped; a fit over fewer than 2
-    distinct ``x`` values gives a NaN slope. Returns by..., base, seed, value (the slope),
-    n_points.
-    """
-    design = design or x
-    check_columns(df, list(dict.fromkeys([*by, "base", "seed", x, y, design])), "trend")
-    pts = df[list(dict.fromkeys([*by, "base", "seed", x, y, design]))].copy()
-    pts[[x, y]] = pts[[x, y]].apply(pd.to_numeric, errors="coerce")
-    pts = pts.dropna(subset=[x, y])
-    if average_seeds:
-        keys = [*by, "base"]
-        values = [y] if design == x else [x, y]
-        pts = pts.groupby([*keys, design], dropna=False, sort=True)[values].mean().reset_index()
-        pts["seed"] = 0
-    keys = [*by, "base", "seed"]
+    """The verdict table: one row per contrast (``ROW_COLS``). Primaries: Holm over the family,
+    intervals at their Holm level; secondaries: unadjusted 95% intervals. Every row's bootstrap
+    starts from the seed ``rng``, so a row does not change when contrasts are added."""
+    table = [(c, units(c, cells)) for c in contrasts]
+    primary = [i for i, (c, _) in enumerate(table) if c.family == "primary"]
+    p = [_p(table[i][1], n_boot, rng) for i in primary]
+    reject, p_adj, levels = holm(p) if primary else ([], [], [])
+    adjusted = {
+        i: (bool(r), float(lv), float(pa))
+        for i, r, lv, pa in zip(primary, reject, levels, p_adj, strict=True)
+    }
     rows = []
-    for key, g in pts.groupby(keys, dropna=False, sort=True):
-        xs, ys = g[x].to_numpy(float), g[y].to_numpy(float)
-        dx = xs - xs.mean()
-        ss = float(dx @ dx)
-        slope = float(dx @ (ys - ys.mean()) / ss) if ss > 0 else np.nan
-        rows.append({**dict(zip(keys, key, strict=True)), "value": slope, "n_points": len(g)})
-    return pd.DataFrame(rows, columns=[*keys, "value", "n_points"])
-
-
-def trend(
-    df: pd.DataFrame,
-    x: str,
-    y: str,
-    by: Sequence[str] = (),
-    expected_sign: int = 1,
-    design: str | None = None,
-    average_seeds: bool = True,
-    claim_id: str = "trend",
-    statement: str = "",
-    **stats: Any,
-) -> pd.DataFrame:
-    """The sign of the slope of ``y`` against ``x``, per ``by`` group, as verdict rows.
-
-    Per base: the least-squares slope over that base's points, seeds averaged first
-    (:func:`base_slopes`); then the interval over bases of the slope (hierarchical bootstrap by
-    default; with ``average_seeds`` there is one unit per base, so it resamples bases only) and
-    :func:`~bapo_exp.analysis.stats.verdict` on its sign. ``stats`` go to :func:`summarise`
-    (``method``, ``ci``, ``n_boot``, ``rng``, ``min_bases``).
-
-    Returns:
-        Rows of :data:`ROW_COLS`; ``metric`` is ``y``, ``compare`` is ``"slope on <x>"``.
-    """
-    slopes = base_slopes(df, x, y, by, design, average_seeds)
-    rows = []
-    for key, g in slopes.groupby(list(by), sort=True, dropna=False) if by else [((), slopes)]:
-        key = key if isinstance(key, tuple) else (key,)
-        row = {
-            "claim": claim_id,
-            "statement": statement,
-            "treatment": "",
-            "control": "",
-            "metric": y,
-            "compare": f"slope on {x}",
-            "at": np.nan,
-            "group": group_label(by, key),
-            "n_missing": int(g["value"].isna().sum()),
-            **summarise(g[["base", "seed", "value"]], expected_sign, **stats),
-        }
-        rows.append(row)
+    for i, (c, u) in enumerate(table):
+        rej, level, pa = adjusted.get(i, (True, ALPHA, math.nan))
+        m = len(primary) if i in adjusted else 1
+        rows.append(_row(c, u, rej, level, pa, m, n_boot, rng))
     return pd.DataFrame(rows, columns=list(ROW_COLS))
-
-
-def claim_table(
-    claims: Sequence[Claim | TrendClaim],
-    df: pd.DataFrame,
-    method: str = "bootstrap",
-    ci: float = 0.95,
-    n_boot: int = 2000,
-    rng: int = 0,
-    min_bases: int = MIN_BASES,
-    start: float | None = START,
-    base_method: str | None = None,
-) -> pd.DataFrame:
-    """The verdict table: one row per (claim, level or strength, group).
-
-    Each row: n_bases and n_pairs with a value, not-reached counts per side, n_missing, the
-    estimate (mean over bases of the mean over seeds of the paired difference, or of the slope),
-    its interval (``method="bootstrap"``: the hierarchical bootstrap, the issue's choice and our
-    default; ``"t"``: the t-interval over per-base means, the conservative check for few bases),
-    the verdict, per-base estimates and ``bases_expected`` ("3/4": bases whose estimate has the
-    expected sign). A pair enters only when both methods reached the level, so a verdict is
-    over the (base, seed) units where both did; the not-reached counts say how many were left
-    out. A level the untrained base already reaches gives both methods the base's value (a
-    difference of exactly 0). Every row's bootstrap starts from the same seed ``rng``, so a row
-    does not change when claims are added or reordered (ours). ``start`` and ``base_method``
-    go to :func:`~bapo_exp.analysis.matched.matched` and ``paired_at_strength``.
-    """
-    stats = {"method": method, "ci": ci, "n_boot": n_boot, "rng": rng, "min_bases": min_bases}
-    rows: list[dict[str, Any]] = []
-    for claim in claims:
-        if isinstance(claim, TrendClaim):
-            sub = select(df, claim.where)
-            t = trend(
-                sub, claim.x, claim.y, claim.by, claim.expected_sign, claim.design,
-                claim_id=claim.id, statement=claim.statement, **stats,
-            )  # fmt: skip
-            rows.extend(t.to_dict("records"))
-        else:
-            rows.extend(claim_rows(claim, df, start, base_method, **stats))
-    return pd.DataFrame(rows, columns=list(ROW_COLS))
-
-
-def per_base_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The verdict table's per-base estimates, one row per (claim, metric, compare, at, group,
-    base): what a figure needs to show whether a verdict holds for each base."""
-    keys = ["claim", "metric", "compare", "at", "group"]
-    rows = [
-        {**{k: r[k] for k in keys}, "base": base, "estimate": value}
-        for r in table.to_dict("records")
-        for base, value in r["per_base"].items()
-    ]
-    return pd.DataFrame(rows, columns=[*keys, "base", "estimate"])
