@@ -326,6 +326,10 @@ class EvalConfig:
     # (tasks, requests and data prepared once per run; same numbers and files as evaluating the
     # kept checkpoints); false: the eval stage loads each checkpoint (stages/eval_points.py)
     in_training: bool = True
+    # held-out pair metrics (personal/pref_acc, margins, drifts, personal/hard_*) also at the
+    # eval.at_steps points; false: only at the final model (a curve needs generations, log-odds
+    # and the suites at every point; the pairs cost as much again and are read after training)
+    curve_pairs: bool = True
     personalisation: bool = True
     gen_prompts: int = 32  # held-out prompts for generated personalisation
     gen_max_new_tokens: int | None = None

@@ -114,7 +114,7 @@ class InTraining:
 
     def __init__(self, cfg: Config, run: RunDir, model, tokenizer, total: int) -> None:
         self.cfg, self.run, self.model, self.tokenizer = cfg, run, model, tokenizer
-        self.steps = set(point_steps(cfg, total))
+        self.steps, self.total = set(point_steps(cfg, total)), total
         self.digest = settings_digest(cfg)
         self.evaluation = None
 
@@ -134,7 +134,7 @@ class InTraining:
             if self.evaluation is None:  # "in-training": a trained model, not the base
                 self.evaluation = Evaluation(self.cfg, "in-training", self.model, self.tokenizer,
                                              shared=True)  # fmt: skip
-            summary = self.evaluation(self.model, self.tokenizer, tmp)
+            summary = self.evaluation(self.model, self.tokenizer, tmp, final=done == self.total)
         write_json_atomic(tmp / "summary.json", summary)
         seconds = round(time.perf_counter() - start, 3)
         write_json_atomic(tmp / "point.json", {"step": done, "digest": self.digest,

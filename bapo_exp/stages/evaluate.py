@@ -108,8 +108,9 @@ class Evaluation:
         if e.personalisation:
             self.personal = prepare_personalisation(cfg, ckpt, model, tokenizer)
 
-    def __call__(self, model, tokenizer, out: Path) -> dict:
-        """Suite and personalisation metrics of ``model``; their files go into ``out``."""
+    def __call__(self, model, tokenizer, out: Path, final: bool = True) -> dict:
+        """Suite and personalisation metrics of ``model``; their files go into ``out``
+        (``final``: the run's last point, see ``stages.personal.personalisation``)."""
         from bapo_exp.evaluation.summary import flatten
 
         summary: dict = {}
@@ -117,7 +118,7 @@ class Evaluation:
         if self.suites is not None:
             summary.update(flatten(self.suites.run(model, tokenizer, out_dir=out)))
         if self.personal is not None:
-            summary.update(personalisation(self.cfg, self.personal, out, model, tokenizer))
+            summary.update(personalisation(self.cfg, self.personal, out, model, tokenizer, final))
         return summary
 
     def close(self) -> None:
@@ -131,11 +132,12 @@ class Evaluation:
         self.close()
 
 
-def evaluate_checkpoint(cfg: Config, ckpt: str | None, out: Path) -> dict:
-    """Suites and personalisation of one model (``ckpt``; None: the base), files into ``out``."""
+def evaluate_checkpoint(cfg: Config, ckpt: str | None, out: Path, final: bool = True) -> dict:
+    """Suites and personalisation of one model (``ckpt``; None: the base), files into ``out``
+    (``final``: the run's last point, not one of ``eval.at_steps``)."""
     model, tokenizer = load_evaluated(cfg, ckpt)
     with Evaluation(cfg, ckpt, model, tokenizer) as evaluation:
-        return {"ckpt_path": ckpt or "base", **evaluation(model, tokenizer, out)}
+        return {"ckpt_path": ckpt or "base", **evaluation(model, tokenizer, out, final)}
 
 
 def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
@@ -177,7 +179,7 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
         point = eval_points.take(points.get(step), path, where)
         if point is None:
             log.info("eval at step %d: %s", step, path)
-            point = evaluate_checkpoint(cfg, path, where)
+            point = evaluate_checkpoint(cfg, path, where, final=False)
         run.write_json(f"eval/at_step/{step}/summary.json", point)
     if used := sorted(set(points) & {*curve, final}):
         log.info("eval: steps %s were evaluated during training (eval.in_training)", used)

@@ -156,30 +156,47 @@ def hard_pairs(cfg: Config, main: Reference) -> HardPairs | None:
     return HardPairs(hard, score_examples([main], hard, None, cfg.reference).pair())
 
 
-@torch.no_grad()
-def answer_likelihoods(cfg: Config, model, tokenizer, parts: Personalisation) -> dict:
-    """Style log-odds on the generation prompts (every model) and, for trained models, the
-    harder held-out pairs against the main reference (``evaluation.answers``)."""
+class TextScores:
+    """Response log-probs of (prompt, response) texts under the evaluated model, in its own
+    template; each list of texts is tokenized once per run (only the model changes between
+    evaluation points)."""
+
+    def __init__(self, cfg: Config, tokenizer) -> None:
+        from bapo_exp.modeling.tokenize import Tokenization
+
+        self.tok = Tokenization.from_config(tokenizer, cfg.model)
+        self.batch_size = cfg.eval.batch_size
+        self._encoded: dict[tuple, list] = {}
+
+    @torch.no_grad()
+    def __call__(self, model, prompts: list[str], responses: list[str], reduce: str = "sum"):
+        """``(logps, n_tokens)`` of each response given its prompt: (N,) each."""
+        from bapo_exp.modeling.scoring import score_seqs
+
+        key = (tuple(prompts), tuple(responses), reduce)
+        if key not in self._encoded:
+            self._encoded[key] = self.tok.encode_many(prompts, responses)
+        return score_seqs(model, self._encoded[key], pad_id=self.tok.pad_id,
+                          batch_size=self.batch_size, reduce=reduce, desc="scoring")  # fmt: skip
+
+
+def answer_likelihoods(cfg: Config, model, parts: Personalisation, pairs: bool) -> dict:
+    """Style log-odds on the generation prompts (every model) and, for trained models with
+    ``pairs``, the harder held-out pairs against the main reference (``evaluation.answers``)."""
     from bapo_exp.evaluation.answers import hard_metrics, style_logodds
-    from bapo_exp.modeling.scoring import score_texts
-    from bapo_exp.modeling.tokenize import Tokenization
-
-    tok = Tokenization.from_config(tokenizer, cfg.model)
-
-    def logps(prompts: list[str], responses: list[str], reduce: str = "sum"):
-        return score_texts(model, tok, prompts, responses, batch_size=cfg.eval.batch_size,
-                           reduce=reduce)  # fmt: skip
 
     out: dict = {}
     if (fmt := parts.settings.answer_format) is not None:
-        out.update(style_logodds(lambda p, r: logps(p, r)[0].tolist(), fmt, parts.items))
-    if (hard := parts.hard) is not None:
-        pairs = hard.pairs
-        n, responses = len(pairs), [e.chosen for e in pairs] + [e.rejected for e in pairs]
-        lp, nt = logps([e.prompt for e in pairs] * 2, responses, cfg.reference.reduce)
+        score = lambda p, r: parts.scores(model, p, r)[0].tolist()  # noqa: E731
+        out.update(style_logodds(score, fmt, parts.items))
+    if pairs and (hard := parts.hard) is not None:
+        examples = hard.pairs
+        n, responses = len(examples), [e.chosen for e in examples] + [e.rejected for e in examples]
+        lp, nt = parts.scores(model, [e.prompt for e in examples] * 2, responses,
+                              cfg.reference.reduce)  # fmt: skip
         m = pair_metrics(PairLogps(lp[:n], lp[n:], nt[:n], nt[n:]), hard.ref, cfg.method.beta)
         out.update(hard_metrics({k: v.tolist() for k, v in m.items()},
-                                [e.source.get("kind", "hard") for e in pairs]))  # fmt: skip
+                                [e.source.get("kind", "hard") for e in examples]))  # fmt: skip
     return out
 
 
@@ -196,6 +213,7 @@ class Personalisation:
     table: RefTable | None  # the held-out pairs' reference log-probs (trained models)
     tokens: PolicyData | None = None  # the held-out pairs' token ids (trained models)
     hard: HardPairs | None = None  # the harder held-out pairs (trained models)
+    scores: TextScores | None = None  # texts scored at every point, tokenized once
 
 
 def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> Personalisation:
@@ -214,15 +232,23 @@ def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> 
         table = score_examples([main], data.heldout, base, cfg.reference)
         tokens = heldout_tokens(cfg, tokenizer, data, base)
     hard = hard_pairs(cfg, main) if trained else None
-    return Personalisation(data, main, settings, items, base, table, tokens, hard)
+    scores = TextScores(cfg, tokenizer)
+    return Personalisation(data, main, settings, items, base, table, tokens, hard, scores)
 
 
-def personalisation(cfg: Config, parts: Personalisation, folder: Path, model, tokenizer) -> dict:
-    """Likelihood (trained models) and generated personalisation (every model), and verdicts."""
+def personalisation(
+    cfg: Config, parts: Personalisation, folder: Path, model, tokenizer, final: bool = True
+) -> dict:
+    """Likelihood (trained models) and generated personalisation (every model), and verdicts.
+
+    ``final``: the run's last evaluation point. Before it (``eval.at_steps``), the held-out pair
+    metrics (``personal/pref_acc``, margins, drifts, ``personal/hard_*``) are computed only with
+    ``eval.curve_pairs`` (generations and style log-odds always are)."""
     from bapo_exp.evaluation.personalisation import clears, run_generated
 
+    pairs = final or cfg.eval.curve_pairs
     out: dict = {}
-    if parts.table is not None:
+    if pairs and parts.table is not None:
         out.update(likelihood_personalisation(cfg, model, tokenizer, parts.data, parts.base,
                                               parts.table, parts.tokens))  # fmt: skip
     settings = parts.settings
@@ -230,7 +256,7 @@ def personalisation(cfg: Config, parts: Personalisation, folder: Path, model, to
         settings, folder / "generations.jsonl", (model, tokenizer, cfg.model), parts.items,
         parts.base, judge=lambda: make_judge(cfg, parts.main, settings.style_check is not None),
     ))  # fmt: skip
-    out.update(answer_likelihoods(cfg, model, tokenizer, parts))
+    out.update(answer_likelihoods(cfg, model, parts, pairs))
     if "personal/pref_acc" in out:
         z = cfg.eval.significance_z
         moved = clears(out["personal/pref_acc"], out["personal/pref_acc_stderr"], 0.5, z)

@@ -58,6 +58,10 @@ def run_cell(root: Path, cache: Path, *overrides: str) -> RunDir:
     return run
 
 
+# full fine-tuning as the study runs it: held-out pair metrics only at the final model
+CURVE_PAIRS = {"lora": [], "full": ["eval.curve_pairs=false"]}
+
+
 @pytest.fixture(scope="module", params=["lora", "full"])
 def cells(request, tmp_path_factory, tiny_cache):
     """Both paths, with a fresh LoRA adapter (the tiny default: the main reference is the policy
@@ -69,7 +73,7 @@ def cells(request, tmp_path_factory, tiny_cache):
         for name, switch in (("inside", "true"), ("outside", "false")):
             scores[name] = Scored(mp)
             run_cell(root / name, tiny_cache, f"eval.in_training={switch}",
-                     f"model.finetune={request.param}")  # fmt: skip
+                     f"model.finetune={request.param}", *CURVE_PAIRS[request.param])  # fmt: skip
             mp.undo()
     finally:
         mp.undo()
@@ -110,6 +114,17 @@ def test_same_numbers_choices_and_generations(cells) -> None:
             assert x[key][1] == y[key][1], key
 
 
+def test_pair_metrics_before_the_last_point_only_with_curve_pairs(cells) -> None:
+    root, _, _, finetune = cells
+    points = summaries(root / "inside")
+    final = points.pop("eval/summary.json")
+    pairs = ("personal/pref_acc", "personal/drift/base", "personal/hard_margin")
+    assert all(k in final for k in (*pairs, "personal/style_logodds", "gen/style_share"))
+    for point in points.values():
+        assert all(k in point for k in ("personal/style_logodds", "gen/style_share"))
+        assert all((k in point) == (finetune == "lora") for k in pairs), finetune
+
+
 def test_training_is_untouched_and_checkpoints_kept(cells) -> None:
     root, _, _, _ = cells
     inside, outside = root / "inside", root / "outside"
@@ -133,9 +148,9 @@ def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, mo
     evaluated: list[str] = []
     score = Evaluation.__call__
 
-    def counted(self, model, tokenizer, out):
+    def counted(self, model, tokenizer, out, final=True):
         evaluated.append(out.name)
-        return score(self, model, tokenizer, out)
+        return score(self, model, tokenizer, out, final)
 
     monkeypatch.setattr(Evaluation, "__call__", counted)
     step = loop.train_step
@@ -147,7 +162,7 @@ def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, mo
 
     monkeypatch.setattr(loop, "train_step", killed_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        run_cell(tmp_path / "killed", cache, "model.finetune=full")
+        run_cell(tmp_path / "killed", cache, "model.finetune=full", *CURVE_PAIRS["full"])
     assert evaluated == [".2.tmp"]
     if damage:  # a torn or flipped file in the finished point: it is not trusted
         path = tmp_path / "killed" / "train" / "eval_points" / "2" / damage
@@ -155,9 +170,8 @@ def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, mo
         data[len(data) // 2] ^= 0x20
         path.write_bytes(bytes(data))
     monkeypatch.setattr(loop, "train_step", step)
-    run_cell(
-        tmp_path / "killed", cache, "model.finetune=full"
-    )  # resumes from step 0: no checkpoint before the kill
+    # resumes from step 0: no checkpoint before the kill
+    run_cell(tmp_path / "killed", cache, "model.finetune=full", *CURVE_PAIRS["full"])
     again = [".2.tmp"] if damage else []
     assert evaluated == [".2.tmp", *again, ".4.tmp", ".6.tmp"]
     assert numbers(tmp_path / "killed") == numbers(root / "inside")
