@@ -1,7 +1,7 @@
 # bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
 # which creates .venv on first use and is silent when nothing changed.
 # Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
-.PHONY: help install test test-all lint format demo study laptop readme smoke train wandb-sync clean slurm-start slurm-stop
+.PHONY: help install test test-all lint format demo study laptop results readme smoke train wandb-sync clean slurm-start slurm-stop
 LAUNCHER ?= basic
 PYTHON ?= python3
 # The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
@@ -40,36 +40,51 @@ lint: install  ## ruff check + format check
 format: install  ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+# The main jobs (demo, laptop, study) write only into runs/ (git-ignored): runs/<x>/ holds the
+# runs and runs/<x>/results/ the analysis (tables, figures). The committed results/<x>/ and the
+# README's generated sections change only through `make results` (then commit them).
 DEMO_LAUNCHER ?= local_joblib
-demo: install  ## The main job: a first look on one micro base (README "The demo") -> results/demo/
+demo: install  ## The main job: a first look on one micro base (README "The demo") -> runs/demo/results/
 	@start=$$(date +%s); \
 	$(PY) -m bapo_exp experiment=demo method=none stages=[eval] hydra.run.dir=runs/demo/base_model \
 	&& $(PY) -m bapo_exp -m experiment=demo hydra/launcher=$(DEMO_LAUNCHER) \
-	&& $(PY) -m bapo_exp.analysis.study runs/demo --out results/demo --demo \
+	&& $(PY) -m bapo_exp.analysis.study runs/demo --out runs/demo/results --demo \
 		--wall-seconds $$(( $$(date +%s) - start )) \
 	&& echo "make demo: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
 
-laptop: install  ## SmolLM2-135M on one DSP domain, DPO and BAPO, every stage -> results/laptop/
+laptop: install  ## SmolLM2-135M on one DSP domain, DPO and BAPO, every stage -> runs/laptop/results/
 	$(PY) -m bapo_exp -m experiment=laptop method=dpo,bapo $(ARGS) \
-	&& $(PY) -m bapo_exp.analysis.laptop runs/laptop --out results/laptop
+	&& $(PY) -m bapo_exp.analysis.laptop runs/laptop --out runs/laptop/results
 
-readme: install  ## Rewrite the README's generated sections from results/demo and results/study
-	$(PY) -m bapo_exp.analysis.readme
+# make results RESULTS="demo"   (default: every one of them that has a runs/<x>/results/)
+RESULTS ?= demo laptop study
+results: install  ## Copy runs/<x>/results/ into the committed results/<x>/, then make readme
+	@for x in $(RESULTS); do \
+		if [ -d runs/$$x/results ]; then \
+			rm -rf results/$$x && cp -r runs/$$x/results results/$$x \
+			&& echo "results/$$x <- runs/$$x/results"; \
+		else echo "results/$$x kept: no runs/$$x/results (make $$x writes it)"; fi; \
+	done
+	$(PY) -m bapo_exp.analysis.readme --root .
+
+readme: install  ## Rewrite the README's generated sections from results/ and benchmarks/results/
+	$(PY) -m bapo_exp.analysis.readme --root .
 
 # --- The study (issue 17): the papers' claims as verdicts with intervals, bases as a random factor.
 # Every preset writes into runs/study (cells shared between claims run once; re-running skips
-# finished cells); the analysis writes results/study/ (cells.csv, verdicts, figures).
+# finished cells); the analysis writes runs/study/results/ (cells.csv, verdicts, figures), which
+# `make results` copies into the committed results/study/.
 STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_anchor_seeds \
 	study_mrpo study_mrpo_controls study_exposure study_mixing
 STUDY_LAUNCHER ?= local_joblib
-study: install  ## The study: every claim on 5 base models, verdicts with intervals -> results/study/
+study: install  ## The study: every claim on 5 base models, verdicts with intervals -> runs/study/results/
 	@start=$$(date +%s); rc=0; \
 	mkdir -p runs/study/reports; \
 	for x in $(STUDY_PRESETS); do \
 		$(PY) -m bapo_exp -m experiment=$$x hydra/launcher=$(STUDY_LAUNCHER) $(ARGS) || rc=1; \
 		cp runs/study/multirun_report.json runs/study/reports/$$x.json; \
 	done; \
-	$(PY) -m bapo_exp.analysis.study runs/study --out results/study \
+	$(PY) -m bapo_exp.analysis.study runs/study --out runs/study/results \
 		--wall-seconds $$(( $$(date +%s) - start )) || rc=1; \
 	echo "make study: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"; \
 	exit $$rc
