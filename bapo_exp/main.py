@@ -106,9 +106,12 @@ def execute(
     cfg: Config, run: RunDir, dcfg: DictConfig, changes: list[str] | None, overrides: list[str]
 ) -> float | None:
     """This launch's stages, and for a re-launch its record (``.hydra/relaunches.jsonl``)."""
+    from bapo_exp.logs import quiet_libraries
+
     env = env_snapshot()
     if not run.exists("env.json"):
         run.write_json("env.json", env)
+    quiet_libraries()
     seed_everything(cfg.seed, cfg.model.threads)
     run_stages(cfg, run, OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True))
     if changes is not None:  # a re-launch that succeeded: its settings and its record

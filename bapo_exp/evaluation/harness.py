@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,30 @@ def _quiet_lm_eval() -> None:
         task_log.addFilter(_DropCustomKwargsHint())
 
 
+BARE_BARS = ("lm_eval.api.task", "lm_eval.api.model")  # request building, "Tokenizing inputs"
+
+
+@contextmanager
+def _no_lm_eval_bars() -> Iterator[None]:
+    """lm-eval draws an unlabelled progress bar per task while building its requests (24 per
+    demo evaluation) and one while tokenizing, with no switch: their modules' ``tqdm`` is
+    replaced by a disabled one while a suite runs. The scoring bar (our backend's) stays."""
+    import importlib
+
+    def hidden(bar):
+        return lambda *args, **kwargs: bar(*args, **{**kwargs, "disable": True})
+
+    modules = [importlib.import_module(name) for name in BARE_BARS]
+    saved = [m.tqdm for m in modules]
+    for m, bar in zip(modules, saved, strict=True):
+        m.tqdm = hidden(bar)
+    try:
+        yield
+    finally:
+        for m, bar in zip(modules, saved, strict=True):
+            m.tqdm = bar
+
+
 def _chance(samples: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     """Per task: ``n`` scored items and the chance rate ``mean(1 / #choices)``."""
     out = {}
@@ -127,16 +152,17 @@ def _run_suite(lm: Any, manager: Any, suite: str, layout: dict, settings: dict) 
 
     top = layout[suite]["name"]
     start = time.perf_counter()
-    out = simple_evaluate(
-        model=lm,
-        tasks=[top],
-        task_manager=manager,
-        limit=settings["limit"],
-        log_samples=True,  # per-item #choices for the chance rate; not kept
-        random_seed=None,  # scoring is deterministic: leave the caller's RNG state alone
-        numpy_random_seed=None,
-        torch_random_seed=None,
-    )
+    with _no_lm_eval_bars():
+        out = simple_evaluate(
+            model=lm,
+            tasks=[top],
+            task_manager=manager,
+            limit=settings["limit"],
+            log_samples=True,  # per-item #choices for the chance rate; not kept
+            random_seed=None,  # scoring is deterministic: leave the caller's RNG state alone
+            numpy_random_seed=None,
+            torch_random_seed=None,
+        )
     record = {k: out[k] for k in KEEP_BLOCKS if k in out}
     record["items"] = _chance(out.get("samples", {}))
     record["layout"] = layout
