@@ -115,7 +115,9 @@ def execute(
     seed_everything(cfg.seed, cfg.model.threads)
     run_stages(cfg, run, OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True))
     if changes is not None:  # a re-launch that succeeded: its settings and its record
-        run.save_config(OmegaConf.to_yaml(dcfg))
+        from bapo_exp.relaunch import SAVED, config_to_save
+
+        run.save_config(OmegaConf.to_yaml(config_to_save(dcfg, OmegaConf.load(run.root / SAVED))))
         run.append_jsonl(".hydra/relaunches.jsonl", {"overrides": overrides, "changes": changes,
                                                       **env})  # fmt: skip
     from bapo_exp.report import run_table
