@@ -66,9 +66,10 @@ def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> 
     with _quiet_run_log(run):
         try:
             if OmegaConf.is_missing(dcfg, "method"):
-                from bapo_exp.losses import LOSSES
+                from bapo_exp.cli_help import method_options
 
-                raise ConfigError(f"choose a method: method=<name>, one of {sorted(LOSSES)}")
+                raise ConfigError(f"choose a method: method=<name>, one of {method_options()} "
+                                  "(bapo-exp --help describes each)")  # fmt: skip
             if missing := OmegaConf.missing_keys(dcfg):
                 raise ConfigError(f"missing config values: {sorted(missing)}")
             cfg: Config = OmegaConf.to_object(dcfg)
