@@ -87,3 +87,26 @@ def test_make_results_commits_a_jobs_results_and_its_readme_section(tmp_path) ->
     ).read_bytes()
     assert "| 12345 (" in (tmp_path / "README.md").read_text()
     assert main(["--check", "--root", str(tmp_path)]) == 0
+
+
+def test_demo_and_study_report_the_untrained_style_share_consistently() -> None:
+    """The study said "the untrained bases start at 0.057", the demo's base (study base 0)
+    showed 0.000 (issue 22): the first is the mean over bases. The demo's section says both,
+    computed from the committed cells."""
+    from bapo_exp.analysis.claims import MAIN, with_base
+    from bapo_exp.analysis.readme import pattern
+    from bapo_exp.analysis.study import read_cells
+
+    demo = read_cells(REPO / "results/demo/cells.csv")
+    study = read_cells(REPO / "results/study/cells.csv")
+    start = with_base(study, MAIN)
+    per_base = start[start["step"] == 0].groupby("base")["x"].mean()
+    own = demo.loc[demo["method"] == "base", "x"].iloc[0]
+    section = pattern("demo").search((REPO / "README.md").read_text()).group(2)
+    assert (
+        f"Untrained, it writes {own:.3f} of its held-out answers in the concise style; the "
+        f"study's untrained bases write {per_base.min():.3f}-{per_base.max():.3f} by base, "
+        f"{per_base.mean():.3f} on average"
+    ) in section
+    study_section = pattern("study").search((REPO / "README.md").read_text()).group(2)
+    assert f"start at {per_base.mean():.3f}" in study_section  # the study's figure is that mean

@@ -86,15 +86,31 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
             inside = "inside" if lo <= r[col] <= hi else "OUTSIDE"
             parts.append(f"{name} {r[col]:.3f} ({inside} {lo:.3f}-{hi:.3f})")
         step = int(r["step"])
+    start = untrained_style(base, study)
     if not parts:
-        return f"The demo's base is {which}."
+        return f"The demo's base is {which}. {start}"
     return (
-        f"The demo's base is {which}. Its DPO run towards {MAIN['preferences']} after {step} "
-        f"steps against the study's DPO runs after {step} steps, all bases and data orders "
+        f"The demo's base is {which}. {start} Its DPO run towards {MAIN['preferences']} after "
+        f"{step} steps against the study's DPO runs after {step} steps, all bases and data orders "
         f"(the demo trains {int(demo['step'].max())} steps, the study "
         f"{int(dpo['step'].max())}, so their learning-rate schedules differ): "
         + ", ".join(parts)
         + "."
+    )
+
+
+def untrained_style(base: pd.Series, study: pd.DataFrame) -> str:
+    """The demo's untrained style share beside the study's: the study quotes the mean over its
+    bases (where "the untrained bases start"), each base has its own (issue 22: 0.057 vs 0.000)."""
+    from bapo_exp.analysis.claims import MAIN, with_base
+
+    start = with_base(study, MAIN)
+    per_base = start[start["step"] == 0].groupby("base")["x"].mean()
+    return (
+        f"Untrained, it writes {base['x']:.3f} of its held-out answers in the "
+        f"{MAIN['preferences']} style; the study's untrained bases write {per_base.min():.3f}-"
+        f"{per_base.max():.3f} by base, {per_base.mean():.3f} on average (the start its anchoring "
+        "paragraph quotes)."
     )
 
 
