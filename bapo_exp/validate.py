@@ -12,7 +12,11 @@ contradict each other, and the input files.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bapo_exp.config import Config
 
@@ -82,19 +86,33 @@ def check_steps(cfg: Config) -> None:
                           f"({cfg.train.steps})")  # fmt: skip
 
 
-def check_inputs(cfg: Config) -> None:
-    """Every file the run will read: the preference data, the anchor prompts, the eval files."""
+def input_checks(cfg: Config) -> list[tuple[str, Callable[[], Any]]]:
+    """The checks of every file the run will read (the preference data, the anchor prompts,
+    the eval files), each with a key naming what it reads: a grid runs each distinct one once."""
     from bapo_exp.data import check_dataset
     from bapo_exp.data.io import read_prompts
     from bapo_exp.evaluation.suites import SUITES
 
-    check_dataset(cfg.data, data_root=cfg.paths.data_root, cache_dir=cfg.paths.cache_dir)
+    def key(*parts: Any) -> str:
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    paths = (cfg.paths.data_root, cfg.paths.cache_dir)
+    checks = [(key("data", dataclasses.asdict(cfg.data), paths), lambda: check_dataset(
+        cfg.data, data_root=cfg.paths.data_root, cache_dir=cfg.paths.cache_dir))]  # fmt: skip
     if prompt_file := cfg.method.anchor_prompt_file():
-        read_prompts(prompt_file)
+        checks.append((key("prompts", prompt_file), lambda: read_prompts(prompt_file)))
     if cfg.eval.suites and "eval" in cfg.stages:
         ctx = eval_context(cfg)
         for suite in cfg.eval.suites:
-            SUITES.require(suite).check(ctx)
+            checks.append((key("suite", suite, dataclasses.asdict(ctx)),
+                           lambda s=suite: SUITES.require(s).check(ctx)))  # fmt: skip
+    return checks
+
+
+def check_inputs(cfg: Config) -> None:
+    """Every file the run will read: the preference data, the anchor prompts, the eval files."""
+    for _, check in input_checks(cfg):
+        check()
 
 
 def eval_context(cfg: Config):
