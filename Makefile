@@ -102,11 +102,12 @@ train: install  ## One run: make train ARGS="method=bapo data.preferences=[acade
 # exits non-zero (see runs/<folder>/multirun_report.json). Re-running skips finished cells.
 .PHONY: fig2 fig3 fig5 fig-heterogeneity fig-mrpo_references fig-frontier
 FIGURES_OUT ?= notebooks/figures
-GRID = $(PY) -m bapo_exp -m hydra/launcher=$(LAUNCHER) $(ARGS) experiment=
+RUNS ?= runs
+GRID = $(PY) -m bapo_exp -m hydra/launcher=$(LAUNCHER) paths.runs_dir=$(RUNS) $(ARGS) experiment=
 # $(call figure,<results folder>,<figure>,<name>,<presets...>): run each preset, then plot.
 define figure
 	@rc=0; for x in base_model $(4); do $(GRID)$$x || rc=1; done; \
-	$(PY) -m bapo_exp.analysis runs/$(1) --figure $(2) --name $(3) --out $(FIGURES_OUT) || rc=1; \
+	$(PY) -m bapo_exp.analysis $(RUNS)/$(1) --figure $(2) --name $(3) --out $(FIGURES_OUT) || rc=1; \
 	exit $$rc
 endef
 
@@ -136,7 +137,6 @@ slurm-stop:  ## Stop the local Slurm (cancels its jobs)
 
 # wandb 0.31 removed `sync --sync-all`: the offline run folders are passed explicitly.
 WANDB_SYNC_FLAGS ?= --yes
-RUNS ?= runs
 wandb-sync: install  ## Upload the offline W&B runs under runs/ (runs/**/wandb/offline-run-*)
 	@dirs=$$(find $(RUNS) -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null | sort); \
 	if [ -z "$$dirs" ]; then echo "no offline W&B runs under $(RUNS)/"; exit 0; fi; \

@@ -156,6 +156,8 @@ def cell_dir(*, _root_: DictConfig) -> str:
         return known[ident]
     substitute = OmegaConf.select(_root_, "reference_substitute", default=None)
     name = readable_name(list(_root_.hydra.overrides.task), substitute)
+    if name == "cell":  # nothing on the command line (experiment=base_model): name its model
+        name = f"model={OmegaConf.select(_root_, 'model.name', default='cell')}"
     if name in known.values() or (sweep / name).exists():
         name = f"{name[: MAX_DIRNAME - 18]}~{ident}"
     return _claim(index, name)

@@ -87,6 +87,9 @@ def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> 
     with _quiet_run_log(run):
         try:
             cfg = typed_checked(dcfg)
+            from bapo_exp.validate import check_window
+
+            check_window(cfg, at_start=True)  # needs the tokenizer: in the job, not the sweeper
             if relaunch:
                 _check_done_stages(cfg, run, changes)
             if "eval" in cfg.stages and (run.is_done("train") or cfg.eval.ckpt):

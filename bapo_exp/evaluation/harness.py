@@ -118,7 +118,7 @@ BARE_BARS = ("lm_eval.api.task", "lm_eval.api.model")  # request building, "Toke
 
 
 @contextmanager
-def _no_lm_eval_bars() -> Iterator[None]:
+def no_lm_eval_bars() -> Iterator[None]:
     """lm-eval draws an unlabelled progress bar per task while building its requests (24 per
     demo evaluation) and one while tokenizing, with no switch: their modules' ``tqdm`` is
     replaced by a disabled one while a suite runs. The scoring bar (our backend's) stays."""
@@ -152,7 +152,7 @@ def _run_suite(lm: Any, manager: Any, suite: str, layout: dict, settings: dict) 
 
     top = layout[suite]["name"]
     start = time.perf_counter()
-    with _no_lm_eval_bars():
+    with no_lm_eval_bars():
         out = simple_evaluate(
             model=lm,
             tasks=[top],
