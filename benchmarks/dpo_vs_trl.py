@@ -238,6 +238,17 @@ def plan(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in d.items()}
 
 
+def worker_spec(args: argparse.Namespace) -> dict:
+    """What every worker gets (``plan``'s steps; ``--quick`` SmolLM2: 2 pairs x 32 tokens)."""
+    small_quick = args.quick and args.model != "tiny"
+    args.pairs = args.pairs or (2 if small_quick else 8)
+    args.max_len = args.max_len or (32 if small_quick else 128)
+    p = plan(args)
+    return {"model": args.model, "pairs": args.pairs, "max_len": args.max_len, "seed": 0,
+            "threads": args.threads, "steps": p["steps"], "warmup": p["warmup"],
+            "attn": args.attn, "quick": args.quick}  # fmt: skip
+
+
 def summarise(
     runs: list[dict], modes: list[str], frameworks: tuple[str, ...]
 ) -> tuple[dict, list[dict]]:
@@ -314,23 +325,9 @@ def main() -> None:
         worker(json.loads(args.worker))
         return
     set_quick(args.quick)
-    small_quick = args.quick and args.model != "tiny"
-    args.pairs = args.pairs or (2 if small_quick else 8)
-    args.max_len = args.max_len or (32 if small_quick else 128)
     frameworks = frameworks_to_run(args.quick)
-    p = plan(args)
+    p, base = plan(args), worker_spec(args)
     info = machine(args.threads)
-    base = {
-        "model": args.model,
-        "pairs": args.pairs,
-        "max_len": args.max_len,
-        "seed": 0,
-        "threads": args.threads,
-        "steps": p["steps"],
-        "warmup": p["warmup"],
-        "attn": args.attn,
-        "quick": args.quick,
-    }
     configs = [(fw, mode) for mode in args.modes for fw in frameworks]
     runs = []
     for rep in range(p["repeats"]):
