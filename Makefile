@@ -1,7 +1,7 @@
 # bapo-exp: `make help` lists the targets. Every target that runs Python depends on `install`,
 # which creates .venv on first use and is silent when nothing changed.
 # Cluster: make fig2 LAUNCHER=slurm   (comment on its own line: trailing comments add spaces)
-.PHONY: help install test test-all lint format demo study laptop readme smoke train wandb-sync clean slurm-start slurm-stop
+.PHONY: help install test test-all lint format demo study laptop results readme smoke train wandb-sync clean slurm-start slurm-stop
 LAUNCHER ?= basic
 PYTHON ?= python3
 # The CPU wheel on this machine's disk; on a GPU cluster use e.g. TORCH_SPEC="torch==2.13.0"
@@ -40,21 +40,35 @@ lint: install  ## ruff check + format check
 format: install  ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+# The main jobs (demo, laptop, study) write only into runs/ (git-ignored): runs/<x>/ holds the
+# runs and runs/<x>/results/ the analysis (tables, figures). The committed results/<x>/ and the
+# README's generated sections change only through `make results` (then commit them).
 DEMO_LAUNCHER ?= local_joblib
-demo: install  ## The main job: a first look on one micro base (README "The demo") -> results/demo/
+demo: install  ## The main job: a first look on one micro base (README "The demo") -> runs/demo/results/
 	@start=$$(date +%s); \
 	$(PY) -m bapo_exp experiment=demo method=none stages=[eval] hydra.run.dir=runs/demo/base_model \
 	&& $(PY) -m bapo_exp -m experiment=demo hydra/launcher=$(DEMO_LAUNCHER) \
-	&& $(PY) -m bapo_exp.analysis.study runs/demo --out results/demo --demo \
+	&& $(PY) -m bapo_exp.analysis.study runs/demo --out runs/demo/results --demo \
 		--wall-seconds $$(( $$(date +%s) - start )) \
 	&& echo "make demo: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
 
-laptop: install  ## SmolLM2-135M on one DSP domain, DPO and BAPO, every stage -> results/laptop/
+laptop: install  ## SmolLM2-135M on one DSP domain, DPO and BAPO, every stage -> runs/laptop/results/
 	$(PY) -m bapo_exp -m experiment=laptop method=dpo,bapo $(ARGS) \
-	&& $(PY) -m bapo_exp.analysis.laptop runs/laptop --out results/laptop
+	&& $(PY) -m bapo_exp.analysis.laptop runs/laptop --out runs/laptop/results
 
-readme: install  ## Rewrite the README's generated sections from results/demo and results/study
-	$(PY) -m bapo_exp.analysis.readme
+# make results RESULTS="demo"   (default: every one of them that has a runs/<x>/results/)
+RESULTS ?= demo laptop study
+results: install  ## Copy runs/<x>/results/ into the committed results/<x>/, then make readme
+	@for x in $(RESULTS); do \
+		if [ -d runs/$$x/results ]; then \
+			rm -rf results/$$x && cp -r runs/$$x/results results/$$x \
+			&& echo "results/$$x <- runs/$$x/results"; \
+		else echo "results/$$x kept: no runs/$$x/results (make $$x writes it)"; fi; \
+	done
+	$(PY) -m bapo_exp.analysis.readme --root .
+
+readme: install  ## Rewrite the README's generated sections from results/ and benchmarks/results/
+	$(PY) -m bapo_exp.analysis.readme --root .
 
 # --- The study (docs/STUDY_PROTOCOL.md): calibration on bases 100-101 chooses the regime and the
 # anchor weight (writes conf/experiment/study_regime.yaml, conf/method/bapo_study.yaml and
@@ -92,11 +106,11 @@ endef
 study-calibrate: install  ## Calibration only: regime and anchor weight on bases 100-101 -> results/study/calibration/
 	@rc=0; $(call study_calibration); exit $$rc
 
-study: install  ## The study: calibration, then every claim on 10 test bases, verdicts -> results/study/
+study: install  ## The study: calibration, then every claim on 10 test bases, verdicts -> runs/study/results/
 	@start=$$(date +%s); rc=0; \
 	$(call study_calibration); \
 	$(call study_grids,$(STUDY_PRESETS)); \
-	$(PY) -m bapo_exp.analysis.study runs/study --out results/study \
+	$(PY) -m bapo_exp.analysis.study runs/study --out runs/study/results \
 		--wall-seconds $$(( $$(date +%s) - start )) || rc=1; \
 	echo "make study: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"; \
 	exit $$rc
@@ -114,11 +128,12 @@ train: install  ## One run: make train ARGS="method=bapo data.preferences=[acade
 # exits non-zero (see runs/<folder>/multirun_report.json). Re-running skips finished cells.
 .PHONY: fig2 fig3 fig5 fig-heterogeneity fig-mrpo_references fig-frontier
 FIGURES_OUT ?= notebooks/figures
-GRID = $(PY) -m bapo_exp -m hydra/launcher=$(LAUNCHER) $(ARGS) experiment=
+RUNS ?= runs
+GRID = $(PY) -m bapo_exp -m hydra/launcher=$(LAUNCHER) paths.runs_dir=$(RUNS) $(ARGS) experiment=
 # $(call figure,<results folder>,<figure>,<name>,<presets...>): run each preset, then plot.
 define figure
 	@rc=0; for x in base_model $(4); do $(GRID)$$x || rc=1; done; \
-	$(PY) -m bapo_exp.analysis runs/$(1) --figure $(2) --name $(3) --out $(FIGURES_OUT) || rc=1; \
+	$(PY) -m bapo_exp.analysis $(RUNS)/$(1) --figure $(2) --name $(3) --out $(FIGURES_OUT) || rc=1; \
 	exit $$rc
 endef
 
@@ -148,7 +163,6 @@ slurm-stop:  ## Stop the local Slurm (cancels its jobs)
 
 # wandb 0.31 removed `sync --sync-all`: the offline run folders are passed explicitly.
 WANDB_SYNC_FLAGS ?= --yes
-RUNS ?= runs
 wandb-sync: install  ## Upload the offline W&B runs under runs/ (runs/**/wandb/offline-run-*)
 	@dirs=$$(find $(RUNS) -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null | sort); \
 	if [ -z "$$dirs" ]; then echo "no offline W&B runs under $(RUNS)/"; exit 0; fi; \

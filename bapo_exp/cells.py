@@ -12,7 +12,10 @@ replaced by placeholders before resolving, so nothing machine-specific enters th
 A multirun cell's folder is looked up by identity in ``<sweep dir>/.cells/<identity>`` (one
 small file per cell, created atomically, naming the folder). A new cell gets a readable name
 from its own command-line overrides (``method=bapo,seed=1``, %-escaped), suffixed with the
-identity where that name is taken by another cell. Folders of grids launched before the index
+identity where that name is taken by another cell. Model lists are named by their models'
+names (``method.references=[{name: mistral_7b_instruct, ...}]`` -> ``refs=mistral_7b_instruct``,
+``@tiny`` appended where ``reference_substitute`` replaces them): the name is for people, the
+identity (the resolved config) is what finds the cell. Folders of grids launched before the index
 existed are indexed on first use, from their ``.hydra/config.yaml``. Extending a grid by a seed
 or re-typing a default therefore reuses the finished cells: nothing is recomputed or counted
 twice (``bapo_exp.analysis.load_runs`` also refuses runs with equal identities).
@@ -37,6 +40,7 @@ INDEX = ".cells"
 MAX_DIRNAME = 160  # characters of one path component kept readable (filesystems allow 255 bytes)
 SAFE = "=,[]{}:._-+@"  # kept as typed; everything else ('/', spaces, quotes, '%') is %-escaped
 NOT_IN_NAME = ("experiment",)  # the sweep folder already says it
+SHORT_KEYS = {"method.references": "refs"}  # long values named by their models (see module)
 
 
 def _placeholders(node: Any, prefix: str) -> Any:
@@ -68,14 +72,29 @@ def run_identity(task_cfg: DictConfig | dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def readable_name(overrides: list[str]) -> str:
+def _named(item: str, substitute: str | None) -> str:
+    """``key=value``, or for a list of models (``SHORT_KEYS``) ``refs=<name>+<name>``."""
+    key, _, value = item.partition("=")
+    if key.lstrip("+~") not in SHORT_KEYS:
+        return item
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_override(item).value()
+    models = parsed if isinstance(parsed, list) else [parsed]
+    names = [str(m.get("name", "?")) if isinstance(m, dict) else str(m) for m in models]
+    suffix = f"@{substitute}" if substitute else ""
+    return f"{SHORT_KEYS[key.lstrip('+~')]}={'+'.join(names) or 'none'}{suffix}"
+
+
+def readable_name(overrides: list[str], substitute: str | None = None) -> str:
     """A folder name from the cell's own overrides: sorted ``key=value``, %-escaped into one path
-    component; run-independent keys are left out. No overrides -> ``cell``."""
+    component; run-independent keys are left out, model lists named by their models (module
+    docstring; ``substitute``: the config's ``reference_substitute``). No overrides -> ``cell``."""
     keep = []
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if not run_independent(key.split("/", 1)[0]) and key not in NOT_IN_NAME:
-            keep.append(item)
+            keep.append(_named(item, substitute))
     text = ",".join(sorted(keep))
     return urllib.parse.quote(text, safe=SAFE)[:MAX_DIRNAME] if text else "cell"
 
@@ -137,7 +156,10 @@ def cell_dir(*, _root_: DictConfig) -> str:
     known = index_existing(sweep) if sweep.is_dir() else {}
     if ident in known:
         return known[ident]
-    name = readable_name(list(_root_.hydra.overrides.task))
+    substitute = OmegaConf.select(_root_, "reference_substitute", default=None)
+    name = readable_name(list(_root_.hydra.overrides.task), substitute)
+    if name == "cell":  # nothing on the command line (experiment=base_model): name its model
+        name = f"model={OmegaConf.select(_root_, 'model.name', default='cell')}"
     if name in known.values() or (sweep / name).exists():
         name = f"{name[: MAX_DIRNAME - 18]}~{ident}"
     return _claim(index, name)

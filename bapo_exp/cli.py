@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import textwrap
 import typing
 from pathlib import Path
 
@@ -95,29 +94,6 @@ def check_overrides(args: list[str]) -> None:
             _check_key(key, known)
 
 
-NOT_GROUPS = ("accelerate", "hydra", "local")  # conf/ folders that are not config groups
-
-
-def _wrapped(head: str, items: list[str]) -> list[str]:
-    return textwrap.wrap(", ".join(items), width=98, initial_indent=f"  {head:<12} ",
-                         subsequent_indent=" " * 15)  # fmt: skip
-
-
-def usage() -> str:
-    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_GROUPS)
-    lines = [__doc__.strip(), "", "Config groups (group=option; hydra/launcher=local_joblib|"
-             "local_submitit|slurm):"]  # fmt: skip
-    for g in groups:
-        lines += _wrapped(g, group_options(g))
-    lines += ["", "Keys (key=value; conf/ and bapo_exp/config.py say what each does):"]
-    keys = _schema_keys()
-    for top in sorted({k.split(".")[0] for k in keys}):
-        sub = [k.split(".", 1)[1] for k in keys if k.startswith(top + ".")]
-        lines += _wrapped(top, [x for x in sub if "." not in x] or ["(a value)"])
-    lines += ["", "Hydra's own help: bapo-exp --hydra-help"]
-    return "\n".join(lines) + "\n"
-
-
 def _run_hydra(args: list[str]) -> None:
     from bapo_exp.main import main as hydra_main
 
@@ -157,7 +133,9 @@ def main() -> None:
         if args and args[0] == "show":
             return show_command(args[1:])
         if any(a in ("--help", "-h") for a in args):
-            sys.stdout.write(usage())
+            from bapo_exp.cli_help import usage
+
+            sys.stdout.write(usage(__doc__))
             return None
         check_overrides(args)
     except (UsageError, DamagedFileError) as err:  # e.g. `show` of a run with a damaged summary

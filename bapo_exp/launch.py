@@ -60,21 +60,38 @@ def launch_config(
     return typed_config(OmegaConf.to_container(merged, resolve=False)), changes
 
 
+def typed(dcfg: DictConfig) -> Config:
+    """The typed config of ``dcfg`` once a method is chosen and no value is missing."""
+    from bapo_exp.validate import ConfigError
+
+    if OmegaConf.is_missing(dcfg, "method"):
+        from bapo_exp.cli_help import method_options
+
+        raise ConfigError(f"choose a method: method=<name>, one of {method_options()} "
+                          "(bapo-exp --help describes each)")  # fmt: skip
+    if missing := OmegaConf.missing_keys(dcfg):
+        raise ConfigError(f"missing config values: {sorted(missing)}")
+    return OmegaConf.to_object(dcfg)
+
+
+def typed_checked(dcfg: DictConfig) -> Config:
+    """``typed``, then ``validate``: every setting and input file (module docstring)."""
+    from bapo_exp.validate import validate
+
+    cfg = typed(dcfg)
+    validate(cfg)
+    return cfg
+
+
 def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> Config:
     """The typed config after every check (see the module docstring)."""
-    from bapo_exp.validate import ConfigError, validate
-
     relaunch = changes is not None
     with _quiet_run_log(run):
         try:
-            if OmegaConf.is_missing(dcfg, "method"):
-                from bapo_exp.losses import LOSSES
+            cfg = typed_checked(dcfg)
+            from bapo_exp.validate import check_window
 
-                raise ConfigError(f"choose a method: method=<name>, one of {sorted(LOSSES)}")
-            if missing := OmegaConf.missing_keys(dcfg):
-                raise ConfigError(f"missing config values: {sorted(missing)}")
-            cfg: Config = OmegaConf.to_object(dcfg)
-            validate(cfg)
+            check_window(cfg, at_start=True)  # needs the tokenizer: in the job, not the sweeper
             if relaunch:
                 _check_done_stages(cfg, run, changes)
             if "eval" in cfg.stages and (run.is_done("train") or cfg.eval.ckpt):
@@ -105,7 +122,9 @@ def _check_done_stages(cfg: Config, run: RunDir, changes: list[str]) -> None:
 
 @contextmanager
 def _quiet_run_log(run: RunDir):
-    """Keep ``main.log`` untouched while the checks run (restored after they pass)."""
+    """Keep ``main.log`` untouched while the checks run (restored after they pass; closed when
+    the checks failed and removed the new run directory, whose ``main.log`` cannot be opened:
+    a record logged to it would raise, e.g. in the multirun report's ``on_job_end``)."""
     top = logging.getLogger()
     files = run_file_handlers(run.root)
     for h in files:
@@ -114,7 +133,10 @@ def _quiet_run_log(run: RunDir):
         yield
     finally:
         for h in files:
-            top.addHandler(h)
+            if run.root.is_dir():
+                top.addHandler(h)
+            else:
+                h.close()
 
 
 def _remove_fresh(run: RunDir) -> None:

@@ -111,13 +111,18 @@ def execute(
     cfg: Config, run: RunDir, dcfg: DictConfig, changes: list[str] | None, overrides: list[str]
 ) -> float | None:
     """This launch's stages, and for a re-launch its record (``.hydra/relaunches.jsonl``)."""
+    from bapo_exp.logs import quiet_libraries
+
     env = env_snapshot()
     if not run.exists("env.json"):
         run.write_json("env.json", env)
+    quiet_libraries()
     seed_everything(cfg.seed, cfg.model.threads)
     run_stages(cfg, run, OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True))
     if changes is not None:  # a re-launch that succeeded: its settings and its record
-        run.save_config(OmegaConf.to_yaml(dcfg))
+        from bapo_exp.relaunch import SAVED, config_to_save
+
+        run.save_config(OmegaConf.to_yaml(config_to_save(dcfg, OmegaConf.load(run.root / SAVED))))
         run.append_jsonl(".hydra/relaunches.jsonl", {"overrides": overrides, "changes": changes,
                                                       **env})  # fmt: skip
     from bapo_exp.report import run_table

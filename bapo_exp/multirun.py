@@ -162,12 +162,13 @@ class MultirunReport(Callback):
             record["status"] = "failed"
             record["error"] = _error_text(exc)
             record["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-            log.error("cell failed: %s -> %s", record.get("run_dir"), record["error"])
-            if self.defer_failures:
+            if self.defer_failures:  # first: nothing below may keep the failure from the report
                 job_return.status = JobStatus.COMPLETED
                 job_return.return_value = None
-        else:
-            record["status"] = "skipped" if nothing_to_do(record) else "completed"
+            write_json_atomic(path, record)
+            log.error("cell failed: %s -> %s", record.get("run_dir"), record["error"])
+            return
+        record["status"] = "skipped" if nothing_to_do(record) else "completed"
         write_json_atomic(path, record)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

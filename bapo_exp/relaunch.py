@@ -12,7 +12,9 @@ re-launch never rewrites a run's saved config. ``main`` then calls :func:`merge_
   (``RUN_INDEPENDENT``: stages, force, eval, logger, paths, name, objective) and must otherwise
   equal the saved values: a conflict is a ``RelaunchConflict`` before any work, naming the key,
   the saved and the requested value;
-- ``force`` and ``stages`` (what to do now) are this launch's, never carried over.
+- ``force`` and ``stages`` (what to do now) are this launch's, never carried over; nor are they
+  written back (:func:`config_to_save`): after ``bapo-exp eval`` the saved config still lists
+  the run's stages and ``force: false``, so a later plain re-launch changes nothing.
 """
 
 from __future__ import annotations
@@ -118,6 +120,17 @@ def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
                for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]  # fmt: skip
         return out[:8]
     return [] if old == new else [(key, old, new)]
+
+
+def config_to_save(merged: DictConfig, saved: DictConfig) -> DictConfig:
+    """What a successful re-launch writes to ``.hydra/config.yaml``: its merged config, with the
+    run's stages (the saved ones, then any this launch added) and the saved ``force``."""
+    out = OmegaConf.create(OmegaConf.to_container(merged, resolve=False))
+    stages = list(OmegaConf.select(saved, "stages", default=[]) or [])
+    stages += [s for s in OmegaConf.select(merged, "stages", default=[]) or [] if s not in stages]
+    OmegaConf.update(out, "stages", stages, force_add=True)
+    OmegaConf.update(out, "force", OmegaConf.select(saved, "force", default=False), force_add=True)
+    return out
 
 
 def merge_saved(

@@ -1,5 +1,7 @@
 """The short result table a run ends with (and ``bapo-exp show <run>`` prints).
 
+    train: 80 steps of 4 pairs; last 10 logged steps (40 pairs): mean loss 0.5120, reward
+      accuracy 0.800 (training batches)
     suite                        acc     acc_norm  n    chance
     mmlu                         0.262   0.262     260  0.250  (at chance)
     hhh                          0.416   0.647     221  0.500
@@ -10,6 +12,7 @@ Read from the run directory's ``eval/summary.json`` (and ``train/summary.json``)
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from bapo_exp.readback import DamagedFileError
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)
+
+TRAIN_WINDOW = 10  # logged steps the end-of-run training line averages
 
 
 def _suites(summary: dict) -> list[str]:
@@ -61,14 +66,33 @@ def _personal_line(summary: dict) -> str:
     return " | ".join(parts)
 
 
+def _logged_rows(run: RunDir) -> list[dict]:
+    path = run.path("train", "metrics.jsonl")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [row for x in lines if x.strip() and "loss" in (row := json.loads(x))]
+
+
+def train_line(run: RunDir) -> str | None:
+    """Training loss and reward accuracy as the mean over the last ``TRAIN_WINDOW`` logged
+    steps (each a training batch of ``global_batch`` pairs), not the last batch alone."""
+    window = _logged_rows(run)[-TRAIN_WINDOW:]
+    if not window:
+        return None
+    summary = run.summary("train") or {}
+    batch = summary.get("global_batch")
+    pairs = f"{len(window) * batch} pairs" if batch else "their pairs"
+    loss = sum(r["loss"] for r in window) / len(window)
+    acc = [r["rewards/accuracy"] for r in window if "rewards/accuracy" in r]
+    acc_text = f"{sum(acc) / len(acc):.3f}" if acc else "n/a"
+    return (f"train: {summary.get('total_steps', '?')} steps of {batch or '?'} pairs; last "
+            f"{len(window)} logged steps ({pairs}): mean loss {loss:.4f}, reward accuracy "
+            f"{acc_text} (training batches)")  # fmt: skip
+
+
 def run_table(run: RunDir | str | Path) -> str:
     """The run's result table as text (empty lines where a stage did not run)."""
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    lines = []
-    if "loss" in (t := run.summary("train") or {}):
-        acc = t.get("rewards/accuracy", float("nan"))
-        lines.append(f"train: {t.get('total_steps', '?')} steps, final loss {t['loss']:.4f}, "
-                     f"reward accuracy {acc:.3f}")  # fmt: skip
+    lines = [line] if (line := train_line(run)) else []
     if summary := run.summary("eval"):
         lines += _suite_rows(summary)
         if personal := _personal_line(summary):

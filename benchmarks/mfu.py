@@ -43,6 +43,7 @@ from common import (
     machine,
     matmul_params,
     our_parts,
+    set_quick,
     set_threads,
     synthetic_pairs,
     time_our_steps,
@@ -52,7 +53,7 @@ from common import (
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="smoke run: QUICK_BENCH model, few steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--pairs", type=int, default=8)
@@ -197,6 +198,7 @@ def mode_result(times, fl: dict, pk: float, threads: int) -> dict:
 
 def main() -> None:
     args = parse_args()
+    set_quick(args.quick)
     steps = args.steps or (4 if args.quick else 8)
     set_threads(args.threads)
     info = machine(args.threads)
@@ -206,7 +208,7 @@ def main() -> None:
     peak = matmul_peak((counts["tokens"], padded), counts["response_tokens"],
                        5 if args.quick else 20)  # fmt: skip
     pk = peak["peak_gflops"] * 1e9
-    parts, times = timed_modes(pairs, max(2, steps // 2))
+    parts, times = timed_modes(pairs, max(2, steps // 2), 1 if args.quick else 2)
     ours = parts["shared"]
     n = matmul_params(ours[0].accelerator.unwrap_model(ours[0].model))
     shared = shared_tokens(parts["shared"][0], args.pairs)
@@ -254,6 +256,7 @@ def main() -> None:
             "max_len": args.max_len,
             "model": TINY_BENCH,
             "dtype": "float32",
+            "quick": args.quick,
         },
     }
     finish("mfu", payload, table, ["quantity", "value"])

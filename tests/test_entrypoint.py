@@ -36,16 +36,37 @@ def test_bad_overrides_fail_at_composition(override: str) -> None:
     assert "lr" in out.stderr or "nonsense" in out.stderr
 
 
-def test_missing_method_is_named() -> None:
+def help_methods(text: str) -> list[str]:
+    """The options listed under ``method (...)`` in ``--help``."""
+    block = text.split("\n  method (required, no default)\n", 1)[1].split("\n  model (")[0]
+    return [line.split()[0] for line in block.splitlines()]
+
+
+def test_missing_method_is_named_with_the_methods_help_lists() -> None:
+    """The "choose a method" error and --help list the same methods (issue 22: 6 against 8)."""
+    import ast
+
     out = bapo()
     assert out.returncode != 0 and "choose a method: method=<name>" in out.stderr
+    named = ast.literal_eval(out.stderr.split("one of ", 1)[1].split("]", 1)[0] + "]")
+    assert named == help_methods(bapo("--help").stdout) and "bapo_light" in named
 
 
 def test_help_needs_no_method_and_lists_only_real_options() -> None:
     out = bapo("--help")
     assert out.returncode == 0 and "Traceback" not in out.stderr
-    assert "method       bapo, bapo_light, dpo" in out.stdout
+    assert help_methods(out.stdout)[:3] == ["bapo", "bapo_light", "dpo"]
     assert "base_dpo" not in out.stdout and "schema/" not in out.stdout  # no internal names
+
+
+def test_help_describes_options_and_shows_defaults() -> None:
+    """Each option with its file's first comment line, each group and key with its default."""
+    out = bapo("--help").stdout
+    assert "  model (default: smollm2_135m)" in out and "  method (required, no default)" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("dpo "))
+    assert "Direct Preference Optimization" in line
+    assert "steps=200" in out and "lr=5e-05" in out  # conf/train/default.yaml's values
+    assert "suites=[mmlu, scienceqa, hhh]" in out
 
 
 def test_misspelt_key_gets_the_closest_name() -> None:

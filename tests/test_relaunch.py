@@ -100,6 +100,27 @@ def test_reevaluation_with_new_eval_settings_updates_the_saved_config(run, tiny_
     assert json.loads((run / "eval/summary.json").read_text())["hhh/n"] == 12  # 4 subsets x 3
 
 
+def test_reevaluation_saves_the_runs_stages_and_a_plain_relaunch_changes_nothing(
+    run, tiny_cache
+) -> None:
+    """``bapo-exp eval`` is ``stages=[eval] force=true`` for this launch only (issue 22): the
+    saved config keeps the run's stages and ``force: false``, so a later re-launch without
+    overrides reports no change ("force: True -> False" before) and finds nothing to do."""
+    from omegaconf import OmegaConf
+
+    out = bapo("eval", str(run), "eval.limit=3", cache=tiny_cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = OmegaConf.load(run / ".hydra/config.yaml")
+    assert list(saved.stages) == ["reference", "train", "eval"] and saved.force is False
+    assert saved.eval.limit == 3  # the re-evaluation's own setting is kept
+    before = (run / ".hydra/config.yaml").read_bytes()
+    again = bapo("method=dpo", f"hydra.run.dir={run}", cache=tiny_cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = again.stdout + again.stderr
+    assert "nothing to do" in said and "re-launch of" not in said
+    assert (run / ".hydra/config.yaml").read_bytes() == before
+
+
 def test_a_done_eval_is_not_silently_kept_under_other_settings(run, tiny_cache) -> None:
     before = snapshot(run)
     out = bapo("method=dpo", "eval.limit=3", f"hydra.run.dir={run}", cache=tiny_cache)

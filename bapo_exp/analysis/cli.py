@@ -140,6 +140,8 @@ def check_runs(df: pd.DataFrame, figure: str, root: Path, partial: bool = False)
 def draw(args: argparse.Namespace) -> int:
     df = load_with_base(args.root, args.base, args.duplicates)
     figure = figure_for(df) if args.figure == "auto" else args.figure
+    if args.figure == "auto":
+        sys.stdout.write(f"figure: {figure} (--figure chooses another: {sorted(FIGURES)})\n")
     check_runs(df, figure, args.root, args.partial)
     metrics = tuple(args.metrics) if args.metrics else None
     table, files = render(df, figure, args.out, x=args.x, metrics=metrics, name=args.name)

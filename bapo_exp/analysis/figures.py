@@ -68,15 +68,25 @@ PRESET_FIGURES = {
 }
 
 
+# For runs no preset made (an ad-hoc grid, name=adhoc): the first figure whose metrics they have.
+BY_MEASURED = ("retention", "demo", "drift")
+
+
 def figure_for(df: pd.DataFrame) -> str:
-    """The figure of the preset that produced ``df`` (its runs' ``name``)."""
+    """The figure of the preset that produced ``df`` (its runs' ``name``); for runs of no preset,
+    the first of ``BY_MEASURED`` whose metrics (or fallback metrics) the runs measured."""
     names = sorted({str(n).removesuffix("_seeds") for n in df.get("name", pd.Series()).dropna()})
-    known = [PRESET_FIGURES[n] for n in names if n in PRESET_FIGURES]
-    if len(set(known)) != 1:
-        raise ValueError(
-            f"cannot pick a figure for runs named {names}: pass --figure, one of {sorted(FIGURES)}"
-        )
-    return known[0]
+    known = sorted({PRESET_FIGURES[n] for n in names if n in PRESET_FIGURES})
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        trained = df[df["method.name"] != BASE_METHOD] if "method.name" in df else df
+        for figure in BY_MEASURED:
+            if _measured(trained, FIGURES[figure].metrics + FIGURES[figure].fallback):
+                return figure
+    raise ValueError(
+        f"cannot pick a figure for runs named {names}: pass --figure, one of {sorted(FIGURES)}"
+    )
 
 
 def _measured(df: pd.DataFrame, metrics: tuple[str, ...]) -> list[str]:

@@ -1,6 +1,8 @@
 """What ``experiment=laptop`` costs and reports, from its run directories (``make laptop``).
 
-    python -m bapo_exp.analysis.laptop runs/laptop --out results/laptop
+    python -m bapo_exp.analysis.laptop runs/laptop       # -> runs/laptop/results/summary.json
+
+``make results`` copies ``runs/laptop/results/`` into the committed ``results/laptop/``.
 
 Writes ``summary.json``: per run its method, each stage's wall seconds (from ``<stage>/DONE``),
 the training pairs per second, the headline eval metrics with their chance flags, and the
@@ -102,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis.laptop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("folder", type=Path, help="the laptop runs' folder (runs/laptop)")
-    p.add_argument("--out", type=Path, default=Path("results/laptop"), help="summary.json's folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="summary.json's folder (default: <folder>/results)")  # fmt: skip
     args = p.parse_args(argv)
+    args.out = args.out or args.folder / "results"
     summary = {"runs": collect(args.folder)}
     write_json_atomic(args.out / "summary.json", summary)
     sys.stdout.write(markdown(summary))

@@ -3,6 +3,10 @@
     python -m bapo_exp.analysis.readme            # rewrite them in README.md (make readme)
     python -m bapo_exp.analysis.readme --check    # exit 1 if README.md differs (tests do this)
 
+``make demo``, ``make laptop`` and ``make study`` write their analysis into ``runs/<x>/results/``
+only; ``make results`` copies it into the committed ``results/<x>/`` and then runs this, so a
+main job never changes a tracked file and the README follows what is committed.
+
 A section sits between ``<!-- generated:<name> -->`` and ``<!-- /generated:<name> -->``; its text
 is computed only from ``results/<name>/`` (``cells.csv`` and ``meta.json``; the laptop's
 ``summary.json``) and ``benchmarks/results/*.json``, so no number or conclusion in it is typed by
@@ -49,15 +53,31 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
             inside = "inside" if lo <= r[col] <= hi else "OUTSIDE"
             parts.append(f"{name} {r[col]:.3f} ({inside} {lo:.3f}-{hi:.3f})")
         step = int(r["step"])
+    start = untrained_style(base, study)
     if not parts:
-        return f"The demo's base is {which}."
+        return f"The demo's base is {which}. {start}"
     return (
-        f"The demo's base is {which}. Its DPO run towards {MAIN['preferences']} after {step} "
-        f"steps against the study's DPO runs after {step} steps, all bases and data orders "
+        f"The demo's base is {which}. {start} Its DPO run towards {MAIN['preferences']} after "
+        f"{step} steps against the study's DPO runs after {step} steps, all bases and data orders "
         f"(the demo trains {int(demo['step'].max())} steps, the study "
         f"{int(dpo['step'].max())}, so their learning-rate schedules differ): "
         + ", ".join(parts)
         + "."
+    )
+
+
+def untrained_style(base: pd.Series, study: pd.DataFrame) -> str:
+    """The demo's untrained style share beside the study's: the study quotes the mean over its
+    bases (where "the untrained bases start"), each base has its own (issue 22: 0.057 vs 0.000)."""
+    from bapo_exp.analysis.claims import MAIN, with_base
+
+    start = with_base(study, MAIN)
+    per_base = start[start["step"] == 0].groupby("base")["x"].mean()
+    return (
+        f"Untrained, it writes {base['x']:.3f} of its held-out answers in the "
+        f"{MAIN['preferences']} style; the study's untrained bases write {per_base.min():.3f}-"
+        f"{per_base.max():.3f} by base, {per_base.mean():.3f} on average (the start its anchoring "
+        "paragraph quotes)."
     )
 
 
@@ -74,10 +94,11 @@ def _meta(folder: Path) -> dict:
     return json.loads((folder / "meta.json").read_text())
 
 
-def sections(results: Path = REPO / "results") -> dict[str, str]:
-    """Each generated section's text, from the committed results and benchmark results."""
+def sections(root: Path = REPO) -> dict[str, str]:
+    """Each generated section's text, from ``root``'s results and benchmark results."""
     from bapo_exp.analysis import laptop, perf_report
 
+    results = root / "results"
     demo = results / "demo"
     demo_cells = read_cells(demo / "cells.csv")
     study_cells = read_cells(results / "study" / "cells.csv")
@@ -86,7 +107,7 @@ def sections(results: Path = REPO / "results") -> dict[str, str]:
         "demo": demo_markdown(demo_cells, _meta(demo)) + "\n" + where + "\n",
         "study": study_markdown(results / "study", study_cells),
         "laptop": laptop.markdown(json.loads((results / "laptop/summary.json").read_text())),
-        "performance": perf_report.markdown(REPO / "benchmarks/results"),
+        "performance": perf_report.markdown(root / "benchmarks" / "results"),
     }
 
 
@@ -106,15 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bapo_exp.analysis.readme", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
-    p.add_argument("--readme", type=Path, default=REPO / "README.md", help="the README to update")
+    p.add_argument("--root", type=Path, default=REPO,
+                   help="the checkout: README.md, results/ and benchmarks/results/ (default: "
+                   "this package's)")  # fmt: skip
     args = p.parse_args(argv)
-    old = args.readme.read_text()
-    new = render(old, sections())
+    readme = args.root / "README.md"
+    old = readme.read_text()
+    new = render(old, sections(args.root))
     if args.check:
         diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm=""))
         sys.stdout.write("\n".join(diff[:80]) + ("\n" if diff else "README is up to date\n"))
         return 1 if diff else 0
-    args.readme.write_text(new)
+    readme.write_text(new)
     return 0
 
 

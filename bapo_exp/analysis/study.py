@@ -1,6 +1,6 @@
 """The study (issue 25): from the runs of ``make study`` to the verdicts, figures and tables.
 
-    python -m bapo_exp.analysis.study runs/study --out results/study   # make study does this
+    python -m bapo_exp.analysis.study runs/study --out runs/study/results   # make study does this
     python -m bapo_exp.analysis.study results/study --markdown         # README's results section
     python -m bapo_exp.analysis.study runs/study --calibrate           # make study-calibrate
 

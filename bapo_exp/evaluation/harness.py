@@ -19,7 +19,8 @@ import logging
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,30 @@ def _quiet_lm_eval() -> None:
         task_log.addFilter(_DropCustomKwargsHint())
 
 
+BARE_BARS = ("lm_eval.api.task", "lm_eval.api.model")  # request building, "Tokenizing inputs"
+
+
+@contextmanager
+def no_lm_eval_bars() -> Iterator[None]:
+    """lm-eval draws an unlabelled progress bar per task while building its requests (24 per
+    demo evaluation) and one while tokenizing, with no switch: their modules' ``tqdm`` is
+    replaced by a disabled one while a suite runs. The scoring bar (our backend's) stays."""
+    import importlib
+
+    def hidden(bar):
+        return lambda *args, **kwargs: bar(*args, **{**kwargs, "disable": True})
+
+    modules = [importlib.import_module(name) for name in BARE_BARS]
+    saved = [m.tqdm for m in modules]
+    for m, bar in zip(modules, saved, strict=True):
+        m.tqdm = hidden(bar)
+    try:
+        yield
+    finally:
+        for m, bar in zip(modules, saved, strict=True):
+            m.tqdm = bar
+
+
 def _chance(samples: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     """Per task: ``n`` scored items and the chance rate ``mean(1 / #choices)``."""
     out = {}
@@ -165,8 +190,9 @@ def _run_suite(
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     start = time.perf_counter()
-    out = lm_eval_evaluate(lm=lm, task_dict=loaded, limit=settings["limit"],
-                           log_samples=items is None)  # fmt: skip
+    with no_lm_eval_bars():
+        out = lm_eval_evaluate(lm=lm, task_dict=loaded, limit=settings["limit"],
+                               log_samples=items is None)  # fmt: skip
     record = {k: out[k] for k in KEEP_BLOCKS if k in out}
     record["items"] = _chance(out.get("samples", {})) if items is None else items
     record["layout"] = layout

@@ -15,10 +15,11 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bapo_exp.evaluation.harness import build_tasks
+from bapo_exp.evaluation.harness import build_tasks, no_lm_eval_bars
 
 
 def build_requests(
@@ -28,9 +29,12 @@ def build_requests(
     limit: int | None,
     num_fewshot: int = 0,
     subjects: Sequence[str] | None = None,
+    **task_settings: Any,
 ) -> tuple[list, dict]:
     """lm-eval ``Instance``s of ``suite`` (``limit`` items per task, None = all) and its leaf
-    tasks by name, built from our task files exactly as ``evaluate`` builds them."""
+    tasks by name, built from our task files exactly as ``evaluate`` builds them
+    (``task_settings``: ``build_tasks``' ``mc_format``, ``mmlu_categories``, ``data``,
+    ``cache_dir``)."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
     instances: list = []
@@ -47,10 +51,33 @@ def build_requests(
 
     with tempfile.TemporaryDirectory() as task_dir:
         layouts = build_tasks(data_root, [suite], task_dir, num_fewshot=num_fewshot,
-                              mmlu_subjects=subjects)  # fmt: skip
+                              mmlu_subjects=subjects, **task_settings)  # fmt: skip
         manager = TaskManager(include_path=task_dir, include_defaults=False)
-        walk(get_task_dict([layouts[suite][suite]["name"]], manager))
+        with no_lm_eval_bars():
+            walk(get_task_dict([layouts[suite][suite]["name"]], manager))
     return instances, tasks
+
+
+def continuation_tokens(instances: list, tokenizer: Any) -> list[int]:
+    """Each request's continuation length in tokens, split as lm-eval's ``HFLM`` splits it
+    (``TemplateLM._encode_pair``: the context's trailing spaces move to the continuation, the
+    whole text is encoded and the context's tokens cut off; an empty context scores the
+    continuation alone). Special tokens are left out: a BOS would start both encodings."""
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    lengths = []
+    for inst in instances:
+        context, continuation = inst.args
+        if not context:
+            lengths.append(len(encode(continuation)))
+            continue
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        lengths.append(len(encode(context + continuation)) - len(encode(context)))
+    return lengths
 
 
 def _by_item(instances: list, results: list) -> dict[tuple, list]:

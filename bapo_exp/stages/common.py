@@ -53,7 +53,7 @@ def load_data(cfg: Config, run: RunDir | None = None) -> PreferenceData:
 def extra_reference_specs(cfg: Config) -> list[ModelSpec]:
     """The method's extra references, or their ``reference_substitute`` (see the config)."""
     specs = cfg.method.reference_models()
-    if cfg.reference_substitute is None:
+    if cfg.reference_substitute is None or not specs:
         return specs
     sub = named_model(cfg.reference_substitute)
     return [

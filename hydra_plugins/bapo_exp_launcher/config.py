@@ -1,10 +1,12 @@
-"""Structured config of the launcher: submitit's Slurm options plus the project's three."""
+"""Structured configs: the Slurm launcher (submitit's options plus the project's three) and the
+sweeper that checks every cell first (``checked_sweeper``)."""
 
 # No `from __future__ import annotations`: Hydra's plugin scan loads this module outside
 # sys.modules, where dataclasses cannot resolve string annotations.
 from dataclasses import dataclass
 from typing import Optional
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
@@ -24,4 +26,16 @@ class BapoSlurmQueueConf(SlurmQueueConf):
 
 ConfigStore.instance().store(
     group="hydra/launcher", name="bapo_slurm", node=BapoSlurmQueueConf(), provider="bapo_exp"
+)
+
+
+@dataclass
+class CheckedSweeperConf(BasicSweeperConf):
+    _target_: str = "hydra_plugins.bapo_exp_launcher.checked_sweeper.CheckedSweeper"
+    # Check every cell's config and inputs in the launching process before any cell starts.
+    check_cells: bool = True
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="bapo_checked", node=CheckedSweeperConf(), provider="bapo_exp"
 )

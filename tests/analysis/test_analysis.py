@@ -186,3 +186,14 @@ def test_configs_using_our_resolvers_load_in_a_fresh_process(tmp_path: Path) -> 
             f"print(load_runs({str(run)!r})['extra'].iloc[0])")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_auto_figure_for_runs_of_no_preset_comes_from_what_they_measured(
+    toy_runs: Path, tmp_path: Path, capsys
+) -> None:
+    """The hint a grid ends with, ``python -m bapo_exp.analysis <dir>``, failed for an ad-hoc
+    grid ("cannot pick a figure for runs named ['adhoc']", issue 22)."""
+    out = tmp_path / "figs"
+    assert cli_main([str(toy_runs), "--out", str(out)]) == 0  # runs named "toy", with hhh/acc
+    assert "figure: retention" in capsys.readouterr().out
+    assert (out / "toy.png").exists()

@@ -239,3 +239,24 @@ def test_cell_with_two_processes_runs_accelerate_inside_its_job(
     hydra = OmegaConf.load(run_dir / ".hydra/hydra.yaml").hydra  # the job's, not rewritten
     assert hydra.mode == "MULTIRUN" and hydra.job.num == 0
     assert (run_dir / "checkpoints/final/model.safetensors").exists()
+
+
+def test_a_misspelt_value_submits_nothing(slurm: str, tmp_path: Path, tiny_cache) -> None:
+    """The grid's cells are checked in the launching process before submission (issue 22)."""
+    from tests.test_grid_checks import TYPO, assert_refused_before_any_cell, grid
+
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    out, _ = grid([*TYPO, *launcher(slurm)], tmp_path, tiny_cache)
+    assert_refused_before_any_cell(out, tmp_path)  # no sweep folder: no .submitit/ either
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert after == jobs, "a job was submitted"
+
+
+def test_report_names_a_slurm_cell_that_failed_before_its_folder_existed(
+    slurm: str, tmp_path: Path, tiny_cache
+) -> None:
+    from tests.test_grid_checks import FAILS_LATE, assert_reported, grid
+
+    out, _ = grid([*FAILS_LATE, *launcher(slurm)], tmp_path, tiny_cache)
+    assert_reported(out, tmp_path / "adhoc")
+    assert all(j.get("job_id") for j in report(tmp_path / "adhoc")["jobs"])  # both ran on Slurm

@@ -1,6 +1,10 @@
 """Why the micro base differs between machines: the same pretraining under other kernel settings.
 
-    .venv/bin/python benchmarks/kernels.py [--steps 200]   -> benchmarks/results/kernels.json
+    .venv/bin/python benchmarks/micro_kernels.py [--steps 200]   -> benchmarks/results/kernels.json
+    .venv/bin/python benchmarks/micro_kernels.py --quick  # native and portable, 3 steps (smoke)
+
+(Not ``kernels.py``: a script's folder is first on ``sys.path``, and ``kernels`` is the package
+transformers imports for its hub kernels.)
 
 Each setting pretrains the default micro base (``steps`` steps, native kernels inside a fresh
 process with the setting's environment, so torch picks its kernels as a machine of that kind
@@ -19,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import results_dir, set_quick  # benchmarks/common.py (scripts run from here)
 
 from bapo_exp.synthetic.pretrain import PORTABLE_ENV
 
@@ -62,11 +68,17 @@ def run(env: dict, steps: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels.json"))
+    p.add_argument("--out", type=Path, default=None, help="default: <results>/kernels.json")
+    p.add_argument("--quick", action="store_true", help="native and portable, 3 steps")
     args = p.parse_args()
+    set_quick(args.quick)
+    args.out = args.out or results_dir() / "kernels.json"
+    settings = {k: SETTINGS[k] for k in ("native", "portable")} if args.quick else SETTINGS
+    if args.quick:
+        args.steps = 3
     load = os.getloadavg()[0]
     rows = {}
-    for name, env in SETTINGS.items():
+    for name, env in settings.items():
         rows[name] = {"env": env, **run(env, args.steps)}
         print(f"{name:<30} {rows[name]['digest'][7:23]}  cpu {rows[name]['cpu_s']:6.1f} s  "
               f"({rows[name]['cpu_capability']})", flush=True)  # fmt: skip
