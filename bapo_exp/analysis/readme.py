@@ -69,9 +69,10 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
 def untrained_style(base: pd.Series, study: pd.DataFrame) -> str:
     """The demo's untrained style share beside the study's: the study quotes the mean over its
     bases (where "the untrained bases start"), each base has its own (issue 22: 0.057 vs 0.000)."""
-    from bapo_exp.analysis.claims import MAIN, with_base
+    from bapo_exp.analysis.protocol import MAIN
 
-    start = with_base(study, MAIN)
+    start = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])
+                  & study["base"].isin(study.loc[study["method"] == "DPO", "base"])]  # fmt: skip
     per_base = start[start["step"] == 0].groupby("base")["x"].mean()
     return (
         f"Untrained, it writes {base['x']:.3f} of its held-out answers in the "
