@@ -70,50 +70,23 @@ results: install  ## Copy runs/<x>/results/ into the committed results/<x>/, the
 readme: install  ## Rewrite the README's generated sections from results/ and benchmarks/results/
 	$(PY) -m bapo_exp.analysis.readme --root .
 
-# --- The study (docs/STUDY_PROTOCOL.md): calibration on bases 100-101 chooses the regime and the
-# anchor weight (writes conf/experiment/study_regime.yaml, conf/method/bapo_study.yaml and
-# results/study/calibration/), then the test presets run on bases 0-9 with that choice. Every
-# preset writes into runs/study (cells shared between claims run once; re-running skips
-# finished cells); the analysis writes results/study/ (cells.csv, verdicts, figures).
-.PHONY: study-calibrate
-STUDY_CALIBRATE_REGIME = study_calibrate_bases study_calibrate study_calibrate_long
-STUDY_CALIBRATE_ANCHOR = study_calibrate_anchor study_calibrate_control study_calibrate_mixing
-STUDY_PRESETS = study_bases study_exposure_bases study_dpo study_anchor study_mrpo \
-	study_mrpo_controls study_mixing study_mixing_bapo study_exposure study_mrpo_sweep \
-	study_mrpo_sweep_controls study_mrpo_64 study_mrpo_64_controls
+# --- The study (docs/STUDY_PROTOCOL.md; bapo_exp/study.py): calibration on bases 100-101 chooses
+# the regime and the anchor weight (runs/study/results/calibration/); `make study-choose` commits
+# that choice into results/study/calibration/ and the presets conf/experiment/study_regime.yaml,
+# conf/method/bapo_study.yaml (tracked files, like `make results`); `make study` runs the test
+# grids on bases 0-9 with the committed choice and writes runs/study/results/. Re-running skips
+# finished cells.
+.PHONY: study-calibrate study-choose
 STUDY_LAUNCHER ?= local_joblib
-# every base of the study is pretrained first, this many at once (one thread each; issue 24)
-STUDY_PRETRAIN_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
-# $(call study_grids,<presets>): run each preset, keep its multirun report; rc=1 on a failure.
-define study_grids
-	for x in $(1); do \
-		$(PY) -m bapo_exp -m experiment=$$x hydra/launcher=$(STUDY_LAUNCHER) $(ARGS) || rc=1; \
-		cp runs/study/multirun_report.json runs/study/reports/$$x.json; \
-	done
-endef
+STUDY = $(PY) -m bapo_exp.study
+study-calibrate: install  ## Calibration on bases 100-101: regime, anchor weight -> runs/study/results/calibration/
+	$(STUDY) calibrate --launcher $(STUDY_LAUNCHER) -- $(ARGS)
 
-# The calibration: regime first (it writes study_regime.yaml), then the anchor weight at it.
-define study_calibration
-	mkdir -p runs/study/reports; \
-	$(PY) -m bapo_exp.synthetic.bases $(STUDY_CALIBRATE_REGIME) $(STUDY_CALIBRATE_ANCHOR) \
-		$(STUDY_PRESETS) --processes $(STUDY_PRETRAIN_PROCESSES) -- $(ARGS) || rc=1; \
-	$(call study_grids,$(STUDY_CALIBRATE_REGIME)); \
-	$(PY) -m bapo_exp.analysis.study runs/study --calibrate --no-figures || exit 2; \
-	$(call study_grids,$(STUDY_CALIBRATE_ANCHOR)); \
-	$(PY) -m bapo_exp.analysis.study runs/study --calibrate || exit 2
-endef
+study-choose: install  ## Commit the calibration's choice: results/study/calibration/ and the study presets
+	$(STUDY) choose
 
-study-calibrate: install  ## Calibration only: regime and anchor weight on bases 100-101 -> results/study/calibration/
-	@rc=0; $(call study_calibration); exit $$rc
-
-study: install  ## The study: calibration, then every claim on 10 test bases, verdicts -> runs/study/results/
-	@start=$$(date +%s); rc=0; \
-	$(call study_calibration); \
-	$(call study_grids,$(STUDY_PRESETS)); \
-	$(PY) -m bapo_exp.analysis.study runs/study --out runs/study/results \
-		--wall-seconds $$(( $$(date +%s) - start )) || rc=1; \
-	echo "make study: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"; \
-	exit $$rc
+study: install  ## The study: every claim on the test bases with the committed choice -> runs/study/results/
+	$(STUDY) test --launcher $(STUDY_LAUNCHER) -- $(ARGS)
 
 smoke: install  ## A few CPU steps of each method through the real entrypoint
 	$(PY) -m bapo_exp -m debug=tiny method=dpo,bapo name=smoke

@@ -26,7 +26,11 @@ def test_unknown_dataset_lists_valid_names():
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_matches_schema_and_registry(path):
     raw = OmegaConf.to_container(OmegaConf.load(path))
-    assert raw.pop("defaults") == ["/schema/data/base@_here_"]
+    defaults = raw.pop("defaults")  # the schema first; then the preset's own groups (world)
+    assert defaults[0] == "/schema/data/base@_here_"
+    for entry in defaults[1:]:
+        ((group, option),) = entry.items()
+        assert (path.parent / group / f"{option}.yaml").is_file(), entry
     assert raw["name"] == path.stem and DATASETS.get(raw["name"]) is not None
     known = {f.name for f in fields(DataConfig)}
     assert set(raw) <= known, f"keys not in DataConfig: {set(raw) - known}"

@@ -26,9 +26,9 @@ SMALL = [
     "model.micro.kernels=native", "reference_substitute=tiny", "eval.suites=[]",
     "train.steps=2", "eval.at_steps=[1]", "data.n_train=4", "method.ctro_eps=0.5",
 ]  # fmt: skip
-KEYS = ["gen/well_formed", "gen/style_share_well_formed", "gen/fact_correct",
-        "personal/style_logodds", "personal/style_pref_prob", "personal/hard_margin",
-        "personal/hard_pref_acc"]  # fmt: skip
+CURVE = ["gen/well_formed", "gen/style_share_well_formed", "gen/fact_correct",
+         "personal/style_logodds", "personal/style_pref_prob"]  # fmt: skip
+PAIRS = ["personal/hard_margin", "personal/hard_pref_acc"]  # final only: study's curve_pairs=false
 
 
 def test_mrpo_run_logs_disagreement_and_instrument_keys(tmp_path: Path) -> None:
@@ -43,14 +43,19 @@ def test_mrpo_run_logs_disagreement_and_instrument_keys(tmp_path: Path) -> None:
     data = load_data(cfg)
     prompts = {e.prompt for e in data.heldout}
     held_facts = len(prompts)  # one prompt per held-out fact
-    for summary in (run.summary("eval"), run.read_json("eval/at_step/1/summary.json")):
-        for key in KEYS:
+    assert cfg.eval.curve_pairs is False
+    for summary, final in ((run.summary("eval"), True),
+                           (run.read_json("eval/at_step/1/summary.json"), False)):  # fmt: skip
+        keys = CURVE + PAIRS if final else CURVE
+        assert all((key in summary) == final for key in PAIRS), summary.keys()
+        for key in keys:
             assert key in summary and f"{key}_stderr" in summary, key
         # a share among the well-formed generations is undefined when there is none (3 steps
         # of pretraining rarely give one)
         none_formed = summary["gen/well_formed"] == 0
         assert math.isnan(summary["gen/style_share_well_formed"]) == none_formed
-        assert all(math.isfinite(summary[k]) for k in KEYS if k != "gen/style_share_well_formed")
-        assert summary["personal/hard_n"] == 2 * held_facts  # two hard pairs per fact
+        assert all(math.isfinite(summary[k]) for k in keys if k != "gen/style_share_well_formed")
+        if final:
+            assert summary["personal/hard_n"] == 2 * held_facts  # two hard pairs per fact
         assert summary["gen/n"] == len(select_items(data.heldout, cfg.eval.gen_prompts))
         assert summary["gen/n"] == held_facts  # every held-out prompt is asked
