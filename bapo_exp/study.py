@@ -135,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["calibrate", "choose", "test"])
     p.add_argument("--launcher", default="local_joblib", help="hydra/launcher of every grid")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, help="-- key=value ... (every grid)")
-    args = p.parse_args(argv)
-    args.overrides = [o for o in args.overrides if o != "--"]
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = p.parse_args(argv[:cut])
+    args.overrides = argv[cut + 1 :]  # key=value ... for every grid
     if args.step == "choose":
         for path in write_choice():
             sys.stdout.write(f"wrote {path}\n")
