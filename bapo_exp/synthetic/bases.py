@@ -15,6 +15,7 @@ import argparse
 import itertools
 import logging
 import os
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("presets", nargs="+", help="experiment presets (conf/experiment/)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="-- key=value ...")
-    args = parser.parse_args(argv)
-    extra = [o for o in args.overrides if o != "--"]
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)  # "-- key=value ...": every grid's
+    args = parser.parse_args(argv[:cut])
+    extra = argv[cut + 1 :]
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     by_folder: dict[Path, list] = {}
     for preset in args.presets:

@@ -189,6 +189,6 @@ def test_study_bases_are_found_from_the_grids() -> None:
 
     cells = grid("study_mrpo", [])
     found = [s for c in cells for s in bases_of(c)[0]]
-    assert len(cells) == 5  # model.micro.seed 0-4; ctro_eps and n_train do not change bases
+    assert len(cells) == 10  # model.micro.seed 0-9; n_train does not change bases
     seeds = sorted({(model.seed, train.seed) for _, model, train in found})
-    assert seeds == [(b, b) for b in range(6)]  # bases 0-4 and base 4's partner, base 5
+    assert seeds == [(b, b) for b in range(10)] + [(1000, 1000)]  # + the shared partner
