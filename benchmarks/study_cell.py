@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 # benchmarks/kernels.py would shadow the `kernels` package that transformers imports
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
-from benchmarks.common import REPO, finish, machine  # noqa: E402
+from benchmarks.common import REPO, finish, machine, set_quick  # noqa: E402
 
 SIZES = {
     # the next study's evaluation (issue 24): 8 points (7 + the final step 80); 50 held-out
@@ -56,6 +56,12 @@ SIZES = {
     ],  # fmt: skip
     "current": [],  # conf/experiment/study.yaml
 }
+# --quick: the same code path on a world, base and run this small (a smoke run, not a figure)
+QUICK = ["model.micro.steps=60", "train.steps=6", "eval.at_steps=[3]", "eval.gen_prompts=8",
+         "data.world.n_entities=12", "data.world.n_unknown_train=4",
+         "data.world.n_unknown_test=4", "data.world.n_harmful_train=8",
+         "data.world.n_harmful_test=6", "data.world.n_helpful_test=6",
+         "data.n_train=16"]  # fmt: skip
 CELL = ["experiment=study", "method=dpo", "logger=none", "model.micro.seed=0"]
 WAYS = {"checkpoints": "eval.in_training=false", "in_training": "eval.in_training=true"}
 BEFORE = "ce7b3a5"  # main before issue 24: the checkpoint path as the issue measured it
@@ -220,7 +226,9 @@ def pretraining(tmp: Path, n: int, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 4-cell grid, 2 short bases")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke: a tiny world, 2-cell grid, no --before"
+    )
     parser.add_argument("--sizes", choices=list(SIZES), default="next")
     parser.add_argument("--grid-cells", type=int, default=20)
     parser.add_argument("--pretrain-bases", type=int, default=2)
@@ -232,18 +240,19 @@ def main() -> None:
         help=f"skip the third way: the checkpoint path at commit {BEFORE}",
     )
     args = parser.parse_args()
-    n_grid = 4 if args.quick else args.grid_cells
-    sizes = SIZES[args.sizes]
+    set_quick(args.quick)  # --quick writes into the scratch folder, never benchmarks/results/
+    n_grid = 2 if args.quick else args.grid_cells
+    sizes = QUICK if args.quick else SIZES[args.sizes]
     payload: dict = {"machine": machine(1), "settings": {
         "sizes": args.sizes, "overrides": [*CELL, *sizes], "grid_cells": n_grid,
         "launcher": "local_joblib, 2 workers", "quick": args.quick, "before": BEFORE}}  # fmt: skip
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="study_cell_"))
     tmp.mkdir(parents=True, exist_ok=True)
     payload["warmup"] = warm_cache(tmp, sizes, Path(args.cache or tmp / "warm_cache"))
-    runs = ways(tmp, not args.no_before)
+    runs = ways(tmp, not (args.no_before or args.quick))
     payload["cell"] = cells(tmp, sizes, runs)
     payload["grid"] = grids(tmp, sizes, n_grid, runs)
-    payload["pretraining"] = pretraining(tmp, args.pretrain_bases, 100 if args.quick else 800)
+    payload["pretraining"] = pretraining(tmp, args.pretrain_bases, 20 if args.quick else 800)
     rows = [{"way": w, **{k: v for k, v in payload["cell"][w].items() if k != "items"}}
             for w in runs]  # fmt: skip
     for w in runs:

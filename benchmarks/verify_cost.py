@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import finish, machine, stamp
+from common import finish, machine, set_quick, stamp
 
 from bapo_exp import readback
 
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--quick", action="store_true", help="one 16 MB folder")
     args = parser.parse_args()
+    set_quick(args.quick)  # --quick writes into the scratch folder, never benchmarks/results/
     sizes = [16] if args.quick else args.mb
     payload = {"machine": machine(threads=1), "rows": [measure(mb) for mb in sizes]}
     columns = ["mb", "publish_wall_s", "read_sizes_wall_s", "full_hash_wall_s",

@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import REPO, SUBPROCESS_ENV, require_shared
 
 BENCH = REPO / "benchmarks"
-RUN_ALL = {"mfu", "method_overhead", "dpo_vs_trl", "eval_throughput"}  # the README's table
+# run_all.sh's scripts: the README's table, the read-back cost and the study cell
+RUN_ALL = {"mfu", "method_overhead", "dpo_vs_trl", "eval_throughput", "verify_cost", "study_cell"}
 OTHERS = {"drift_bapo_vs_dpo": "drift_bapo_vs_dpo", "eval_baseline": "eval_baseline",
           "reference_stage": "reference_stage", "micro_kernels": "kernels"}  # fmt: skip
 
@@ -62,7 +63,7 @@ def test_run_all_quick_writes_what_the_readme_reads(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     written = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     assert set(written) == {"mfu", "method_overhead", "dpo_vs_trl", "dpo_vs_trl_smollm2",
-                            "eval_throughput"}  # fmt: skip
+                            "eval_throughput", "verify_cost", "study_cell"}  # fmt: skip
     assert all(r["settings"]["quick"] for r in written.values())
     table = markdown(tmp_path)  # the README's generator reads what the scripts write
     for row in ("step time over DPO's", "model FLOP utilisation", "eval scoring vs lm-eval",
