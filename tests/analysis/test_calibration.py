@@ -175,7 +175,7 @@ def test_the_generated_presets_are_written_from_the_choice(tmp_path) -> None:
 
 
 def test_the_committed_presets_are_the_committed_choice() -> None:
-    choice = json.loads((REPO / "results/study/calibration/choice.json").read_text())
+    choice = json.loads((REPO / "results/study_calibration/choice.json").read_text())
     for rel, text in presets(choice).items():
         assert (REPO / rel).read_text() == text, f"{rel}: re-run the calibration"
 

@@ -25,7 +25,7 @@ from bapo_exp.cells import saved_identity
 from bapo_exp.tracking.lock import run_lock
 from tests.conftest import REPO, SUBPROCESS_ENV, TIMING, metric_rows, require_shared
 
-pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 ENV = {**SUBPROCESS_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CELL = ["debug=tiny", "logger=none", "data.preferences=[academy]", "data.n_train=8",
