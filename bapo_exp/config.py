@@ -40,7 +40,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 NOT_LOSS = {"loss": False}  # field metadata: not a keyword argument of the loss function
 # Top-level keys that do not change what a run computes: a re-launch of an existing run may set
 # them (re-evaluation, other paths or tracker), and a multirun cell's identity leaves them out
-# (bapo_exp.cells). Everything else is fixed by the run's saved .hydra/config.yaml.
+# (bapo_exp.run.identity). Everything else is fixed by the run's saved .hydra/config.yaml.
 RUN_INDEPENDENT = ("stages", "force", "eval", "logger", "paths", "name", "objective")
 RUN_INDEPENDENT_KEYS = ("reference.cache_dir",)  # nested keys of the same kind (a cache folder)
 
@@ -416,13 +416,13 @@ def typed_config(container: dict) -> Any:
 
 def register_resolvers() -> None:
     """The OmegaConf resolvers ``conf/`` uses (idempotent): ``${cell_dir:}`` names a multirun
-    cell's folder by the cell's identity (``bapo_exp.cells``); ``${fresh_run_subdir:}`` keeps
-    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.relaunch``); ``${add:a,b}``
+    cell's folder by the cell's identity (``bapo_exp.run.identity``); ``${fresh_run_subdir:}`` keeps
+    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.run.relaunch``); ``${add:a,b}``
     and ``${min:a,b}`` (a batch no larger than a scarce training set)."""
     from omegaconf import OmegaConf
 
-    from bapo_exp.cells import cell_dir
-    from bapo_exp.relaunch import fresh_run_subdir
+    from bapo_exp.run.identity import cell_dir
+    from bapo_exp.run.relaunch import fresh_run_subdir
 
     resolvers = {"cell_dir": cell_dir, "fresh_run_subdir": fresh_run_subdir,
                  "add": lambda a, b: a + b,  # ${add:${model.micro.seed},100}

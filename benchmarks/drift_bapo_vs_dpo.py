@@ -38,7 +38,7 @@ def compose(overrides: list[str]):
 
 
 def one_run(method: str, seed: int, steps: int, cache: Path, out: Path) -> dict:
-    from bapo_exp.main import run_stages, seed_everything
+    from bapo_exp.run.main import run_stages, seed_everything
     from bapo_exp.tracking.run_dir import RunDir
 
     cfg = compose(["debug=tiny", f"method={method}", f"seed={seed}", "stages=[reference,train]",

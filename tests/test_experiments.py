@@ -62,8 +62,8 @@ def grid_cells(cfg) -> list[list[str]]:
 
 
 def cell_identity(overrides: list[str]) -> str:
-    """The identity that names a cell's folder (``bapo_exp.cells``), from its composed config."""
-    from bapo_exp.cells import run_identity
+    """The identity naming a cell's folder (``bapo_exp.run.identity``), from its composed config."""
+    from bapo_exp.run.identity import run_identity
 
     return run_identity(compose_with_hydra(overrides))
 

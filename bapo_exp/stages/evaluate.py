@@ -162,8 +162,8 @@ def at_step_checkpoints(cfg: Config, run: RunDir) -> dict[int, str]:
 
 def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     from bapo_exp.modeling.fingerprint import base_fingerprint
+    from bapo_exp.run.validate import check_window
     from bapo_exp.stages import eval_points
-    from bapo_exp.validate import check_window
 
     check_window(cfg, at_start=False)  # sources whose tokenizer was not at hand at the start
     ckpt = checkpoint_of(cfg, run)

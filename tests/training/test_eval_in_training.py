@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.main import run_stages
+from bapo_exp.run.main import run_stages
 from bapo_exp.tracking.run_dir import RunDir
 from tests.conftest import TIMING, compose_cfg, metric_rows
 

@@ -16,7 +16,7 @@ WIDTH = 100
 
 def method_options() -> list[str]:
     """The ``method=`` options (conf/method and plug-ins): what --help and the error list."""
-    from bapo_exp.cli import group_options
+    from bapo_exp.run.cli import group_options
 
     return group_options("method")
 
@@ -43,7 +43,7 @@ def group_defaults() -> dict[str, Any]:
 
 
 def _group_lines(group: str, default: Any) -> list[str]:
-    from bapo_exp.cli import group_options
+    from bapo_exp.run.cli import group_options
 
     head = "required, no default" if group == "method" else f"default: {default or 'none'}"
     lines = [f"  {group} ({head})"]
@@ -74,7 +74,7 @@ def _composed() -> dict[str, Any]:
 
 
 def _key_lines(composed: dict[str, Any]) -> list[str]:
-    from bapo_exp.cli import _schema_keys
+    from bapo_exp.run.cli import _schema_keys
 
     lines = []
     keys = _schema_keys()

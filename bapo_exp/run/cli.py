@@ -95,7 +95,7 @@ def check_overrides(args: list[str]) -> None:
 
 
 def _run_hydra(args: list[str]) -> None:
-    from bapo_exp.main import main as hydra_main
+    from bapo_exp.run.main import main as hydra_main
 
     sys.argv = [sys.argv[0], *args]
     hydra_main()
@@ -109,13 +109,13 @@ def eval_command(args: list[str]) -> None:
     if not (run_dir / ".hydra" / "config.yaml").exists():
         raise UsageError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
     check_overrides(rest)
-    from bapo_exp.cells import quoted
+    from bapo_exp.run.identity import quoted
 
     _run_hydra(["stages=[eval]", "force=true", f"hydra.run.dir={quoted(str(run_dir))}", *rest])
 
 
 def show_command(args: list[str]) -> None:
-    from bapo_exp.report import run_table
+    from bapo_exp.run.report import run_table
 
     if not args:
         raise UsageError("usage: bapo-exp show <run_dir>")
@@ -133,7 +133,7 @@ def main() -> None:
         if args and args[0] == "show":
             return show_command(args[1:])
         if any(a in ("--help", "-h") for a in args):
-            from bapo_exp.cli_help import usage
+            from bapo_exp.run.usage import usage
 
             sys.stdout.write(usage(__doc__))
             return None

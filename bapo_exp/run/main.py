@@ -20,10 +20,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import CONF_DIR, Config, register_configs
-from bapo_exp.launch import checked_config, launch_config, redo, restore_interrupted, user_errors
+from bapo_exp.run.launch import (
+    checked_config,
+    launch_config,
+    redo,
+    restore_interrupted,
+    user_errors,
+)
+from bapo_exp.run.lock import RunInUse, run_lock
 from bapo_exp.stages import STAGES
 from bapo_exp.tracking.env import env_snapshot
-from bapo_exp.tracking.lock import RunInUse, run_lock
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import make_tracker
 
@@ -120,12 +126,12 @@ def execute(
     seed_everything(cfg.seed, cfg.model.threads)
     run_stages(cfg, run, OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True))
     if changes is not None:  # a re-launch that succeeded: its settings and its record
-        from bapo_exp.relaunch import SAVED, config_to_save
+        from bapo_exp.run.relaunch import SAVED, config_to_save
 
         run.save_config(OmegaConf.to_yaml(config_to_save(dcfg, OmegaConf.load(run.root / SAVED))))
         run.append_jsonl(".hydra/relaunches.jsonl", {"overrides": overrides, "changes": changes,
                                                       **env})  # fmt: skip
-    from bapo_exp.report import run_table
+    from bapo_exp.run.report import run_table
 
     log.info("results of %s\n%s", run.root, run_table(run))
     return run.objective(cfg.objective)

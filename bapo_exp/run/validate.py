@@ -45,7 +45,7 @@ def check_settings(cfg: Config) -> None:
             raise ConfigError(f"stages: unknown stage {stage!r}; available: {list(STAGES)}")
     spec = _require(LOSSES, cfg.method.name, "method")
     if cfg.reference_substitute is not None:
-        from bapo_exp.cli import group_options
+        from bapo_exp.run.cli import group_options
 
         if cfg.reference_substitute not in group_options("model"):
             raise ConfigError(f"reference_substitute={cfg.reference_substitute!r} is not a "
