@@ -414,31 +414,10 @@ def typed_config(container: dict) -> Any:
     return OmegaConf.merge(base, container)
 
 
-def register_resolvers() -> None:
-    """The OmegaConf resolvers ``conf/`` uses (idempotent): ``${cell_dir:}`` names a multirun
-    cell's folder by the cell's identity (``bapo_exp.run.identity``); ``${fresh_run_subdir:}`` keeps
-    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.run.relaunch``); ``${add:a,b}``
-    and ``${min:a,b}`` (a batch no larger than a scarce training set)."""
-    from omegaconf import OmegaConf
-
-    from bapo_exp.run.identity import cell_dir
-    from bapo_exp.run.relaunch import fresh_run_subdir
-
-    resolvers = {"cell_dir": cell_dir, "fresh_run_subdir": fresh_run_subdir,
-                 "add": lambda a, b: a + b,  # ${add:${model.micro.seed},100}
-                 "min": lambda a, b: min(a, b)}  # ${min:16,${data.n_train}}  # fmt: skip
-    for name, fn in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent), register the resolvers, and load
-    the plug-ins (they may add schemas and resolvers of their own)."""
-    from bapo_exp.plugins import load_plugins
-
-    register_resolvers()
-    load_plugins()
+def store_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent): ``base_config``, each group's
+    ``schema/<group>/base`` and each method's ``schema/method/<name>``. The entry layer calls it
+    with the resolvers and the plug-ins (``bapo_exp.run.register.register_configs``)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():

@@ -23,7 +23,7 @@ ENV = SUBPROCESS_ENV
 def compose_with_hydra(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -88,8 +88,8 @@ def _read_json(path: Path) -> Any:
 @functools.cache
 def _resolvers() -> None:
     """The resolvers a saved config may use (``${add:...}``, plug-ins' own), once per process."""
-    from bapo_exp.config import register_resolvers
     from bapo_exp.plugins import load_plugins
+    from bapo_exp.run.register import register_resolvers
 
     register_resolvers()
     load_plugins()

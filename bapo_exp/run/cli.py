@@ -123,7 +123,7 @@ def show_command(args: list[str]) -> None:
 
 
 def main() -> None:
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()  # with the plug-ins: they may add methods, datasets, suites, options
     args = sys.argv[1:]

@@ -26,6 +26,7 @@ from bapo_exp.logs import drop_file_logging, run_file_handlers
 from bapo_exp.readback import load_saved_config
 from bapo_exp.run.relaunch import SAVED, RelaunchConflict, is_new_run, merge_saved
 from bapo_exp.tracking.run_dir import RunDir
+from bapo_exp.tracking.workers import is_worker
 
 log = logging.getLogger("bapo_exp")
 
@@ -50,8 +51,6 @@ def launch_config(
     """``(config, changes)``: for a re-launch of ``run`` (it holds a saved config), the saved
     config merged with this launch's allowed overrides and what they changed; for a new run,
     the composed config and None."""
-    from bapo_exp.stages.common import is_worker
-
     saved = run.root / SAVED
     if is_new_run(run.root) or not saved.exists() or is_worker():  # a worker follows rank 0
         return dcfg, None

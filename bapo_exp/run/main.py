@@ -19,7 +19,7 @@ import hydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bapo_exp.config import CONF_DIR, Config, register_configs
+from bapo_exp.config import CONF_DIR, Config
 from bapo_exp.run.launch import (
     checked_config,
     launch_config,
@@ -28,10 +28,12 @@ from bapo_exp.run.launch import (
     user_errors,
 )
 from bapo_exp.run.lock import RunInUse, run_lock
+from bapo_exp.run.register import register_configs
 from bapo_exp.stages import STAGES
 from bapo_exp.tracking.env import env_snapshot
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import make_tracker
+from bapo_exp.tracking.workers import is_worker, process_view
 
 log = logging.getLogger("bapo_exp")
 register_configs()  # with the plug-ins (they may add methods, datasets, suites, options)
@@ -76,8 +78,6 @@ def run_stages(cfg: Config, run: RunDir, config_dict: dict) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
-
-    from bapo_exp.stages.common import is_worker, process_view  # lazy (torch)
 
     run = RunDir.from_hydra()
     overrides = list(HydraConfig.get().overrides.task)

@@ -21,9 +21,10 @@ from bapo_exp.losses import get_loss
 from bapo_exp.modeling.reference import Reference
 from bapo_exp.modeling.scoring import eval_mode
 from bapo_exp.references import ROLES, RefTable
-from bapo_exp.stages.common import load_data, main_process_first, reference_tables
+from bapo_exp.stages.common import load_data, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
+from bapo_exp.tracking.workers import main_process_first
 from bapo_exp.training import sharded
 from bapo_exp.training.forward import PolicyData, blocks, policy_batch, policy_logps
 from bapo_exp.training.loop import LoopParts, train_loop

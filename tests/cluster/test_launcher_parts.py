@@ -158,7 +158,7 @@ def test_loop_checkpoints_then_hands_submitit_signal_to_submitit() -> None:
 def test_slurm_launcher_config_is_ours_with_its_options() -> None:
     from hydra import compose, initialize_config_dir
 
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
