@@ -45,6 +45,10 @@ RUN_INDEPENDENT = ("stages", "force", "eval", "logger", "paths", "name", "object
 RUN_INDEPENDENT_KEYS = ("reference.cache_dir",)  # nested keys of the same kind (a cache folder)
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the config key."""
+
+
 def run_independent(key: str) -> bool:
     """Whether the dotted ``key`` leaves what a run computes unchanged (see above)."""
     return key.split(".", 1)[0] in RUN_INDEPENDENT or key in RUN_INDEPENDENT_KEYS

@@ -88,7 +88,7 @@ def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> 
     with _quiet_run_log(run):
         try:
             cfg = typed_checked(dcfg)
-            from bapo_exp.run.validate import check_window
+            from bapo_exp.stages.eval_window import check_window
 
             check_window(cfg, at_start=True)  # needs the tokenizer: in the job, not the sweeper
             if relaunch:

@@ -124,7 +124,7 @@ class InTraining:
         import torch
 
         from bapo_exp.modeling.scoring import eval_mode
-        from bapo_exp.stages.evaluate import Evaluation
+        from bapo_exp.stages.evaluator import Evaluation
 
         start = time.perf_counter()
         out = self.run.root / POINTS / str(done)

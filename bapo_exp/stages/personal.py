@@ -3,7 +3,7 @@ generated personalisation, style log-odds and the harder held-out pairs.
 
 The parts that do not depend on the evaluated weights (data, main reference, held-out tokens,
 y_b, the reference tables) are built once per run (:func:`prepare_personalisation`) and reused at
-every evaluation point (``stages.evaluate.Evaluation``).
+every evaluation point (``stages.evaluator.Evaluation``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bapo_exp.losses.types import PairLogps
 from bapo_exp.modeling.reference import Reference
 from bapo_exp.references import RefTable, score_examples
 from bapo_exp.stages.common import base_responses_of, load_data, named_model
-from bapo_exp.training.forward import PolicyData, blocks, policy_logps
+from bapo_exp.training.forward import PolicyData, blocks, policy_logps, tokenize_policy
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 def heldout_tokens(cfg: Config, tokenizer, data, base) -> PolicyData:
     """The held-out pairs' token ids (chosen, rejected, base) in the policy's template."""
     from bapo_exp.modeling.tokenize import Tokenization
-    from bapo_exp.stages.train import tokenize_policy
 
     return tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
 
