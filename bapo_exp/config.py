@@ -59,7 +59,7 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    # [] = the family default (modeling.load.LORA_TARGET_MODULES, else PEFT's own mapping)
+    # [] = the family default (modeling.policy.LORA_TARGET_MODULES, else PEFT's own mapping)
     target_modules: list[str] = field(default_factory=list)
 
 

@@ -178,7 +178,7 @@ def disagreement(table: RefTable) -> dict[str, float]:
     references' margins ``l(y_w) - l(y_l)`` (NaN when either is constant).
     ``mrpo/ref_disagreement`` (and its stderr) is reference 1's. Identical references give 0.
     """
-    from bapo_exp.evaluation.personalisation import put
+    from bapo_exp.evaluation.items import put
 
     out: dict[str, float] = {}
     l0 = {r: table.role(r).double() for r in ("chosen", "rejected")}

@@ -72,7 +72,7 @@ def ours(spec: dict) -> dict:
     """Set up our loop, then time ``train_step``."""
     import torch
 
-    from bapo_exp.modeling.load import make_policy
+    from bapo_exp.modeling.policy import make_policy
     from bapo_exp.modeling.reference import Reference
     from bapo_exp.stages.train import online_ref_fn
 

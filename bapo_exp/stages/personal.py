@@ -16,7 +16,8 @@ import torch
 
 from bapo_exp.config import Config
 from bapo_exp.data.types import PreferenceData
-from bapo_exp.evaluation.personalisation import GenItem, GenSettings
+from bapo_exp.evaluation.items import GenItem
+from bapo_exp.evaluation.personalisation import GenSettings
 from bapo_exp.losses import get_loss
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
@@ -60,7 +61,7 @@ def likelihood_personalisation(
 ) -> dict:
     """pref_acc, reward margin and drifts on held-out pairs, against the main reference
     (``pdata``: ``heldout_tokens``, if already made)."""
-    from bapo_exp.evaluation.personalisation import put
+    from bapo_exp.evaluation.items import put
 
     pdata = pdata or heldout_tokens(cfg, tokenizer, data, base)
     n = len(data.heldout)
@@ -217,7 +218,7 @@ class Personalisation:
 
 def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> Personalisation:
     """The model-independent parts of :func:`personalisation` (``ckpt`` None: the base)."""
-    from bapo_exp.evaluation.personalisation import select_items
+    from bapo_exp.evaluation.items import select_items
 
     data = load_data(cfg)
     main = main_reference(cfg, ckpt, model, tokenizer)

@@ -109,7 +109,8 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     spec = get_loss(cfg.method.name)
     if not spec.trains:
         return {"skipped": f"method={cfg.method.name} trains nothing"}
-    from bapo_exp.modeling.load import load_model, make_policy
+    from bapo_exp.modeling.load import load_model
+    from bapo_exp.modeling.policy import make_policy
 
     acc = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # adapter init must not depend on which stages ran before
@@ -180,7 +181,7 @@ def save_model(acc, model, tokenizer, out: Path) -> None:
     stage, written to a temporary folder and renamed (a kill leaves no half model)."""
     import shutil
 
-    from bapo_exp.atomic import replace_folder
+    from bapo_exp.folders import replace_folder
 
     state = sharded.full_state_dict(acc, model)  # collective: gathers FSDP shards on rank 0
     if acc.is_main_process:

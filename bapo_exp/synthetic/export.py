@@ -26,7 +26,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bapo_exp.atomic import build_folder, is_ready
+from bapo_exp.folders import build_folder, is_ready
 from bapo_exp.synthetic.corpus import build_corpus, corpus_stats
 from bapo_exp.synthetic.evalsets import (
     hard_pairs,

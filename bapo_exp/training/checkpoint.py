@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bapo_exp.atomic import replace_folder
+from bapo_exp.folders import replace_folder
 from bapo_exp.readback import damaged, folder_problems
 
 log = logging.getLogger(__name__)

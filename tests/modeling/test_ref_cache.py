@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bapo_exp.modeling.load import make_policy
+from bapo_exp.modeling.policy import make_policy
 from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps, model_fingerprint
 from bapo_exp.modeling.reference import Reference
 from bapo_exp.modeling.scoring import FORWARD_COUNTER, forward_logps
