@@ -172,9 +172,5 @@ def load_world_json(root: str | Path) -> dict:
     return json.loads((root / "world.json").read_text())
 
 
-def world_config_from_json(meta: dict) -> WorldConfig:
-    return WorldConfig(**meta["config"])
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
