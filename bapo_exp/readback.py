@@ -22,7 +22,7 @@ every load (``benchmarks/verify_cost.py`` measures the costs). Folders written b
 manifests existed: a cache folder gets one on first use; a run's folder is read unchecked (a
 run's files are not rewritten by a read).
 Other files are parsed and their shape checked; the JSON-lines caches check each line
-themselves and recompute a bad one (``modeling.ref_cache``: checksums; ``modeling.generate``).
+themselves and recompute a bad one (``modeling.logp_cache``: checksums; ``modeling.generate``).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def ours(spec: dict) -> dict:
     import torch
 
     from bapo_exp.modeling.policy import make_policy
-    from bapo_exp.modeling.reference import Reference
+    from bapo_exp.modeling.reference_model import Reference
     from bapo_exp.stages.train import online_ref_fn
 
     pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec["model"]), spec["seed"])

@@ -214,7 +214,7 @@ def generate(
         spec: the evaluated model's ``ModelSpec`` (template, and its weights' source id).
     """
     from bapo_exp.modeling.generate import generate_texts
-    from bapo_exp.modeling.ref_cache import model_fingerprint
+    from bapo_exp.modeling.logp_cache import model_fingerprint
     from bapo_exp.modeling.tokenize import Tokenization
 
     if settings.reuse_base:

@@ -4,7 +4,7 @@
     policy = make_policy(model, cfg.model, cfg.train.init_adapter)
     ref = policy.reference(cfg.model, cache_dir, tok)       # online reference (no copy with LoRA)
 
-The main reference (METHODS §4, PITFALLS #2), a ``modeling.reference.Reference``:
+The main reference (METHODS §4, PITFALLS #2), a ``modeling.reference_model.Reference``:
 - fresh LoRA adapter: the policy with its adapter disabled (``disable_adapter()``), never a copy;
 - full fine-tuning, or continuing a trained adapter (``init_adapter``): the policy as it was at
   initialisation, frozen. Online, that needs a frozen copy (``keep_frozen_reference=True``, two
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bapo_exp.config import LoraConfig, ModelConfig, ModelSpec
-from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.reference_model import Reference
 
 # LoRA targets used when ``cfg.lora.target_modules`` is empty: attention projections, as in
 # our config default. Other families fall back to PEFT's own per-architecture mapping.

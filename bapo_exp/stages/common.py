@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 from bapo_exp.config import CONF_DIR, Config, ModelSpec
 from bapo_exp.data.types import PreferenceData
-from bapo_exp.modeling.reference import Reference
-from bapo_exp.references import RefTable, base_responses, score_examples
+from bapo_exp.modeling.reference_model import Reference
+from bapo_exp.reference_tables import RefTable, base_responses, score_examples
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def references_of(cfg: Config, main: Reference | None = None) -> list[Reference]
 
 
 def base_responses_of(cfg: Config, main: Reference, prompts: list[str]) -> dict[str, str]:
-    """``references.base_responses`` with the run's settings."""
+    """``reference_tables.base_responses`` with the run's settings."""
     return base_responses(main, prompts, cfg.reference, cache_dir=cfg.paths.cache_dir,
                           seed=cfg.seed)  # fmt: skip
 

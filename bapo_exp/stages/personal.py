@@ -21,8 +21,8 @@ from bapo_exp.evaluation.personalisation import GenSettings
 from bapo_exp.losses import get_loss
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
-from bapo_exp.modeling.reference import Reference
-from bapo_exp.references import RefTable, score_examples
+from bapo_exp.modeling.reference_model import Reference
+from bapo_exp.reference_tables import RefTable, score_examples
 from bapo_exp.stages.common import base_responses_of, load_data, named_model
 from bapo_exp.training.forward import PolicyData, blocks, policy_logps, tokenize_policy
 

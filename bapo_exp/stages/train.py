@@ -17,9 +17,9 @@ import torch
 
 from bapo_exp.config import Config
 from bapo_exp.losses import get_loss
-from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.reference_model import Reference
 from bapo_exp.modeling.scoring import eval_mode
-from bapo_exp.references import ROLES, RefTable
+from bapo_exp.reference_tables import ROLES, RefTable
 from bapo_exp.stages.common import load_data, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker

@@ -17,7 +17,7 @@ from bapo_exp.losses.metrics import anchor_drift, pair_metrics
 from bapo_exp.losses.types import AnchorLogps, PairLogps
 from bapo_exp.modeling.scoring import model_logps
 from bapo_exp.modeling.tokenize import TokenizedSeq, collate
-from bapo_exp.references import RefTable
+from bapo_exp.reference_tables import RefTable
 
 # (batch indices, the policy batch) -> the batch's reference table (K, 3, B)
 RefFn = Callable[[list[int], dict[str, Tensor]], RefTable]

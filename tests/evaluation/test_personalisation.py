@@ -201,7 +201,7 @@ def test_judge_refuses_a_tokenizer_its_model_cannot_embed(tiny_dir: Path, tmp_pa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bapo_exp.config import ModelConfig
-    from bapo_exp.references import Reference
+    from bapo_exp.reference_tables import Reference
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
