@@ -36,8 +36,8 @@ test: install  ## Tests that CI runs (no GPU, no network; integration tests incl
 test-all: install  ## Every test, slow ones included (GPU tests skip without CUDA)
 	$(PY) -m pytest -q -m ""
 
-lint: install  ## ruff check + format check
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+lint: install  ## ruff check + format check + layer contracts (lint-imports, docs/ARCHITECTURE.md)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 format: install  ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -1,3 +1,3 @@
-from bapo_exp.cli import main
+from bapo_exp.run.cli import main
 
 main()

@@ -40,9 +40,13 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 NOT_LOSS = {"loss": False}  # field metadata: not a keyword argument of the loss function
 # Top-level keys that do not change what a run computes: a re-launch of an existing run may set
 # them (re-evaluation, other paths or tracker), and a multirun cell's identity leaves them out
-# (bapo_exp.cells). Everything else is fixed by the run's saved .hydra/config.yaml.
+# (bapo_exp.run.identity). Everything else is fixed by the run's saved .hydra/config.yaml.
 RUN_INDEPENDENT = ("stages", "force", "eval", "logger", "paths", "name", "objective")
 RUN_INDEPENDENT_KEYS = ("reference.cache_dir",)  # nested keys of the same kind (a cache folder)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the config key."""
 
 
 def run_independent(key: str) -> bool:
@@ -55,7 +59,7 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    # [] = the family default (modeling.load.LORA_TARGET_MODULES, else PEFT's own mapping)
+    # [] = the family default (modeling.policy.LORA_TARGET_MODULES, else PEFT's own mapping)
     target_modules: list[str] = field(default_factory=list)
 
 
@@ -414,31 +418,10 @@ def typed_config(container: dict) -> Any:
     return OmegaConf.merge(base, container)
 
 
-def register_resolvers() -> None:
-    """The OmegaConf resolvers ``conf/`` uses (idempotent): ``${cell_dir:}`` names a multirun
-    cell's folder by the cell's identity (``bapo_exp.cells``); ``${fresh_run_subdir:}`` keeps
-    Hydra from rewriting an existing run's ``.hydra/`` (``bapo_exp.relaunch``); ``${add:a,b}``
-    and ``${min:a,b}`` (a batch no larger than a scarce training set)."""
-    from omegaconf import OmegaConf
-
-    from bapo_exp.cells import cell_dir
-    from bapo_exp.relaunch import fresh_run_subdir
-
-    resolvers = {"cell_dir": cell_dir, "fresh_run_subdir": fresh_run_subdir,
-                 "add": lambda a, b: a + b,  # ${add:${model.micro.seed},100}
-                 "min": lambda a, b: min(a, b)}  # ${min:16,${data.n_train}}  # fmt: skip
-    for name, fn in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent), register the resolvers, and load
-    the plug-ins (they may add schemas and resolvers of their own)."""
-    from bapo_exp.plugins import load_plugins
-
-    register_resolvers()
-    load_plugins()
+def store_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent): ``base_config``, each group's
+    ``schema/<group>/base`` and each method's ``schema/method/<name>``. The entry layer calls it
+    with the resolvers and the plug-ins (``bapo_exp.run.register.register_configs``)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():

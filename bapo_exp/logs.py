@@ -14,7 +14,7 @@ from pathlib import Path
 
 # Loggers whose INFO records reach the console (exact names: our modules' own INFO lines are
 # detail for main.log). "bapo_exp" is the entrypoint's (main, launch): stages, results, relaunch.
-CONSOLE_INFO = ("bapo_exp", "bapo_exp.multirun", "bapo_exp.training.loop",
+CONSOLE_INFO = ("bapo_exp", "bapo_exp.run.multirun", "bapo_exp.training.loop",
                 "hydra_plugins.bapo_exp_launcher.slurm_launcher")  # fmt: skip
 OURS = ("bapo_exp", "hydra_plugins.bapo_exp_launcher")  # our warnings reach the console
 

@@ -3,16 +3,16 @@
     read_json_file(path, what="stage summary", fix="re-run ...")   # or DamagedFileError
     read_jsonl_file(path, what=..., fix=...)                       # one dict per line
     load_saved_config(path)                                        # a run's .hydra/config.yaml
-    write_manifest(folder)            # at publish (atomic.replace_folder): size, mtime, sha256
+    write_manifest(folder)            # at publish (folders.replace_folder): size, mtime, sha256
     folder_problems(folder)           # what differs from the manifest ([] when intact)
 
 Two outcomes of damage. What the project can rebuild (cache folders: tiny and micro models,
 tokenizers, GGUF conversions, the synthetic world) is rebuilt with a warning
-(``atomic.is_ready`` finds the damage, ``modeling.load`` after a failed load). What it cannot
+(``folders.is_ready`` finds the damage, ``modeling.load`` after a failed load). What it cannot
 (a run's checkpoints, saved config, summaries, metrics) raises :class:`DamagedFileError`: one
-line naming the file and what to do, printed without a traceback (``launch.user_errors``).
+line naming the file and what to do, printed without a traceback (``run.launch.user_errors``).
 
-Folders published by ``atomic.replace_folder`` (cache folders, checkpoints, saved models) hold
+Folders published by ``folders.replace_folder`` (cache folders, checkpoints, saved models) hold
 ``MANIFEST.json``: every file's size, modification time and sha256, hashed once when written.
 On read, sizes are checked every time (stat calls), and contents are hashed again (first use
 in a process) when the folder is at most ``BAPO_VERIFY_HASH_MB`` (default 1024) MB, when a
@@ -22,7 +22,7 @@ every load (``benchmarks/verify_cost.py`` measures the costs). Folders written b
 manifests existed: a cache folder gets one on first use; a run's folder is read unchecked (a
 run's files are not rewritten by a read).
 Other files are parsed and their shape checked; the JSON-lines caches check each line
-themselves and recompute a bad one (``modeling.ref_cache``: checksums; ``modeling.generate``).
+themselves and recompute a bad one (``modeling.logp_cache``: checksums; ``modeling.generate``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+
+from bapo_exp.atomic import write_text_atomic  # a reader may look at a manifest meanwhile
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +144,18 @@ def write_manifest(folder: Path) -> None:
         files[p.relative_to(folder).as_posix()] = {
             "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(p)
         }  # fmt: skip
-    from bapo_exp.atomic import write_text_atomic  # a reader may look at it meanwhile
-
     text = json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True) + "\n"
     write_text_atomic(folder / MANIFEST, text)
 
 
 def remember(folder: Path) -> None:
     """This process has just written or hashed ``folder``: no need to hash it again."""
-    entries = _manifest_files(folder)
+    entries = manifest_files(folder)
     if isinstance(entries, dict):
         _verified[str(folder.resolve())] = _signature(folder, sorted(entries))
 
 
-def _manifest_files(folder: Path) -> dict | str | None:
+def manifest_files(folder: Path) -> dict | str | None:
     """The manifest's ``files`` (None: no manifest; a string: why it is unreadable)."""
     path = folder / MANIFEST
     if not path.exists():
@@ -186,7 +186,7 @@ def folder_problems(folder: Path, *, full: bool = False) -> list[tuple[str, str]
     contents; [] when intact or when there is no manifest. ``full``: hash every file (else the
     module's policy)."""
     folder = Path(folder)
-    entries = _manifest_files(folder)
+    entries = manifest_files(folder)
     if entries is None:
         return []
     if isinstance(entries, str):
@@ -216,40 +216,8 @@ def folder_problems(folder: Path, *, full: bool = False) -> list[tuple[str, str]
     return problems
 
 
-def _describe(problems: list[tuple[str, str]]) -> str:
+def describe_problems(problems: list[tuple[str, str]]) -> str:
     return "; ".join(f"{name}: {text}" for name, text in problems[:3])
-
-
-def _restamp(folder: Path) -> None:
-    """Record the files' present modification times (after their contents were checked), so a
-    copied cache folder (new mtimes) is hashed once, not at every use."""
-    from bapo_exp.atomic import write_json_atomic
-
-    entries = _manifest_files(folder)
-    if not isinstance(entries, dict):
-        return
-    now = {name: (folder / name).stat().st_mtime_ns for name in entries}
-    if all(entries[n].get("mtime_ns") == m for n, m in now.items()):
-        return
-    for name, mtime in now.items():
-        entries[name]["mtime_ns"] = mtime
-    write_json_atomic(folder / MANIFEST, {"version": 1, "files": entries})
-
-
-def cache_intact(folder: Path) -> bool:
-    """A finished cache folder is intact (else a warning names the damage: it is rebuilt).
-    One without a manifest (written before manifests existed) gets one now."""
-    if _manifest_files(folder) is None:
-        log.info("%s: recording the checksums of this cache folder (%s)", folder, MANIFEST)
-        write_manifest(folder)
-        remember(folder)
-        return True
-    problems = folder_problems(folder)
-    if problems:
-        log.warning("cache folder %s is damaged (%s); it is rebuilt", folder, _describe(problems))
-        return False
-    _restamp(folder)
-    return True
 
 
 def require_intact(folder: Path, *, what: str, fix: str, full: bool = False) -> None:
@@ -258,24 +226,3 @@ def require_intact(folder: Path, *, what: str, fix: str, full: bool = False) -> 
     if problems:
         name, text = problems[0]
         raise damaged(Path(folder) / name, f"damaged {what} ({text})", fix)
-
-
-def rebuild_after_failed_load(folder: Path, *, what: str, fix: str) -> bool:
-    """After ``folder`` failed to load: hash it in full. A damaged cache folder (``READY``) is
-    unmarked (True: build it again); a damaged run folder is a ``DamagedFileError``; an
-    intact folder, or one without a manifest, gives False (the load error stands)."""
-    from bapo_exp.atomic import READY
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        return False
-    problems = folder_problems(folder, full=True)
-    if not problems:
-        return False
-    if (folder / READY).exists():
-        log.warning("cache folder %s failed to load and is damaged (%s); it is rebuilt", folder,
-                    _describe(problems))  # fmt: skip
-        (folder / READY).unlink(missing_ok=True)
-        return True
-    require_intact(folder, what=what, fix=fix, full=True)
-    return False

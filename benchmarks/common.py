@@ -331,7 +331,7 @@ def our_parts(
     from bapo_exp.losses import get_loss
     from bapo_exp.modeling.scoring import score_seqs
     from bapo_exp.modeling.tokenize import TokenizedSeq
-    from bapo_exp.references import RefTable
+    from bapo_exp.reference_tables import RefTable
     from bapo_exp.training.forward import PolicyData
     from bapo_exp.training.loop import LoopParts
     from bapo_exp.training.optim import make_optimizer

@@ -72,8 +72,8 @@ def ours(spec: dict) -> dict:
     """Set up our loop, then time ``train_step``."""
     import torch
 
-    from bapo_exp.modeling.load import make_policy
-    from bapo_exp.modeling.reference import Reference
+    from bapo_exp.modeling.policy import make_policy
+    from bapo_exp.modeling.reference_model import Reference
     from bapo_exp.stages.train import online_ref_fn
 
     pairs = synthetic_pairs(spec["pairs"], spec["max_len"], vocab_of(spec["model"]), spec["seed"])

@@ -30,7 +30,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -38,7 +38,7 @@ def compose(overrides: list[str]):
 
 
 def one_run(method: str, seed: int, steps: int, cache: Path, out: Path) -> dict:
-    from bapo_exp.main import run_stages, seed_everything
+    from bapo_exp.run.main import run_stages, seed_everything
     from bapo_exp.tracking.run_dir import RunDir
 
     cfg = compose(["debug=tiny", f"method={method}", f"seed={seed}", "stages=[reference,train]",

@@ -73,7 +73,7 @@ def score_cold_and_warm(ref, tz, prompts: list[str], responses: list[str], batch
     """Score into a fresh cache (cold), then again from it (warm); timings and memory."""
     import torch
 
-    from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps
+    from bapo_exp.modeling.logp_cache import ReferenceCache, cached_logps
     from bapo_exp.modeling.scoring import FORWARD_COUNTER
 
     rss_loaded = rss_mib()
@@ -109,7 +109,7 @@ def main() -> None:
     import torch
 
     from bapo_exp.modeling.load import load_model
-    from bapo_exp.modeling.reference import Reference
+    from bapo_exp.modeling.reference_model import Reference
     from bapo_exp.modeling.tokenize import Tokenization, truncation_counts
 
     torch.set_num_threads(args.threads)

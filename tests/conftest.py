@@ -73,7 +73,7 @@ def compose_cfg(overrides: list[str]):
     """Compose conf/config.yaml as the entrypoint would (no run directory)."""
     from hydra import compose, initialize_config_dir
 
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.cells import run_identity
+from bapo_exp.run.identity import run_identity
 from tests.conftest import REPO, SUBPROCESS_ENV, compose_cfg
 
 FAST = ["debug=tiny", "stages=[reference,train]", "train.steps=2", "eval=none", "name=grid"]
@@ -31,7 +31,7 @@ def test_cell_folders_name_reference_lists_by_their_models() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from bapo_exp.cells import readable_name
+    from bapo_exp.run.identity import readable_name
 
     preset = OmegaConf.load(REPO / "conf/experiment/mrpo_references.yaml")
     sweep = f"method.references={preset.hydra.sweeper.params['method.references']}"

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from bapo_exp.config import Config
-from bapo_exp.validate import check_settings
+from bapo_exp.run.validate import check_settings
 from tests.conftest import CONF, compose_cfg
 
 GROUPS = ["model", "data", "method", "train", "eval", "logger", "paths", "debug"]

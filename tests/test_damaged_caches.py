@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bapo_exp.atomic import READY, is_ready
 from bapo_exp.config import ModelConfig, TinyConfig
+from bapo_exp.folders import READY, is_ready
 from bapo_exp.readback import HASH_MB_ENV, MANIFEST, folder_problems
 
 SMALL = {"vocab_size": 256, "hidden_size": 16, "intermediate_size": 32, "num_layers": 1,

@@ -101,7 +101,7 @@ def test_a_record_appended_after_a_torn_line_stays_whole(tmp_path: Path) -> None
 def test_a_damaged_multirun_report_is_refused_and_a_damaged_job_record_reported(
     tmp_path: Path, caplog
 ) -> None:
-    from bapo_exp.multirun import REPORT, read_records, record_file, report_problems
+    from bapo_exp.run.multirun import REPORT, read_records, record_file, report_problems
 
     (tmp_path / REPORT).write_text('{"problems": [')
     with pytest.raises(DamagedFileError) as err:
@@ -134,7 +134,7 @@ def test_a_damaged_saved_model_is_refused_before_any_work(tmp_path: Path) -> Non
 
 
 def test_show_refuses_a_damaged_summary_in_one_line_and_a_grid_table_names_it(tmp_path, caplog):
-    from bapo_exp.report import grid_table
+    from bapo_exp.run.report import grid_table
 
     run = RunDir(tmp_path / "cell")
     run.mark_done("eval", {"hhh/acc": 0.5, "hhh/n": 4})

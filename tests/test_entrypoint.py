@@ -136,7 +136,7 @@ def test_failing_stage_keeps_earlier_outputs(tmp_path: Path, tiny_cache: Path) -
 
 def test_the_entrypoint_and_its_plugins_load_without_torch() -> None:
     """``--help``, Hydra's composition and a grid's parent process never need torch (lazy)."""
-    code = "import sys, bapo_exp.main; print(sorted(m for m in sys.modules if m == 'torch'))"
+    code = "import sys, bapo_exp.run.main; print(sorted(m for m in sys.modules if m == 'torch'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=SUBPROCESS_ENV,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]

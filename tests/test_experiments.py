@@ -23,7 +23,7 @@ ENV = SUBPROCESS_ENV
 def compose_with_hydra(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -62,8 +62,8 @@ def grid_cells(cfg) -> list[list[str]]:
 
 
 def cell_identity(overrides: list[str]) -> str:
-    """The identity that names a cell's folder (``bapo_exp.cells``), from its composed config."""
-    from bapo_exp.cells import run_identity
+    """The identity naming a cell's folder (``bapo_exp.run.identity``), from its composed config."""
+    from bapo_exp.run.identity import run_identity
 
     return run_identity(compose_with_hydra(overrides))
 

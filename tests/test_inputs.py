@@ -1,7 +1,7 @@
 """Bad input fails before any training, naming the file, the record and the field (issue 15).
 
 Each test copies a small slice of the real data (../shared/data) into a temporary data root,
-breaks one thing, and checks the run's checks (``bapo_exp.validate``) refuse it: before a model
+breaks one thing, and checks the run's checks (``bapo_exp.run.validate``) refuse it: before a model
 is loaded, and, for an existing run, with its files byte-identical afterwards.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bapo_exp.data.validation import DataError
-from bapo_exp.validate import ConfigError, check_settings, validate
+from bapo_exp.run.validate import ConfigError, check_settings, validate
 from tests.conftest import compose_cfg, require_shared
 
 SUBJECTS = ["abstract_algebra", "anatomy"]

@@ -1,4 +1,4 @@
-"""One launch per run directory (``bapo_exp.tracking.lock``): a second one is refused with the
+"""One launch per run directory (``bapo_exp.run.lock``): a second one is refused with the
 holder named, and a holder that died (kill -9) leaves no stale lock."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.tracking.lock import LOCK, RunInUse, holder, run_lock
+from bapo_exp.run.lock import LOCK, RunInUse, holder, run_lock
 
 
 def test_a_second_holder_is_refused_with_the_first_one_named(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_the_lock_is_released_when_the_block_raises(tmp_path: Path) -> None:
 
 
 def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; from bapo_exp.tracking.lock import "
+    code = ("import sys, time; from pathlib import Path; from bapo_exp.run.lock import "
             "run_lock\nwith run_lock(Path(sys.argv[1])):\n print('held', flush=True)\n "
             "time.sleep(600)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,

@@ -30,7 +30,7 @@ from bapo_exp.plugins import load_plugins
 assert load_plugins() == [] and DATASETS.get("synthetic") is None, DATASETS
 print("imported", len(names), "modules")
 sys.argv = ["bapo-exp", *sys.argv[1:]]
-from bapo_exp.cli import main
+from bapo_exp.run.cli import main
 main()
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bapo_exp.references import RefTable, disagreement
+from bapo_exp.reference_tables import RefTable, disagreement
 
 
 def table(*refs) -> RefTable:

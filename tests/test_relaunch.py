@@ -160,7 +160,7 @@ def test_only_the_main_process_claims_a_new_run_directory(tmp_path, monkeypatch,
     ``.hydra/`` first made the main process read a half-written "existing run" (CI, issue 18)."""
     from omegaconf import OmegaConf
 
-    from bapo_exp.relaunch import fresh_run_subdir, is_new_run
+    from bapo_exp.run.relaunch import fresh_run_subdir, is_new_run
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", rank)
@@ -174,7 +174,7 @@ def test_only_the_main_process_claims_a_new_run_directory(tmp_path, monkeypatch,
 def test_a_launch_into_a_run_in_use_is_refused_and_changes_nothing(run, tiny_cache) -> None:
     """Two launches in one folder would train into one ``checkpoints/`` and move each other's
     outputs aside: the second one is refused, naming the first."""
-    from bapo_exp.tracking.lock import run_lock
+    from bapo_exp.run.lock import run_lock
 
     with run_lock(run):  # stands for a launch of this run that is still running
         before = snapshot(run)

@@ -1,11 +1,11 @@
-"""The end-of-run table (``bapo_exp.report``), read from a run directory's files only."""
+"""The end-of-run table (``bapo_exp.run.report``), read from a run directory's files only."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bapo_exp.report import TRAIN_WINDOW, run_table
+from bapo_exp.run.report import TRAIN_WINDOW, run_table
 from bapo_exp.tracking.run_dir import RunDir
 
 

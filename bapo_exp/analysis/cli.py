@@ -107,7 +107,7 @@ def base_command(model: str) -> str:
 
 def failed_cells(root: Path) -> list[str]:
     """Cells of the folder's last multirun that failed or did not finish."""
-    from bapo_exp.multirun import REPORT, report_problems
+    from bapo_exp.run.multirun import REPORT, report_problems
 
     return [f"{p.get('status')}: {p.get('run_dir')} {p.get('error', '')}".strip()
             for p in report_problems(root / REPORT)]  # fmt: skip

@@ -11,7 +11,7 @@ measured heterogeneity of METHODS §7 (``het/nll_distance``, ``het/ref_margin``,
 Runs whose stages are not all done are kept with ``status == "incomplete"`` and the missing
 stages listed in ``missing``; ``complete_only=True`` drops them after a warning.
 
-``run_id`` is each run's identity (``bapo_exp.cells.run_identity``: the resolved config that
+``run_id`` is each run's identity (``bapo_exp.run.identity.run_identity``: the resolved config that
 changes results). Two runs with one identity would be averaged as if they were two seeds, so
 ``load_runs`` refuses them (``DuplicateRunsError``, naming the folders) unless told to keep the
 first complete one of each group (``duplicates="first"``, with a warning) or all of them.
@@ -88,8 +88,8 @@ def _read_json(path: Path) -> Any:
 @functools.cache
 def _resolvers() -> None:
     """The resolvers a saved config may use (``${add:...}``, plug-ins' own), once per process."""
-    from bapo_exp.config import register_resolvers
     from bapo_exp.plugins import load_plugins
+    from bapo_exp.run.register import register_resolvers
 
     register_resolvers()
     load_plugins()
@@ -123,7 +123,7 @@ def heterogeneity(run_dir: Path) -> dict[str, float]:
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """One run's row: config columns, ``<stage>/<metric>`` columns, status."""
-    from bapo_exp.cells import run_identity
+    from bapo_exp.run.identity import run_identity
 
     run_dir = Path(run_dir)
     saved = load_saved_config(run_dir / CONFIG)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from bapo_exp.analysis.load import RUN_FILE_FIX, load_cells, read_cells
-from bapo_exp.multirun import REPORT, report_problems
 from bapo_exp.readback import read_json_file
+from bapo_exp.run.multirun import REPORT, report_problems
 
 PROTOCOL = "docs/STUDY_PROTOCOL.md"
 

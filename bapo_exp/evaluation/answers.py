@@ -20,7 +20,7 @@ A dataset whose answers are templated (the synthetic world) registers an ``Answe
   margin ``beta * (r(y_w) - r(y_l))`` against the main reference, as ``personal/reward_margin``)
   and ``personal/hard_pref_acc``, overall and per kind (``personal/hard/<kind>/...``).
 
-Every mean has its standard error under ``<key>_stderr`` (``personalisation.put``).
+Every mean has its standard error under ``<key>_stderr`` (``evaluation.items.put``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bapo_exp.data.types import PreferenceExample
-from bapo_exp.evaluation.personalisation import GenItem, put
+from bapo_exp.evaluation.items import GenItem, put
 from bapo_exp.registry import Registry
 
 

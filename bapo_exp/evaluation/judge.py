@@ -54,7 +54,7 @@ def check_vocab(model: Any, tokenizer: Any, name: str) -> None:
 
 
 class ImplicitJudge:
-    """Scores responses with a ``modeling.reference.Reference`` (its own tokenizer, template).
+    """Scores responses with a ``modeling.reference_model.Reference`` (its own tokenizer, template).
 
     Args:
         reference: the judge model (loaded on first use; a policy's disabled adapter stays
@@ -68,7 +68,7 @@ class ImplicitJudge:
     def __init__(
         self, reference: Any, cache_root: str, *, template: str, batch_size: int, name: str
     ) -> None:
-        from bapo_exp.modeling.ref_cache import ReferenceCache
+        from bapo_exp.modeling.logp_cache import ReferenceCache
 
         with_instruction(template, "p", "i")  # fail early on a bad template
         self.reference, self.template = reference, template
@@ -80,7 +80,7 @@ class ImplicitJudge:
         )
 
     def _logps(self, prompts: list[str], responses: list[str]) -> tuple[Tensor, Tensor]:
-        from bapo_exp.modeling.ref_cache import cached_logps
+        from bapo_exp.modeling.logp_cache import cached_logps
 
         lp, nt, n_new = cached_logps(
             self.reference, self.tokenization, prompts, responses, self.cache,

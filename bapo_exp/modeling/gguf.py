@@ -28,7 +28,7 @@ import json
 import logging
 from pathlib import Path
 
-from bapo_exp.atomic import build_folder, is_ready
+from bapo_exp.folders import build_folder, is_ready
 from bapo_exp.readback import file_sha256
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bapo_exp.atomic import build_folder
 from bapo_exp.config import TinyConfig
+from bapo_exp.folders import build_folder
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 

@@ -3,7 +3,7 @@
 Stages run in the order of ``cfg.stages``; each writes ``<stage>/summary.json`` then
 ``<stage>/DONE`` through the entrypoint, so a re-launch skips finished stages. ``outputs`` are
 the run-directory entries a stage owns: a forced re-run moves them aside and puts them back if
-it fails (``bapo_exp.launch.redo``).
+it fails (``bapo_exp.run.launch.redo``).
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from bapo_exp.atomic import replace_folder, write_json_atomic
+from bapo_exp.atomic import write_json_atomic
 from bapo_exp.config import Config
+from bapo_exp.folders import replace_folder
 from bapo_exp.readback import MANIFEST
 from bapo_exp.tracking.run_dir import RunDir
 
@@ -124,7 +125,7 @@ class InTraining:
         import torch
 
         from bapo_exp.modeling.scoring import eval_mode
-        from bapo_exp.stages.evaluate import Evaluation
+        from bapo_exp.stages.evaluator import Evaluation
 
         start = time.perf_counter()
         out = self.run.root / POINTS / str(done)

@@ -3,7 +3,7 @@ generated personalisation, style log-odds and the harder held-out pairs.
 
 The parts that do not depend on the evaluated weights (data, main reference, held-out tokens,
 y_b, the reference tables) are built once per run (:func:`prepare_personalisation`) and reused at
-every evaluation point (``stages.evaluate.Evaluation``).
+every evaluation point (``stages.evaluator.Evaluation``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import torch
 
 from bapo_exp.config import Config
 from bapo_exp.data.types import PreferenceData
-from bapo_exp.evaluation.personalisation import GenItem, GenSettings
+from bapo_exp.evaluation.items import GenItem
+from bapo_exp.evaluation.personalisation import GenSettings
 from bapo_exp.losses import get_loss
 from bapo_exp.losses.metrics import pair_metrics
 from bapo_exp.losses.types import PairLogps
-from bapo_exp.modeling.reference import Reference
-from bapo_exp.references import RefTable, score_examples
+from bapo_exp.modeling.reference_model import Reference
+from bapo_exp.reference_tables import RefTable, score_examples
 from bapo_exp.stages.common import base_responses_of, load_data, named_model
-from bapo_exp.training.forward import PolicyData, blocks, policy_logps
+from bapo_exp.training.forward import PolicyData, blocks, policy_logps, tokenize_policy
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 def heldout_tokens(cfg: Config, tokenizer, data, base) -> PolicyData:
     """The held-out pairs' token ids (chosen, rejected, base) in the policy's template."""
     from bapo_exp.modeling.tokenize import Tokenization
-    from bapo_exp.stages.train import tokenize_policy
 
     return tokenize_policy(Tokenization.from_config(tokenizer, cfg.model), data.heldout, base)
 
@@ -61,7 +61,7 @@ def likelihood_personalisation(
 ) -> dict:
     """pref_acc, reward margin and drifts on held-out pairs, against the main reference
     (``pdata``: ``heldout_tokens``, if already made)."""
-    from bapo_exp.evaluation.personalisation import put
+    from bapo_exp.evaluation.items import put
 
     pdata = pdata or heldout_tokens(cfg, tokenizer, data, base)
     n = len(data.heldout)
@@ -218,7 +218,7 @@ class Personalisation:
 
 def prepare_personalisation(cfg: Config, ckpt: str | None, model, tokenizer) -> Personalisation:
     """The model-independent parts of :func:`personalisation` (``ckpt`` None: the base)."""
-    from bapo_exp.evaluation.personalisation import select_items
+    from bapo_exp.evaluation.items import select_items
 
     data = load_data(cfg)
     main = main_reference(cfg, ckpt, model, tokenizer)

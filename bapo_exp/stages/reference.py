@@ -12,7 +12,7 @@ import time
 
 from bapo_exp.config import Config
 from bapo_exp.losses import get_loss
-from bapo_exp.references import disagreement, heterogeneity
+from bapo_exp.reference_tables import disagreement, heterogeneity
 from bapo_exp.stages.common import load_data, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker

@@ -16,16 +16,22 @@ from pathlib import Path
 import torch
 
 from bapo_exp.config import Config
-from bapo_exp.data.types import PreferenceExample
 from bapo_exp.losses import get_loss
-from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.reference_model import Reference
 from bapo_exp.modeling.scoring import eval_mode
-from bapo_exp.references import ROLES, RefTable
-from bapo_exp.stages.common import load_data, main_process_first, reference_tables
+from bapo_exp.reference_tables import ROLES, RefTable
+from bapo_exp.stages.common import load_data, reference_tables
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import Tracker
+from bapo_exp.tracking.workers import main_process_first
 from bapo_exp.training import sharded
-from bapo_exp.training.forward import PolicyData, blocks, policy_batch, policy_logps
+from bapo_exp.training.forward import (
+    PolicyData,
+    blocks,
+    policy_batch,
+    policy_logps,
+    tokenize_policy,
+)
 from bapo_exp.training.loop import LoopParts, train_loop
 from bapo_exp.training.optim import make_optimizer
 from bapo_exp.training.sampler import StepSampler
@@ -39,19 +45,6 @@ def make_accelerator(cfg: Config):
     cuda = torch.cuda.is_available()
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
     return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
-
-
-def tokenize_policy(
-    tok, examples: list[PreferenceExample], base: dict[str, str], anchors: list[str] | None = None
-) -> PolicyData:
-    """The policy's token ids of every example's chosen, rejected and base (and anchor)."""
-    return PolicyData(
-        chosen=[tok.encode(e.prompt, e.chosen) for e in examples],
-        rejected=[tok.encode(e.prompt, e.rejected) for e in examples],
-        base=[tok.encode(e.prompt, base[e.prompt]) for e in examples],
-        pad_id=tok.pad_id,
-        anchor=[tok.encode(a, base[a]) for a in anchors] if anchors is not None else None,
-    )
 
 
 def online_ref_fn(main: Reference, table: RefTable, reduce: str):
@@ -116,7 +109,8 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     spec = get_loss(cfg.method.name)
     if not spec.trains:
         return {"skipped": f"method={cfg.method.name} trains nothing"}
-    from bapo_exp.modeling.load import load_model, make_policy
+    from bapo_exp.modeling.load import load_model
+    from bapo_exp.modeling.policy import make_policy
 
     acc = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # adapter init must not depend on which stages ran before
@@ -187,7 +181,7 @@ def save_model(acc, model, tokenizer, out: Path) -> None:
     stage, written to a temporary folder and renamed (a kill leaves no half model)."""
     import shutil
 
-    from bapo_exp.atomic import replace_folder
+    from bapo_exp.folders import replace_folder
 
     state = sharded.full_state_dict(acc, model)  # collective: gathers FSDP shards on rank 0
     if acc.is_main_process:

@@ -31,7 +31,8 @@ def _changes_bases(override: str) -> bool:
 def _compose(overrides: list[str], hydra_config: bool = False):
     from hydra import compose, initialize_config_dir
 
-    from bapo_exp.config import CONF_DIR, register_configs
+    from bapo_exp.config import CONF_DIR
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bapo_exp.atomic import is_ready
 from bapo_exp.data.heterogeneity import SplitPools
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import check_preferences
+from bapo_exp.folders import is_ready
 from bapo_exp.synthetic.export import (
     load_world_json,
     read_jsonl,

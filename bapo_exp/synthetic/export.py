@@ -26,7 +26,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bapo_exp.atomic import build_folder, is_ready
+from bapo_exp.folders import build_folder, is_ready
 from bapo_exp.synthetic.corpus import build_corpus, corpus_stats
 from bapo_exp.synthetic.evalsets import (
     hard_pairs,
@@ -170,10 +170,6 @@ def load_world_json(root: str | Path) -> dict:
     if not (root / "READY").exists():
         raise FileNotFoundError(f"{root} is not a finished synthetic world (no READY file)")
     return json.loads((root / "world.json").read_text())
-
-
-def world_config_from_json(meta: dict) -> WorldConfig:
-    return WorldConfig(**meta["config"])
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

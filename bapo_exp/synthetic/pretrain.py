@@ -27,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bapo_exp.atomic import build_folder, is_ready
 from bapo_exp.config import TinyConfig
+from bapo_exp.folders import build_folder, is_ready
 from bapo_exp.modeling.tiny import build_tiny_model, corpus_digest, train_tokenizer
 from bapo_exp.synthetic.corpus import Doc, build_corpus, tokenizer_corpus
 from bapo_exp.synthetic.world import WorldConfig, generate_world, world_key

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bapo_exp.atomic import replace_folder
+from bapo_exp.folders import replace_folder
 from bapo_exp.readback import damaged, folder_problems
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,3 @@ def load_state(file: Path) -> dict[str, Any]:
             raise
     with torch.serialization.safe_globals(OLD_NUMPY_STATE):
         return torch.load(file, weights_only=True)
-
-
-def load_latest(root: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint's ``state.pt``, or None."""
-    found = latest(root)
-    return found[1] if found else None

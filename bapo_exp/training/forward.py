@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bapo_exp.data.types import PreferenceExample
 from bapo_exp.losses import LossSpec
 from bapo_exp.losses.metrics import anchor_drift, pair_metrics
 from bapo_exp.losses.types import AnchorLogps, PairLogps
 from bapo_exp.modeling.scoring import model_logps
 from bapo_exp.modeling.tokenize import TokenizedSeq, collate
-from bapo_exp.references import RefTable
+from bapo_exp.reference_tables import RefTable
 
 # (batch indices, the policy batch) -> the batch's reference table (K, 3, B)
 RefFn = Callable[[list[int], dict[str, Tensor]], RefTable]
@@ -107,3 +108,16 @@ def example_metrics(
     if anchors is not None:
         out.update(anchor_drift(anchors))
     return {k: v.detach().float() for k, v in out.items()}
+
+
+def tokenize_policy(
+    tok, examples: list[PreferenceExample], base: dict[str, str], anchors: list[str] | None = None
+) -> PolicyData:
+    """The policy's token ids of every example's chosen, rejected and base (and anchor)."""
+    return PolicyData(
+        chosen=[tok.encode(e.prompt, e.chosen) for e in examples],
+        rejected=[tok.encode(e.prompt, e.rejected) for e in examples],
+        base=[tok.encode(e.prompt, base[e.prompt]) for e in examples],
+        pad_id=tok.pad_id,
+        anchor=[tok.encode(a, base[a]) for a in anchors] if anchors is not None else None,
+    )

@@ -3,7 +3,7 @@
 A misspelt value in a grid (``data.preferences=[academy],[astrology]``) used to surface only when
 its cells ran, after the others had, or on Slurm after submission. Here, in the launching
 process and before anything is launched or submitted, each cell's config is composed and
-checked as its job will check it (``bapo_exp.launch.typed_checked``); any failure stops the
+checked as its job will check it (``bapo_exp.run.launch.typed_checked``); any failure stops the
 multirun with one line naming each error and the cells it hits. Two passes keep a typo fast:
 first every cell's inputs (data, prompt and eval files: each distinct set read once), which
 needs no torch, then every cell's settings (the method registry imports torch). Cells that
@@ -58,8 +58,8 @@ class CheckedSweeper(BasicSweeper):
 
     def check(self, cells: list[list[str]]) -> None:
         """Compose and check every cell; ``SystemExit`` with one line if any fails."""
-        from bapo_exp.launch import typed
-        from bapo_exp.validate import check_settings, input_checks
+        from bapo_exp.run.launch import typed
+        from bapo_exp.run.validate import check_settings, input_checks
 
         start = time.perf_counter()
         ours = logging.getLogger("bapo_exp")
@@ -111,7 +111,7 @@ class CheckedSweeper(BasicSweeper):
 def _outcome(check) -> tuple[Any, str | None]:
     """``(check(), None)``, or ``(None, the error its job would stop on, as text)``."""
     from bapo_exp.data.validation import DataError
-    from bapo_exp.validate import ConfigError
+    from bapo_exp.run.validate import ConfigError
 
     try:
         return check(), None
@@ -130,7 +130,7 @@ def _is_group(loader: Any, override: Any) -> bool:
 
 def failure_line(errors: dict[int, str], cells: list[list[str]]) -> str:
     """One line: how many cells fail, then each error with the cells (folder names) it hits."""
-    from bapo_exp.cells import readable_name
+    from bapo_exp.run.identity import readable_name
 
     by_error: dict[str, list[str]] = {}
     for i in sorted(errors):

@@ -1,4 +1,4 @@
-"""submitit's Slurm launcher, made to survive a grid's real failures (see ``bapo_exp.cluster``).
+"""submitit's Slurm launcher, made to survive a grid's real failures (see ``bapo_exp.run.cluster``).
 
 Differences from ``hydra_submitit_launcher``'s ``SlurmLauncher``:
 
@@ -29,7 +29,7 @@ INIT_KEYS = ("submitit_folder", "max_num_timeout")  # AutoExecutor(...) rather t
 
 class BapoSlurmLauncher(SlurmLauncher):
     def __init__(self, **params: Any) -> None:
-        from bapo_exp.cluster.processes import resolve_accelerate_config
+        from bapo_exp.run.cluster.processes import resolve_accelerate_config
 
         own = {k: params.pop(k) for k in OWN_KEYS if k in params}
         super().__init__(**params)
@@ -44,7 +44,7 @@ class BapoSlurmLauncher(SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """On the node: run the cell's job (several processes if ``processes_per_cell > 1``)."""
         if self.processes_per_cell > 1:
-            from bapo_exp.cluster.processes import CellProcesses
+            from bapo_exp.run.cluster.processes import CellProcesses
 
             self.task_function = CellProcesses(self.processes_per_cell, self.accelerate_config)
         return super().__call__(*args, **kwargs)
@@ -52,8 +52,8 @@ class BapoSlurmLauncher(SlurmLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from bapo_exp.cluster import cells
-        from bapo_exp.tracking.lock import holder
+        from bapo_exp.run.cluster import cells
+        from bapo_exp.run.lock import holder
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -83,7 +83,7 @@ class BapoSlurmLauncher(SlurmLauncher):
         import submitit
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-        from bapo_exp.cluster.job_states import use_squeue_without_accounting
+        from bapo_exp.run.cluster.job_states import use_squeue_without_accounting
 
         params = dict(self.params)
         executor = submitit.AutoExecutor(

@@ -10,8 +10,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from bapo_exp.cells import readable_name
-from bapo_exp.multirun import REPORT, MultirunReport
+from bapo_exp.run.identity import readable_name
+from bapo_exp.run.multirun import REPORT, MultirunReport
 
 
 def test_readable_cell_names_are_one_folder() -> None:

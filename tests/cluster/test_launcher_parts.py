@@ -16,15 +16,15 @@ from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 from submitit.core.utils import UncompletedJobError
 
-from bapo_exp.cells import quoted
-from bapo_exp.cluster import cells
-from bapo_exp.cluster.job_states import SqueueInfoWatcher
-from bapo_exp.cluster.processes import (
+from bapo_exp.run.cluster import cells
+from bapo_exp.run.cluster.job_states import SqueueInfoWatcher
+from bapo_exp.run.cluster.processes import (
     CellProcesses,
     accelerate_command,
     resolve_accelerate_config,
 )
-from bapo_exp.multirun import build_report, read_records, record_file
+from bapo_exp.run.identity import quoted
+from bapo_exp.run.multirun import build_report, read_records, record_file
 from bapo_exp.training.loop import Preempted, requeue_signals, stop_requests
 from tests.conftest import CONF
 
@@ -72,7 +72,7 @@ def test_finished_cell_is_skipped_with_a_record_and_its_objective(tmp_path: Path
 
 def test_cell_in_use_is_not_submitted_and_is_reported(tmp_path: Path) -> None:
     """A grid re-launched while a job of its first launch still runs a cell."""
-    from bapo_exp.tracking.lock import holder, run_lock
+    from bapo_exp.run.lock import holder, run_lock
 
     rec = cells.cell_record(sweep_cfg(tmp_path), 2, ["method=dpo"])
     Path(rec["run_dir"]).mkdir(parents=True)
@@ -158,7 +158,7 @@ def test_loop_checkpoints_then_hands_submitit_signal_to_submitit() -> None:
 def test_slurm_launcher_config_is_ours_with_its_options() -> None:
     from hydra import compose, initialize_config_dir
 
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.cells import saved_identity
-from bapo_exp.tracking.lock import run_lock
+from bapo_exp.run.identity import saved_identity
+from bapo_exp.run.lock import run_lock
 from tests.conftest import REPO, SUBPROCESS_ENV, TIMING, metric_rows, require_shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]

@@ -10,7 +10,7 @@ import torch
 
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.evaluation.answers import form_metrics, hard_metrics, style_logodds
-from bapo_exp.evaluation.personalisation import GenItem
+from bapo_exp.evaluation.items import GenItem
 from bapo_exp.synthetic.plugin import answer_format
 
 FMT = answer_format()

@@ -193,7 +193,7 @@ def test_lora_merged_and_checkpoints_match_hflm(cache, tmp_path):
     (adapter folder, full folder) as the eval stage loads them."""
     from peft import LoraConfig, get_peft_model
 
-    from bapo_exp.stages.evaluate import load_evaluated
+    from bapo_exp.stages.evaluator import load_evaluated
 
     require_shared("hhh_alignment")
     instances, _ = build_requests(SHARED_DATA, "hhh", limit=2)

@@ -9,6 +9,7 @@ import pytest
 
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.evaluation import personalisation as P
+from bapo_exp.evaluation.items import mean_se, put, select_items
 from bapo_exp.evaluation.judge import ImplicitJudge, check_vocab, with_instruction
 from bapo_exp.modeling.tokenize import TokenizerMismatchError
 
@@ -28,26 +29,26 @@ def tagged(text: str, preference: str) -> bool:
 def test_select_items_groups_pairs_and_keeps_order() -> None:
     held = [ex(0, "a", "p1", rejected="l0"), ex(1, "b", "p1"), ex(2, "a", "p1", rejected="l2"),
             ex(3, "a", "p2"), ex(4, "a", "p1", rejected="l4")]  # fmt: skip
-    items = P.select_items(held, 2)
+    items = select_items(held, 2)
     assert [(it.preference, it.prompt) for it in items] == [("a", "p1"), ("b", "p1")]
     assert [p.id for p in items[0].pairs] == ["x/a/0", "x/a/2", "x/a/4"]  # all pairs of a group
     assert items[0].id != items[1].id and items[0].id.startswith("a/")
-    assert P.select_items(held, 2)[0].id == items[0].id  # stable
-    assert P.select_items(held, 0) == []
+    assert select_items(held, 2)[0].id == items[0].id  # stable
+    assert select_items(held, 0) == []
 
 
 def test_select_items_takes_preferences_in_turn() -> None:
     held = [ex(i, "b", f"p{i}") for i in range(5)] + [ex(9, "a", "q")]
-    items = P.select_items(held, 3)
+    items = select_items(held, 3)
     assert [(it.preference, it.prompt) for it in items] == [("a", "q"), ("b", "p0"), ("b", "p1")]
 
 
 def test_mean_se_matches_the_sample_formula() -> None:
     values = [1.0, 0.0, 1.0, 1.0]
-    mean, se = P.mean_se(values)
+    mean, se = mean_se(values)
     var = sum((v - 0.75) ** 2 for v in values) / 3
     assert mean == 0.75 and se == pytest.approx(math.sqrt(var / 4))
-    assert math.isnan(P.mean_se([1.0])[1]) and math.isnan(P.mean_se([])[0])
+    assert math.isnan(mean_se([1.0])[1]) and math.isnan(mean_se([])[0])
 
 
 def test_duel_counts_ties_as_half() -> None:
@@ -60,13 +61,13 @@ def test_duel_counts_ties_as_half() -> None:
 
 
 def test_style_metrics_with_an_injected_check() -> None:
-    items = P.select_items([ex(i, "a", f"p{i}") for i in range(4)], 4)
+    items = select_items([ex(i, "a", f"p{i}") for i in range(4)], 4)
     gens = ["[a] yes", "[a] yes", "[a] yes", "plain"]
     bases = ["plain", "[a] once", "plain", "plain"]
     out, rows = P.style_metrics(tagged, items, gens, bases)
     assert out["gen/style_share"] == 0.75 and out["gen/base_style_share"] == 0.25
     assert out["gen/style_gain"] == 0.5
-    assert out["gen/style_gain_stderr"] == pytest.approx(P.mean_se([1, 0, 1, 0])[1])
+    assert out["gen/style_gain_stderr"] == pytest.approx(mean_se([1, 0, 1, 0])[1])
     assert rows[3] == {"gen_in_style": False, "base_in_style": False}
 
 
@@ -85,7 +86,7 @@ def test_style_checker_registry_and_override() -> None:
 
 
 def test_style_check_errors_name_the_item() -> None:
-    items = P.select_items([ex(0, "zz", "p")], 1)
+    items = select_items([ex(0, "zz", "p")], 1)
 
     def strict(text: str, preference: str) -> bool:
         raise KeyError(preference)
@@ -99,7 +100,7 @@ def test_style_check_errors_name_the_item() -> None:
 
 def stats(key: str, values: list[float]) -> dict:
     out: dict = {}
-    P.put(out, key, values)
+    put(out, key, values)
     return out
 
 
@@ -170,7 +171,7 @@ class FakeJudge:
 
 def test_judge_metrics_skip_preferences_without_instruction() -> None:
     held = [ex(0, "a", "p0", "long chosen", "l"), ex(1, "b", "p1", "long chosen", "l")]
-    items = P.select_items(held, 2)
+    items = select_items(held, 2)
     judge = FakeJudge()
     out, rows = P.judge_metrics(judge, items, ["gen!", "gen!"], ["b", "b"], {"a": "do a"}, 1.0)
     assert out["gen/judge_n"] == 1 and out["gen/judge_n_pairs"] == 1 and rows[1] == {}
@@ -186,7 +187,7 @@ def test_judge_metrics_skip_preferences_without_instruction() -> None:
 
 def test_judge_check_fails_on_a_judge_that_prefers_rejected() -> None:
     held = [ex(i, "a", f"p{i}", "w", "much longer rejected") for i in range(6)]
-    out, _ = P.judge_metrics(FakeJudge(), P.select_items(held, 6), ["g"] * 6, ["b"] * 6,
+    out, _ = P.judge_metrics(FakeJudge(), select_items(held, 6), ["g"] * 6, ["b"] * 6,
                              {"a": "do a"}, 1.0)  # fmt: skip
     assert out["gen/judge_acc"] == 0.0 and out["gen/judge_ok"] is False
 
@@ -201,7 +202,7 @@ def test_judge_refuses_a_tokenizer_its_model_cannot_embed(tiny_dir: Path, tmp_pa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bapo_exp.config import ModelConfig
-    from bapo_exp.references import Reference
+    from bapo_exp.reference_tables import Reference
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)

@@ -16,7 +16,7 @@ from bapo_exp.config import ModelConfig
 from bapo_exp.evaluation.judge import ImplicitJudge
 from bapo_exp.modeling.logps import sequence_logps
 from bapo_exp.modeling.tokenize import Tokenization, collate
-from bapo_exp.references import Reference
+from bapo_exp.reference_tables import Reference
 
 INSTRUCTION = "Answer like a pirate."
 TEMPLATE = "{prompt} {instruction}"

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.evaluation.personalisation import STYLE_CHECKS, select_items
-from bapo_exp.main import run_stages
+from bapo_exp.evaluation.items import select_items
+from bapo_exp.evaluation.personalisation import STYLE_CHECKS
+from bapo_exp.run.main import run_stages
 from bapo_exp.stages.common import load_data
 from bapo_exp.tracking.run_dir import RunDir
 from tests.conftest import compose_cfg, require_shared

@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from bapo_exp.modeling.load import ensure_pad_token, load_model, make_policy
-from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.load import ensure_pad_token, load_model
+from bapo_exp.modeling.policy import make_policy
+from bapo_exp.modeling.reference_model import Reference
 from bapo_exp.modeling.scoring import score_texts
 from bapo_exp.modeling.tokenize import Tokenization
 from tests.modeling.conftest import tiny_cfg

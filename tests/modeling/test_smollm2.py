@@ -86,8 +86,8 @@ def test_smollm2_decode_roundtrip(smol, dsp_rows):
 
 def test_base_responses_and_cached_reference_logps(smol, dsp_rows, tmp_path):
     from bapo_exp.modeling.generate import generate_texts
-    from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps
-    from bapo_exp.modeling.reference import Reference
+    from bapo_exp.modeling.logp_cache import ReferenceCache, cached_logps
+    from bapo_exp.modeling.reference_model import Reference
     from bapo_exp.modeling.tokenize import Tokenization
 
     _, model, tok = smol

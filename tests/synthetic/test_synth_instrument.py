@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from bapo_exp.config import DataConfig
 from bapo_exp.data import DATASETS, build_dataset
-from bapo_exp.evaluation.personalisation import select_items
+from bapo_exp.evaluation.items import select_items
 from bapo_exp.synthetic import generate_world
 from bapo_exp.synthetic.builder import split_entities
 from bapo_exp.synthetic.evalsets import hard_pairs, mmlu_tables

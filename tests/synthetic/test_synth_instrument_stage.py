@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.evaluation.personalisation import select_items
-from bapo_exp.main import run_stages
+from bapo_exp.evaluation.items import select_items
+from bapo_exp.run.main import run_stages
 from bapo_exp.stages.common import load_data
 from bapo_exp.tracking.run_dir import RunDir
 from tests.conftest import compose_cfg

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.main import run_stages
+from bapo_exp.run.main import run_stages
 from bapo_exp.tracking.run_dir import RunDir
 from tests.conftest import TIMING, compose_cfg, metric_rows
 
@@ -139,7 +139,7 @@ def test_training_is_untouched_and_checkpoints_kept(cells) -> None:
 @pytest.mark.parametrize("damage", [None, "point.json", "generations.jsonl"])
 def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, monkeypatch, damage):
     """... and a finished point whose files were damaged since is evaluated again."""
-    from bapo_exp.stages.evaluate import Evaluation
+    from bapo_exp.stages.evaluator import Evaluation
     from bapo_exp.training import loop
 
     root, cache, _, finetune = cells

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.cluster.processes import free_port
+from bapo_exp.run.cluster.processes import free_port
 from tests.conftest import REPO, SUBPROCESS_ENV, TIMING, metric_rows, require_shared, wait_for
 
 pytestmark = pytest.mark.integration

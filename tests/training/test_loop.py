@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bapo_exp.main import run_stages
+from bapo_exp.run.main import run_stages
 from bapo_exp.tracking.run_dir import RunDir
 from tests.conftest import compose_cfg, require_shared
 

@@ -50,5 +50,5 @@ def test_checkpoints_rotate_and_skip_unreadable(tmp_path) -> None:
     kept = ckpt.list_checkpoints(tmp_path)
     assert [p.name for p in kept] == ["step_00000004", "step_00000006"]
     (kept[-1] / "state.pt").write_bytes(b"truncated")  # a kill during a write
-    state = ckpt.load_latest(tmp_path)
-    assert state["step"] == 4 and torch.equal(state["w"], torch.full((2,), 4.0))
+    path, state = ckpt.latest(tmp_path)
+    assert path == kept[0] and state["step"] == 4 and torch.equal(state["w"], torch.full((2,), 4.0))

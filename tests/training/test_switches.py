@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.main import run_stages
+from bapo_exp.run.main import run_stages
 from bapo_exp.tracking.run_dir import RunDir
 from tests.training.test_loop import make_cfg, rows
 

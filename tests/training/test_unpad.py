@@ -125,7 +125,7 @@ def test_gradients_equal_the_padded_path_in_float64(padded, shared, monkeypatch)
 
 def test_lora_policy_and_disabled_adapter_match_the_padded_path(padded):
     peft = pytest.importorskip("peft")
-    from bapo_exp.modeling.reference import Reference
+    from bapo_exp.modeling.reference_model import Reference
     from bapo_exp.modeling.scoring import forward_logps
 
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])

@@ -1,7 +1,7 @@
 """What happens between Hydra handing over a config and the first stage (``main`` calls these).
 
 1. ``launch_config``: a new run directory runs the composed config; an existing one runs its
-   own saved config with this launch's run-independent overrides (``bapo_exp.relaunch``).
+   own saved config with this launch's run-independent overrides (``bapo_exp.run.relaunch``).
 2. ``checked_config``: the method is required, then ``validate`` checks every setting and input
    file before any model is loaded. A failure in a new run directory removes it again (no empty
    ``runs/<name>/<stamp>``); a failure in an existing one leaves its files byte-identical
@@ -24,8 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from bapo_exp.config import Config, typed_config
 from bapo_exp.logs import drop_file_logging, run_file_handlers
 from bapo_exp.readback import load_saved_config
-from bapo_exp.relaunch import SAVED, RelaunchConflict, is_new_run, merge_saved
+from bapo_exp.run.relaunch import SAVED, RelaunchConflict, is_new_run, merge_saved
 from bapo_exp.tracking.run_dir import RunDir
+from bapo_exp.tracking.workers import is_worker
 
 log = logging.getLogger("bapo_exp")
 
@@ -35,8 +36,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     is caught (``stages.evaluate`` imports torch, which ``--help`` and a grid's parent skip)."""
     from bapo_exp.data.validation import DataError
     from bapo_exp.readback import DamagedFileError
+    from bapo_exp.run.validate import ConfigError
     from bapo_exp.stages.evaluate import MissingCheckpointError
-    from bapo_exp.validate import ConfigError
 
     return (ConfigError, DataError, RelaunchConflict, MissingCheckpointError, DamagedFileError)
 
@@ -50,8 +51,6 @@ def launch_config(
     """``(config, changes)``: for a re-launch of ``run`` (it holds a saved config), the saved
     config merged with this launch's allowed overrides and what they changed; for a new run,
     the composed config and None."""
-    from bapo_exp.stages.common import is_worker
-
     saved = run.root / SAVED
     if is_new_run(run.root) or not saved.exists() or is_worker():  # a worker follows rank 0
         return dcfg, None
@@ -62,10 +61,10 @@ def launch_config(
 
 def typed(dcfg: DictConfig) -> Config:
     """The typed config of ``dcfg`` once a method is chosen and no value is missing."""
-    from bapo_exp.validate import ConfigError
+    from bapo_exp.run.validate import ConfigError
 
     if OmegaConf.is_missing(dcfg, "method"):
-        from bapo_exp.cli_help import method_options
+        from bapo_exp.run.usage import method_options
 
         raise ConfigError(f"choose a method: method=<name>, one of {method_options()} "
                           "(bapo-exp --help describes each)")  # fmt: skip
@@ -76,7 +75,7 @@ def typed(dcfg: DictConfig) -> Config:
 
 def typed_checked(dcfg: DictConfig) -> Config:
     """``typed``, then ``validate``: every setting and input file (module docstring)."""
-    from bapo_exp.validate import validate
+    from bapo_exp.run.validate import validate
 
     cfg = typed(dcfg)
     validate(cfg)
@@ -89,7 +88,7 @@ def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> 
     with _quiet_run_log(run):
         try:
             cfg = typed_checked(dcfg)
-            from bapo_exp.validate import check_window
+            from bapo_exp.stages.eval_window import check_window
 
             check_window(cfg, at_start=True)  # needs the tokenizer: in the job, not the sweeper
             if relaunch:
@@ -108,7 +107,7 @@ def checked_config(dcfg: DictConfig, run: RunDir, changes: list[str] | None) -> 
 
 def _check_done_stages(cfg: Config, run: RunDir, changes: list[str]) -> None:
     """A finished eval stage is not silently kept when the launch asks for other eval settings."""
-    from bapo_exp.validate import ConfigError
+    from bapo_exp.run.validate import ConfigError
 
     asked = [c for c in changes if c.startswith("eval.") or c.startswith("eval:")]
     if asked and "eval" in cfg.stages and run.is_done("eval") and not cfg.force:

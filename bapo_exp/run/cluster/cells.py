@@ -9,7 +9,7 @@
   ``max_num_timeout``) would make submitit raise inside Hydra's launcher and stop it before the
   other cells are collected and before the multirun report is written. Here its record becomes
   ``unfinished`` with the Slurm job id and state, the other cells are still collected, and the
-  report (``bapo_exp.multirun``) names it and makes the launcher exit non-zero.
+  report (``bapo_exp.run.multirun``) names it and makes the launcher exit non-zero.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 from submitit.core.utils import UncompletedJobError
 
-from bapo_exp import multirun
 from bapo_exp.atomic import write_json_atomic
-from bapo_exp.multirun import read_record, record_file
+from bapo_exp.run import multirun
+from bapo_exp.run.multirun import read_record, record_file
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from bapo_exp.modeling.load import make_policy
-from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps, model_fingerprint
-from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.logp_cache import ReferenceCache, cached_logps, model_fingerprint
+from bapo_exp.modeling.policy import make_policy
+from bapo_exp.modeling.reference_model import Reference
 from bapo_exp.modeling.scoring import FORWARD_COUNTER, forward_logps
 from bapo_exp.modeling.tokenize import Tokenization, collate
 from tests.modeling.conftest import tiny_cfg

@@ -1,23 +1,57 @@
-"""``bapo-exp --help``: every config group with its default and each option's description (the
-first comment line of its file), and every key with its default value (the composed
-``conf/config.yaml``). The methods listed are the ones "choose a method" names
-(``method_options``)."""
+"""What the command line knows of ``conf/`` and the schema: each group's options
+(``group_options``), every dotted key (``schema_keys``), and ``bapo-exp --help`` (``usage``):
+every config group with its default and each option's description (the first comment line of
+its file), and every key with its default value (the composed ``conf/config.yaml``). The methods
+listed are the ones "choose a method" names (``method_options``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
+import typing
 from typing import Any
 
-from bapo_exp.config import CONF_DIR
+from bapo_exp.config import CONF_DIR, METHOD_SCHEMAS, Config
 
 NOT_GROUPS = ("accelerate", "hydra", "local")  # conf/ folders that are not config groups
 WIDTH = 100
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group: ``conf/<group>/*.yaml`` and those plug-ins stored in
+    Hydra's ConfigStore (the ``schema/`` group holds schemas, not options)."""
+    from hydra.core.config_store import ConfigStore
+
+    folder = CONF_DIR / group
+    names = {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else set()
+    node = ConfigStore.instance().repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    names |= {k.removesuffix(".yaml") for k, v in node.items() if k.endswith(".yaml")}
+    return sorted(names)
+
+
+def _fields(schema: type) -> dict[str, typing.Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def schema_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of ``schema`` (methods: the union of every method's fields)."""
+    keys = []
+    for name, hint in _fields(schema).items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        nested = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
+        if key == "method":
+            nested = list(METHOD_SCHEMAS.values())
+        for t in nested:
+            keys += schema_keys(t, key + ".")
+    return sorted(set(keys))
+
+
 def method_options() -> list[str]:
     """The ``method=`` options (conf/method and plug-ins): what --help and the error list."""
-    from bapo_exp.cli import group_options
-
     return group_options("method")
 
 
@@ -43,8 +77,6 @@ def group_defaults() -> dict[str, Any]:
 
 
 def _group_lines(group: str, default: Any) -> list[str]:
-    from bapo_exp.cli import group_options
-
     head = "required, no default" if group == "method" else f"default: {default or 'none'}"
     lines = [f"  {group} ({head})"]
     options = group_options(group)
@@ -74,10 +106,8 @@ def _composed() -> dict[str, Any]:
 
 
 def _key_lines(composed: dict[str, Any]) -> list[str]:
-    from bapo_exp.cli import _schema_keys
-
     lines = []
-    keys = _schema_keys()
+    keys = schema_keys()
     for top in sorted({k.split(".")[0] for k in keys}):
         node = composed.get(top)
         if top == "method":

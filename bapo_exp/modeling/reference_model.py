@@ -68,7 +68,7 @@ class Reference:
 
     def fingerprint(self) -> str:
         """Weights identity; a policy with a fresh, disabled adapter equals its base model."""
-        from bapo_exp.modeling.ref_cache import model_fingerprint
+        from bapo_exp.modeling.logp_cache import model_fingerprint
 
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(

@@ -19,13 +19,21 @@ import hydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bapo_exp.config import CONF_DIR, Config, register_configs
-from bapo_exp.launch import checked_config, launch_config, redo, restore_interrupted, user_errors
+from bapo_exp.config import CONF_DIR, Config
+from bapo_exp.run.launch import (
+    checked_config,
+    launch_config,
+    redo,
+    restore_interrupted,
+    user_errors,
+)
+from bapo_exp.run.lock import RunInUse, run_lock
+from bapo_exp.run.register import register_configs
 from bapo_exp.stages import STAGES
 from bapo_exp.tracking.env import env_snapshot
-from bapo_exp.tracking.lock import RunInUse, run_lock
 from bapo_exp.tracking.run_dir import RunDir
 from bapo_exp.tracking.tracker import make_tracker
+from bapo_exp.tracking.workers import is_worker, process_view
 
 log = logging.getLogger("bapo_exp")
 register_configs()  # with the plug-ins (they may add methods, datasets, suites, options)
@@ -70,8 +78,6 @@ def run_stages(cfg: Config, run: RunDir, config_dict: dict) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
-
-    from bapo_exp.stages.common import is_worker, process_view  # lazy (torch)
 
     run = RunDir.from_hydra()
     overrides = list(HydraConfig.get().overrides.task)
@@ -120,12 +126,12 @@ def execute(
     seed_everything(cfg.seed, cfg.model.threads)
     run_stages(cfg, run, OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True))
     if changes is not None:  # a re-launch that succeeded: its settings and its record
-        from bapo_exp.relaunch import SAVED, config_to_save
+        from bapo_exp.run.relaunch import SAVED, config_to_save
 
         run.save_config(OmegaConf.to_yaml(config_to_save(dcfg, OmegaConf.load(run.root / SAVED))))
         run.append_jsonl(".hydra/relaunches.jsonl", {"overrides": overrides, "changes": changes,
                                                       **env})  # fmt: skip
-    from bapo_exp.report import run_table
+    from bapo_exp.run.report import run_table
 
     log.info("results of %s\n%s", run.root, run_table(run))
     return run.objective(cfg.objective)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bapo_exp.cells import quoted
 from bapo_exp.config import CONF_DIR
+from bapo_exp.run.identity import quoted
 from bapo_exp.tracking.run_dir import RunDir
 
 log = logging.getLogger(__name__)

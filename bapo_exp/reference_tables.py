@@ -4,9 +4,9 @@
     base = base_responses(main, prompts, cfg.reference, cache_dir=..., seed=cfg.seed)
     table = score_examples(refs, examples, base, cfg.reference)      # a RefTable
 
-Names: a ``Reference`` (``modeling.reference``) is a frozen model that scores text; a
+Names: a ``Reference`` (``modeling.reference_model``) is a frozen model that scores text; a
 ``RefTable`` holds the log-probs K references give each example's chosen, rejected and base
-response; the ``ReferenceCache`` (``modeling.ref_cache``) keeps them on disk, so with warm caches
+response; the ``ReferenceCache`` (``modeling.logp_cache``) keeps them on disk, so with warm caches
 the ``reference``, ``train`` and ``eval`` stages run no reference forward pass.
 """
 
@@ -23,7 +23,7 @@ from torch import Tensor
 from bapo_exp.config import ReferenceStageConfig
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.losses.types import AnchorLogps, PairLogps
-from bapo_exp.modeling.reference import Reference
+from bapo_exp.modeling.reference_model import Reference
 
 log = logging.getLogger(__name__)
 ROLES = ("chosen", "rejected", "base")  # the response axis of a RefTable (+ "anchor")
@@ -126,7 +126,7 @@ def score_examples(
     """Every reference scores the *text* of y_w, y_l and y_b with its own tokenizer (§4.1);
     with ``anchor_prompts`` (one per example) also (x_a, y_b(x_a)), the ``anchor`` role;
     ``base=None``: chosen and rejected only (pairs that need no y_b, e.g. ``personal/hard_*``)."""
-    from bapo_exp.modeling.ref_cache import ReferenceCache, cached_logps
+    from bapo_exp.modeling.logp_cache import ReferenceCache, cached_logps
 
     texts = {"chosen": [(e.prompt, e.chosen) for e in examples],
              "rejected": [(e.prompt, e.rejected) for e in examples]}  # fmt: skip
@@ -178,7 +178,7 @@ def disagreement(table: RefTable) -> dict[str, float]:
     references' margins ``l(y_w) - l(y_l)`` (NaN when either is constant).
     ``mrpo/ref_disagreement`` (and its stderr) is reference 1's. Identical references give 0.
     """
-    from bapo_exp.evaluation.personalisation import put
+    from bapo_exp.evaluation.items import put
 
     out: dict[str, float] = {}
     l0 = {r: table.role(r).double() for r in ("chosen", "rejected")}

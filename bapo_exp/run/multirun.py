@@ -178,7 +178,7 @@ class MultirunReport(Callback):
         log.info(
             "multirun: %d jobs %s -> %s", report["n_jobs"], report["counts"], sweep_dir / REPORT
         )
-        from bapo_exp.report import grid_table
+        from bapo_exp.run.report import grid_table
 
         log.info("grid results (python -m bapo_exp.analysis %s for the aggregated table):\n%s",
                  sweep_dir, grid_table(report["jobs"]))  # fmt: skip

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import CONF_DIR, RUN_INDEPENDENT, run_independent
+from bapo_exp.tracking.workers import is_worker
 
 SAVED = Path(".hydra") / "config.yaml"
 PER_LAUNCH = ("force", "stages")  # what this launch does: never taken from the saved config
@@ -46,8 +47,6 @@ def fresh_run_subdir(*, _root_: DictConfig) -> str | None:
     Under ``accelerate launch`` only the main process writes ``.hydra/``: a worker that wrote it
     first would make the main process see a half-written "existing run" and refuse its own
     overrides as conflicts (workers take the main process's config, ``launch_config``)."""
-    from bapo_exp.stages.common import is_worker
-
     out = str(Path(str(_root_.hydra.runtime.output_dir)).resolve())
     if out not in _FIRST:
         new = not is_worker() and not (Path(out) / SAVED).exists()

@@ -13,14 +13,13 @@ option and never suggests one).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import typing
 from pathlib import Path
 
-from bapo_exp.config import CONF_DIR, METHOD_SCHEMAS, Config
+from bapo_exp.config import CONF_DIR
 from bapo_exp.readback import DamagedFileError
 from bapo_exp.registry import did_you_mean
+from bapo_exp.run.usage import group_options, schema_keys
 
 FREE_KEYS = ("data.world", "data.personas", "data.instructions", "micro.world",
              "micro.style_exposure")  # dict-valued settings: any sub-key  # fmt: skip
@@ -28,39 +27,6 @@ FREE_KEYS = ("data.world", "data.personas", "data.instructions", "micro.world",
 
 class UsageError(ValueError):
     """A command-line mistake: printed as one line, no traceback."""
-
-
-def group_options(group: str) -> list[str]:
-    """The options of a config group: ``conf/<group>/*.yaml`` and those plug-ins stored in
-    Hydra's ConfigStore (the ``schema/`` group holds schemas, not options)."""
-    from hydra.core.config_store import ConfigStore
-
-    folder = CONF_DIR / group
-    names = {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else set()
-    node = ConfigStore.instance().repo
-    for part in group.split("/"):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    names |= {k.removesuffix(".yaml") for k, v in node.items() if k.endswith(".yaml")}
-    return sorted(names)
-
-
-def _fields(schema: type) -> dict[str, typing.Any]:
-    hints = typing.get_type_hints(schema)
-    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
-
-
-def _schema_keys(schema: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of ``schema`` (methods: the union of every method's fields)."""
-    keys = []
-    for name, hint in _fields(schema).items():
-        key = f"{prefix}{name}"
-        keys.append(key)
-        nested = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
-        if key == "method":
-            nested = list(METHOD_SCHEMAS.values())
-        for t in nested:
-            keys += _schema_keys(t, key + ".")
-    return sorted(set(keys))
 
 
 def _check_key(key: str, known: list[str]) -> None:
@@ -77,7 +43,7 @@ def _check_key(key: str, known: list[str]) -> None:
 
 def check_overrides(args: list[str]) -> None:
     """Fail on an unknown group option or config key, naming the closest valid one."""
-    known = _schema_keys()
+    known = schema_keys()
     for arg in args:
         if arg.startswith("-") or "=" not in arg or arg.startswith(("+", "~")):
             continue
@@ -95,7 +61,7 @@ def check_overrides(args: list[str]) -> None:
 
 
 def _run_hydra(args: list[str]) -> None:
-    from bapo_exp.main import main as hydra_main
+    from bapo_exp.run.main import main as hydra_main
 
     sys.argv = [sys.argv[0], *args]
     hydra_main()
@@ -109,13 +75,13 @@ def eval_command(args: list[str]) -> None:
     if not (run_dir / ".hydra" / "config.yaml").exists():
         raise UsageError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
     check_overrides(rest)
-    from bapo_exp.cells import quoted
+    from bapo_exp.run.identity import quoted
 
     _run_hydra(["stages=[eval]", "force=true", f"hydra.run.dir={quoted(str(run_dir))}", *rest])
 
 
 def show_command(args: list[str]) -> None:
-    from bapo_exp.report import run_table
+    from bapo_exp.run.report import run_table
 
     if not args:
         raise UsageError("usage: bapo-exp show <run_dir>")
@@ -123,7 +89,7 @@ def show_command(args: list[str]) -> None:
 
 
 def main() -> None:
-    from bapo_exp.config import register_configs
+    from bapo_exp.run.register import register_configs
 
     register_configs()  # with the plug-ins: they may add methods, datasets, suites, options
     args = sys.argv[1:]
@@ -133,7 +99,7 @@ def main() -> None:
         if args and args[0] == "show":
             return show_command(args[1:])
         if any(a in ("--help", "-h") for a in args):
-            from bapo_exp.cli_help import usage
+            from bapo_exp.run.usage import usage
 
             sys.stdout.write(usage(__doc__))
             return None
