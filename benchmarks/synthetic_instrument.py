@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, finish, machine, print_table
+from common import REPO, finish, machine, print_table, set_quick
 
 PRESETS = {"demo": "demo", "study": "study"}
 CURVE = {
@@ -70,7 +70,8 @@ def pick(summary: dict) -> dict:
 
 
 def measure(world: str, args: argparse.Namespace, cache: Path, runs: Path) -> dict:
-    common = [f"experiment={PRESETS[world]}", f"paths.cache_dir={cache}", "logger=none"]
+    common = [f"experiment={PRESETS[world]}", f"paths.cache_dir={cache}", "logger=none",
+              *(["model.micro.steps=30"] if args.quick else [])]  # fmt: skip
     t0 = time.perf_counter()
     base_cpu = cli([*common, "method=none", "stages=[eval]", f"hydra.run.dir={runs}/base"])
     base_wall = time.perf_counter() - t0
@@ -114,7 +115,12 @@ def main() -> None:
     parser.add_argument("--at", type=int, nargs="+", default=[2, 4, 8, 12, 16, 24, 32, 48, 64, 96])
     parser.add_argument("--cache", default=None, help="reuse this cache (default: a fresh one)")
     parser.add_argument("--name", default="synthetic_instrument")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: the demo world, a 30-step base, 4 DPO steps")  # fmt: skip
     args = parser.parse_args()
+    set_quick(args.quick)  # --quick writes into the scratch folder, never benchmarks/results/
+    if args.quick:
+        args.worlds, args.steps, args.at = ["demo"], 4, [2]
     payload = {"machine": machine(threads=1), "args": vars(args), "worlds": []}
     with tempfile.TemporaryDirectory(prefix="instrument-") as tmp:
         for world in args.worlds:

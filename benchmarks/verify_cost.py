@@ -54,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     set_quick(args.quick)  # --quick writes into the scratch folder, never benchmarks/results/
     sizes = [16] if args.quick else args.mb
-    payload = {"machine": machine(threads=1), "rows": [measure(mb) for mb in sizes]}
+    payload = {"machine": machine(threads=1), "settings": {"quick": args.quick, "mb": sizes},
+               "rows": [measure(mb) for mb in sizes]}  # fmt: skip
     columns = ["mb", "publish_wall_s", "read_sizes_wall_s", "full_hash_wall_s",
                "full_hash_cpu_s", "mb_per_cpu_s"]  # fmt: skip
     finish("verify_cost", payload, payload["rows"], columns)

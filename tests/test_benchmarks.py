@@ -21,7 +21,8 @@ BENCH = REPO / "benchmarks"
 # run_all.sh's scripts: the README's table, the read-back cost and the study cell
 RUN_ALL = {"mfu", "method_overhead", "dpo_vs_trl", "eval_throughput", "verify_cost", "study_cell"}
 OTHERS = {"drift_bapo_vs_dpo": "drift_bapo_vs_dpo", "eval_baseline": "eval_baseline",
-          "reference_stage": "reference_stage", "micro_kernels": "kernels"}  # fmt: skip
+          "reference_stage": "reference_stage", "micro_kernels": "kernels",
+          "synthetic_instrument": "synthetic_instrument"}  # fmt: skip
 
 
 def quick_env(out: Path) -> dict[str, str]:
