@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bapo_exp.evaluation.summary import MC_METRICS
+from bapo_exp.evaluation.summary import GROUP_METRICS
 from bapo_exp.evaluation.tasks import utils as task_utils
 from bapo_exp.registry import Registry
 
@@ -80,7 +80,7 @@ def mc_format_of(suite: str, mc_format: str) -> str:
 
 def group(name: str, tasks: list[str], weight_by_size: bool, **extra: Any) -> dict[str, Any]:
     """An lm-eval group file: ``tasks`` (task names or tags) aggregated into ``name``."""
-    aggregate = [{"metric": m, "weight_by_size": weight_by_size} for m in MC_METRICS]
+    aggregate = [{"metric": m, "weight_by_size": weight_by_size} for m in GROUP_METRICS]
     return {"group": name, **extra, "task": tasks, "aggregate_metric_list": aggregate,
             "metadata": {"version": 1.0}}  # fmt: skip
 

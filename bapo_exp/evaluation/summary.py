@@ -6,7 +6,8 @@
 For every prefix P in a record's layout (``mmlu``, ``mmlu/<category>``, ``mmlu/subject/<s>``,
 ``scienceqa``, ``hhh``, ``hhh/<subset>``) the summary has ``P/acc``, ``P/acc_stderr``,
 ``P/acc_norm``, ``P/acc_norm_stderr``, ``P/n``, ``P/chance``, ``P/at_chance`` and
-``P/at_chance_norm``; and ``<suite>/wall_time_s`` per suite.
+``P/at_chance_norm``; ``P/brier`` where the suite scores it (MMLU format and HHH format: lm-eval's
+``brier_score``); and ``<suite>/wall_time_s`` per suite.
 
 - ``acc`` sums the log-likelihood of each choice, ``acc_norm`` divides it by the choice's length
   in bytes (lm-eval). ``mmlu*``, ``scienceqa`` and ``hhh`` weight items equally (``hhh`` pools
@@ -14,6 +15,10 @@ For every prefix P in a record's layout (``mmlu``, ``mmlu/<category>``, ``mmlu/s
   mean of the subsets (as BIG-bench reports), ``n`` its total items.
 - ``_stderr`` is lm-eval's (sample standard error; pooled for groups) and, where lm-eval gives
   none, the binomial ``sqrt(p (1 - p) / n)`` (for a mean of subsets: ``sqrt(sum se_i^2) / k``).
+- ``brier`` is the mean over items of ``sum_c (p_c - [c = gold])^2``, ``p`` the softmax of the
+  choices' summed log-likelihoods: a continuous measure beside ``acc`` (0 for a model sure of
+  every right answer; it moves before an answer flips, so it has no ceiling where ``acc`` does).
+  Groups weight it by items like ``acc``; lm-eval gives it no standard error.
 - ``chance`` is the mean over items of ``1 / #choices`` (a mean of subsets: of the subsets').
 - ``at_chance`` is 1.0 when ``|acc - chance| <= 2 * max(se, se0)``, ``se`` the stderr above and
   ``se0 = sqrt(chance (1 - chance) / n)`` the stderr of a model at chance (so a perfect or a
@@ -27,6 +32,8 @@ import math
 from typing import Any
 
 MC_METRICS = ("acc", "acc_norm")
+CONTINUOUS = ("brier_score",)  # lm-eval name; summary key ``brier``
+GROUP_METRICS = MC_METRICS + CONTINUOUS
 
 
 def binomial_stderr(p: float, n: int) -> float:
@@ -92,7 +99,7 @@ def _mean_of(record: dict, tasks: list[str]) -> dict[str, float] | None:
     if not found:
         return None
     out = {}
-    for metric in MC_METRICS:
+    for metric in GROUP_METRICS:
         values = [_number(r.get(f"{metric},none")) for r in found]
         if all(v is not None for v in values):
             out[f"{metric},none"] = sum(values) / len(values)
@@ -131,6 +138,9 @@ def flatten_entry(record: dict, prefix: str, entry: dict) -> dict[str, float]:
         out[f"{prefix}/{metric}_stderr"] = se
         flag = "at_chance" if metric == "acc" else f"at_chance_{metric.removeprefix('acc_')}"
         out[f"{prefix}/{flag}"] = at_chance(p, se, chance, se0)
+    brier = _number(res.get("brier_score,none"))
+    if brier is not None:
+        out[f"{prefix}/brier"] = brier
     return out
 
 

@@ -174,3 +174,45 @@ def test_out_dir_gets_one_json_per_suite(tmp_path, sqa_answers) -> None:
         == raw["scienceqa"]["results"]["scienceqa"]["acc,none"]
     )
     assert on_disk["n-samples"]["scienceqa"]["effective"] == 3
+
+
+# ----------------------------------------------------------------------------- Brier score
+def _brier(lls: list[float], gold: int) -> float:
+    """float64 reference: sum over choices of (softmax(lls) - onehot(gold))^2."""
+    import numpy as np
+
+    p = np.exp(np.asarray(lls, dtype=np.float64) - max(lls))
+    p /= p.sum()
+    return float(sum((p[i] - (i == gold)) ** 2 for i in range(len(lls))))
+
+
+@pytest.mark.parametrize("suite", ["mmlu", "hhh"])
+def test_brier_is_the_item_mean_of_a_float64_reference(suite, request) -> None:
+    """``<suite>/brier`` (the suite's group, item-weighted) equals the mean over the items of the
+    Brier score computed here from the stub's own log-likelihoods."""
+    if suite == "mmlu":
+        answers = request.getfixturevalue("mmlu_answers")
+    else:
+        order = request.getfixturevalue("hhh_order")
+    items: dict[tuple, dict] = {}
+
+    def score(req) -> float:
+        if suite == "mmlu":
+            key = mmlu_block(req.args[0])
+            gold = "ABCD".index(answers[key])
+            choice = "ABCD".index(req.args[1].strip())
+        else:
+            key = (req.doc["input"], frozenset(req.doc["choices"]))
+            gold = 0  # the file lists the right response first (score 1)
+            choice = hhh_position_in_file(order, req)
+        spread = 1 + len(key[0] if suite == "hhh" else key) % 7  # varies from item to item
+        ll = -0.3 * spread * (choice != gold) - 0.1 * choice
+        items.setdefault(key, {"gold": gold, "lls": {}})["lls"][choice] = ll
+        return ll
+
+    subjects = ONE_PER_CATEGORY if suite == "mmlu" else None
+    flat = run(StubLM(score), suite, limit=6, mmlu_subjects=subjects)
+    per_item = [_brier([v["lls"][i] for i in sorted(v["lls"])], v["gold"]) for v in items.values()]
+    assert len(per_item) == flat[f"{suite}/n"] > 0
+    assert flat[f"{suite}/brier"] == pytest.approx(sum(per_item) / len(per_item), rel=1e-9)
+    assert 0 < flat[f"{suite}/brier"] < 1  # the stub prefers gold: better than uniform
