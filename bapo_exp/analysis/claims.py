@@ -33,7 +33,14 @@ CLAIMS = {
     "generalise",
     "C3": "Heterogeneity: forgetting grows with the heterogeneity of the preferences",
 }
-METRICS = ("knowledge", "alignment")
+# P1, P2 and P5's outcomes: the continuous retention measures (1 - Brier score), protocol
+# section 13, R1; the accuracies (the protocol's outcome as first written) are secondary S7.
+METRICS = ("knowledge_skill", "alignment_skill")
+ACCURACY = ("knowledge", "alignment")
+UNMATCHED = (
+    "no heterogeneity range was reached on calibration: the runs cannot be compared at "
+    "equal personalisation; their loss after the full horizon is S5's (exploratory)"
+)
 POOLED = f"DPO (beta {', '.join(f'{b:g}' for b in CONTROL_BETAS)} pooled)"
 DPO = (("method_name", "dpo"), ("beta", DEFAULT_BETA))
 DPO_POOLED = (("method_name", "dpo"), ("beta", CONTROL_BETAS))
@@ -58,7 +65,10 @@ def bapo_where(weight: float) -> tuple:
 
 
 def _anchor(choice: dict, weight: float, metric: str, pid: str, **kw: Any) -> Frontiers:
-    args = {"control": POOLED, "where_c": DPO_POOLED + where(choice)} | kw
+    """BAPO at ``weight`` against DPO's pooled frontier; its reach against DPO at beta 0.1
+    alone (one run against one run, protocol section 13, R2)."""
+    main = where(choice)
+    args = {"control": POOLED, "where_c": DPO_POOLED + main, "reach_c": DPO + main} | kw
     statement = f"BAPO lambda={weight:g} keeps more {metric} than {args['control']} at equal "
     return Frontiers(
         pid,
@@ -87,18 +97,19 @@ def _refs(choice, pid, control, where_c, metric, sizes, **kw: Any) -> Endpoint:
     )
 
 
-def _het(choice: dict, outcome: str) -> dict:
+def _het(choice: dict, outcome: str, primary: bool = False) -> dict:
     """Heterogeneity's x-range from the calibration; without one reached, "matched" falls back
-    to "final" (protocol section 9)."""
+    to "final" (protocol section 9), and a primary cannot be judged (section 13, R3)."""
     if "het_range" not in choice:
         return {"outcome": outcome}
     if choice["het_range"] is None:
-        return {"outcome": "final"}
+        return {"outcome": "final", **({"unmatched": UNMATCHED} if primary else {})}
     return {"outcome": outcome, "x_range": tuple(choice["het_range"])}
 
 
 def _mixing(choice, method, by, metric, pid, outcome, **kw) -> Slope:
     design_ = where(choice, "exposure", "n_pairs", "preferences", preferences=MIXES)
+    primary = kw.get("family", "primary") == "primary"
     return Slope(
         pid,
         "C3",
@@ -108,7 +119,7 @@ def _mixing(choice, method, by, metric, pid, outcome, **kw) -> Slope:
         "k_prefs",
         "k_prefs",
         metric,
-        **_het(choice, outcome),
+        **_het(choice, outcome, primary),
         **kw,
     )
 
@@ -133,11 +144,11 @@ def primary(choice: dict) -> list:
     """P1-P5 (protocol section 7)."""
     weight = float(choice["anchor_weight"])
     return [
-        _anchor(choice, weight, "knowledge", "P1"),
-        _anchor(choice, weight, "alignment", "P2"),
+        _anchor(choice, weight, METRICS[0], "P1"),
+        _anchor(choice, weight, METRICS[1], "P2"),
         _refs(choice, "P3", "DPO", DPO, "hard_margin", SCARCE),
         _refs(choice, "P4", f"DPO rescaled eps={MRPO_EPS:g}", RESCALED, "hard_margin", SCARCE),
-        _mixing(choice, "DPO", DPO, "knowledge", "P5", "matched"),
+        _mixing(choice, "DPO", DPO, METRICS[0], "P5", "matched"),
     ]
 
 
@@ -147,8 +158,9 @@ def _other_settings(cells: pd.DataFrame, weight: float) -> list[float]:
 
 
 def _anchoring(choice: dict, cells: pd.DataFrame) -> list:
-    """S1-S3 and S6: C1 with the envelope, on logodds, against DPO at beta 0.1 alone, after
-    the full horizon, at every other anchor weight in the grid, and well-formedness."""
+    """S1-S3, S6 and S7: C1 with the envelope, on logodds, against DPO at beta 0.1 alone, after
+    the full horizon, at every other anchor weight in the grid, well-formedness, and on the
+    accuracies (P1-P2's outcome as first written)."""
     weight, sec = float(choice["anchor_weight"]), {"family": "secondary"}
     lam, main = f"BAPO lambda={weight:g}", where(choice)
     out: list = []
@@ -183,6 +195,9 @@ def _anchoring(choice: dict, cells: pd.DataFrame) -> list:
         out += [
             _anchor(choice, w, m, f"S3{s}-{w:g}", **sec) for w in _other_settings(cells, weight)
         ]
+    out += [
+        _anchor(choice, weight, m, f"S7{s}", **sec) for m, s in zip(ACCURACY, "ab", strict=True)
+    ]
     statement = f"{lam} ends with more well-formed generations than DPO at the last step"
     out.append(
         Endpoint(
@@ -219,7 +234,7 @@ def secondary(choice: dict, cells: pd.DataFrame) -> list:
     out += [
         _mixing(choice, meth, by, m, f"S5 mixing {meth} {m} {o}", o, **sec)
         for meth, by, m, o in outcomes
-        if (meth, m, o) != ("DPO", "knowledge", "matched")
+        if (meth, m, o) != ("DPO", METRICS[0], "matched")
     ]
     return out
 

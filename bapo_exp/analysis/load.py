@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "alignment": ("eval/synthetic_alignment/acc", "eval/hhh/acc"),
     "alignment_se": ("eval/synthetic_alignment/acc_stderr", "eval/hhh/acc_stderr"),
     "alignment_n": ("eval/synthetic_alignment/n",),
+    "knowledge_brier": ("eval/synthetic_knowledge/neutral/brier", "eval/mmlu/brier"),
+    "alignment_brier": ("eval/synthetic_alignment/brier", "eval/hhh/brier"),
     "pref_acc": ("eval/personal/pref_acc",),
     "hard_margin": ("eval/personal/hard_margin",),
     "hard_margin_se": ("eval/personal/hard_margin_se", "eval/personal/hard_margin_stderr"),
@@ -263,7 +266,10 @@ SOURCES: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "distance": ("het/nll_distance",),
 }
-METRICS = [*SOURCES, "knowledge_pref", "clip_frac", "base_fingerprint"]
+# The continuous retention measures: 1 - Brier score (higher is better, like the accuracies, so
+# the frontier and loss code reads them as it reads accuracy; evaluation.summary defines Brier).
+SKILLS = {"knowledge_skill": "knowledge_brier", "alignment_skill": "alignment_brier"}
+METRICS = [*SOURCES, *SKILLS, "knowledge_pref", "clip_frac", "base_fingerprint"]
 CELL_COLUMNS = [*KEYS, *DESIGN, *METRICS]
 DEFAULT_BETA = 0.1  # labels name beta only when it differs (the methods' YAML default)
 
@@ -342,10 +348,21 @@ def cell_row(point: dict[str, Any], clip_frac: float = float("nan")) -> dict[str
         "k_prefs": prefs.count(",") + 1 if prefs else 0,
     }  # fmt: skip
     row.update({col: _first(point, keys) for col, keys in SOURCES.items()})
+    row.update(_skills(row))
     row["knowledge_pref"] = point.get(f"eval/synthetic_knowledge/{first}/acc")
     row["clip_frac"] = clip_frac
     row["base_fingerprint"] = point.get("eval/base_fingerprint")
     return row
+
+
+def _skills(row: dict[str, Any]) -> dict[str, float]:
+    """``SKILLS`` of a row: 1 - its Brier score (NaN where the run has none)."""
+    out = {}
+    for skill, brier in SKILLS.items():
+        b = row.get(brier)
+        ok = isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)
+        out[skill] = 1.0 - float(b) if ok else float("nan")
+    return out
 
 
 def load_cells(root: str | Path, duplicates: str = "error") -> pd.DataFrame:
@@ -385,4 +402,6 @@ def read_cells(path: str | Path) -> pd.DataFrame:
     for col in CELL_COLUMNS:
         if col not in df:
             df[col] = np.nan
+    for skill, brier in SKILLS.items():
+        df[skill] = df[skill].fillna(1.0 - pd.to_numeric(df[brier], errors="coerce"))
     return df[CELL_COLUMNS]

@@ -2,7 +2,8 @@
 the calibration's choice. Every interval drawn is a 95% interval over bases unless the figure
 says it is the Holm-adjusted one; n is printed with what it counts.
 
-- ``frontier``: knowledge and alignment against style share (and against logodds, when
+- ``frontier``: knowledge and alignment (the primary outcome, 1 - Brier score, where the table
+  has it; else the accuracies) against style share (and against logodds, when
   measured): per method, the mean over test bases of the per-unit isotonic frontiers with a
   pointwise 95% band; the mean evaluated points labelled by step; the x-range shaded, the reach
   levels marked; a last panel with the share of units that reach each level.
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
-from bapo_exp.analysis.claims import DPO_POOLED, POOLED, bapo_where, where
+from bapo_exp.analysis.claims import ACCURACY, DPO_POOLED, METRICS, POOLED, bapo_where, where
 from bapo_exp.analysis.frontier import fit, grid, reached
 from bapo_exp.analysis.plots import COLORS, ci95, new_figure, save
 from bapo_exp.analysis.verdicts import runs
@@ -26,6 +27,8 @@ from bapo_exp.analysis.verdicts import runs
 NAMES = {
     "knowledge": "knowledge (neutral wording)",
     "alignment": "alignment (HHH format)",
+    "knowledge_skill": "knowledge, 1 - Brier (neutral wording)",
+    "alignment_skill": "alignment, 1 - Brier (HHH format)",
     "x": "style share of generations",
     "logodds": "log-odds preferred vs neutral",
 }
@@ -134,10 +137,11 @@ def frontier(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     axes_x = [("x", P.X_RANGE)]
     if choice.get("logodds_range") and test["logodds"].notna().any():
         axes_x.append(("logodds", tuple(choice["logodds_range"])))
+    metrics = METRICS if test[list(METRICS)].notna().any().all() else ACCURACY
     fig, axes = new_figure(3, width=4.4, height=3.6, rows=len(axes_x))
     for r, (x, rng_x) in enumerate(axes_x):
         row = axes[3 * r : 3 * r + 3]
-        for ax, metric in zip(row[:2], ("knowledge", "alignment"), strict=True):
+        for ax, metric in zip(row[:2], metrics, strict=True):
             _frontier_panel(ax, test, choice, x, metric, rng_x)
         row[1].sharey(row[0])
         if r == 0:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from bapo_exp.analysis import protocol as P
 from bapo_exp.analysis.claims import (
+    ACCURACY,
     DPO,
     METRICS,
     MRPO,
@@ -98,13 +99,14 @@ NOTE = (
 def anchoring(verdicts: pd.DataFrame, out: Path) -> list[Path]:
     """C1's contrasts, knowledge and alignment side by side on one x scale (rows not run at
     all, e.g. S6 without a well-formedness rate, are named in the title)."""
-    rows = verdicts[(verdicts["claim"] == "C1") & verdicts["metric"].isin(METRICS)]
-    none = verdicts[(verdicts["claim"] == "C1") & ~verdicts["metric"].isin(METRICS)]
-    n = max(len(rows[rows["metric"] == m]) for m in METRICS)
+    family = verdicts["metric"].str.split("_").str[0]  # knowledge_skill and knowledge together
+    c1 = verdicts["claim"] == "C1"
+    rows, none = verdicts[c1 & family.isin(ACCURACY)], verdicts[c1 & ~family.isin(ACCURACY)]
+    n = max(int((family[rows.index] == m).sum()) for m in ACCURACY)
     fig, axes = new_figure(2, width=5.6, height=0.3 * n + 1.4, sharex=True)
-    for ax, metric in zip(axes, METRICS, strict=True):
-        _forest(ax, rows[rows["metric"] == metric])
-        ax.set_xlabel(f"treatment minus control: {metric} (frontier gap or last step)")
+    for ax, metric in zip(axes, ACCURACY, strict=True):
+        _forest(ax, rows[family[rows.index] == metric])
+        ax.set_xlabel(f"treatment minus control: {metric} (1 - Brier; S7: accuracy)")
     ran = none[none["n_units"] > 0]
     rest = "; " + ", ".join(f"{r.id} ({r.metric}) {r.verdict}" for r in ran.itertuples())
     fig.suptitle(f"C1 anchoring on the test bases. {NOTE}" + (rest if len(ran) else ""), fontsize=7)
@@ -184,7 +186,7 @@ def references(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     controls = (("DPO", DPO), ("rescaled DPO", RESCALED))
     _by_size(axes[0], test, ("hard_margin",), controls, refs)
     axes[0].set_title("held-out hard margin", fontsize=8)
-    _by_size(axes[2], test, METRICS, controls[:1], refs)
+    _by_size(axes[2], test, _retention(test), controls[:1], refs)
     axes[2].set_title("knowledge and alignment", fontsize=8)
     sweep = last_points(
         test, (("method_name", ("mrpo", "dpo_rescaled")), ("n_pairs", P.EPS_SWEEP_PAIRS)) + refs
@@ -239,6 +241,11 @@ def _losses(
 WHEN = {"matched": "at matched frontier", "final": "after the full horizon"}
 
 
+def _retention(test: pd.DataFrame) -> tuple[str, str]:
+    """The primary retention measures where the table has them, else the accuracies."""
+    return METRICS if test[list(METRICS)].notna().any().all() else ACCURACY
+
+
 def heterogeneity(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     """Losses (base minus trained) at matched frontier and after the full horizon, against the
     measured distance (log axis) and the number of mixed preferences; 95% intervals over
@@ -247,7 +254,7 @@ def heterogeneity(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     fig, axes = new_figure(2, width=4.8, height=3.4, rows=2)
     lam = f"BAPO lambda={float(choice['anchor_weight']):g}"
     for r, axis in enumerate(("exposure", "mixing")):
-        for c, metric in enumerate(("knowledge", "alignment")):
+        for c, metric in enumerate(_retention(test)):
             ax = axes[2 * r + c]
             for i, (method, outcome) in enumerate(
                 (m, o) for m in ("DPO", lam) for o in ("matched", "final")

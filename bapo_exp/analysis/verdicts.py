@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bapo_exp.analysis.frontier import fit, frontier_mean, mean_gap
+from bapo_exp.analysis.frontier import coverage, fit, frontier_mean, mean_gap
 from bapo_exp.analysis.protocol import ALPHA, MIN_BASES, N_BOOT, X_RANGE
 from bapo_exp.analysis.stats import holm, mde, needed, summarise, verdict
 
 Where = tuple[tuple[str, Any], ...]
+NOT_MATCHED = "not matched"  # a claim "at equal personalisation" the runs cannot be matched for
 UNIT = ["base", "seed"]
 ROW_COLS = (
     "id",
@@ -59,7 +60,9 @@ ROW_COLS = (
 @dataclass(frozen=True)
 class Frontiers:
     """Treatment frontier minus control frontier, averaged over ``x_range`` (section 6); the
-    control's runs are pooled within a unit (e.g. DPO over beta) before the fit."""
+    control's runs are pooled within a unit (e.g. DPO over beta) before the fit. ``reach_c``:
+    the runs whose coverage the treatment's is compared with in the reach outcome (default the
+    control's; protocol section 13, R2: one run against one run, DPO at the treatment's beta)."""
 
     id: str
     claim: str
@@ -74,6 +77,7 @@ class Frontiers:
     kind: str = "isotonic"
     expected_sign: int = 1
     family: str = "primary"
+    reach_c: Where | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class Slope:
     expected_sign: int = 1
     family: str = "primary"
     control: str = ""
+    unmatched: str = ""  # why it cannot be judged as claimed (verdict "not matched", p = 1)
 
 
 Contrast = Frontiers | Endpoint | Slope
@@ -170,6 +175,9 @@ def frontier_units(c: Frontiers, cells: pd.DataFrame) -> pd.DataFrame:
     ``reach`` (treatment coverage minus control coverage)."""
     t, k = runs(cells, c.where_t), runs(cells, c.where_c)
     controls = dict(tuple(k.groupby(UNIT, sort=False)))
+    reach_runs = controls if c.reach_c is None else dict(
+        tuple(runs(cells, c.reach_c).groupby(UNIT, sort=False))
+    )  # fmt: skip
     rows = []
     for key, tg in t.groupby(UNIT, sort=True):
         kg = controls.get(key)
@@ -178,6 +186,10 @@ def frontier_units(c: Frontiers, cells: pd.DataFrame) -> pd.DataFrame:
         ft = fit(tg[c.x], tg[c.metric], c.kind)
         fc = fit(kg[c.x], kg[c.metric], c.kind)
         g = mean_gap(ft, fc, c.x_range)
+        rg = reach_runs.get(key)
+        cov_r = g.coverage_c if c.reach_c is None else (
+            math.nan if rg is None else coverage(float(rg[c.x].max()), c.x_range)
+        )  # fmt: skip
         rows.append(
             {
                 "base": key[0],
@@ -185,7 +197,7 @@ def frontier_units(c: Frontiers, cells: pd.DataFrame) -> pd.DataFrame:
                 "value": g.gap,
                 "coverage_t": g.coverage_t,
                 "coverage_c": g.coverage_c,
-                "reach": g.coverage_t - g.coverage_c,
+                "reach": g.coverage_t - cov_r,
             }
         )
     return pd.DataFrame(rows, columns=[*UNIT, "value", "coverage_t", "coverage_c", "reach"])
@@ -286,6 +298,8 @@ def _row(
         bool(reach_hi < 0),
         unreached,
     )
+    if getattr(c, "unmatched", ""):
+        word, note = NOT_MATCHED, c.unmatched
     return {
         "id": c.id,
         "family": c.family,
@@ -325,11 +339,14 @@ def _reach(u: pd.DataFrame, n_boot: int, rng: int) -> tuple[float, float, float]
     return (r.estimate, *r.interval(1 - ALPHA))
 
 
-def _p(u: pd.DataFrame, n_boot: int, rng: int) -> float:
+def _p(c: Contrast, u: pd.DataFrame, n_boot: int, rng: int) -> float:
     """A primary's p-value for Holm; NaN (p = 1 in the family) when its verdict cannot be
     "supported" or "refuted" whatever the test says (fewer than ``MIN_BASES`` bases, a constant
-    outcome, a treatment that covers credibly less of the range), so an undecidable contrast
-    never spends a step of Holm's and loosens the others'."""
+    outcome, a treatment that covers credibly less of the range, a claim the runs cannot be
+    matched for), so an undecidable contrast never spends a step of Holm's and loosens the
+    others'."""
+    if getattr(c, "unmatched", ""):
+        return math.nan
     s = summarise(u, n_boot=n_boot, rng=rng)
     if s.n_bases < MIN_BASES or s.constant or _reach(u, n_boot, rng)[2] < 0:
         return math.nan
@@ -354,7 +371,7 @@ def verdict_rows(
     starts from the seed ``rng``, so a row does not change when contrasts are added."""
     table = [(c, units(c, cells)) for c in contrasts]
     primary = [i for i, (c, _) in enumerate(table) if c.family == "primary"]
-    p = [_p(table[i][1], n_boot, rng) for i in primary]
+    p = [_p(table[i][0], table[i][1], n_boot, rng) for i in primary]
     reject, p_adj, levels = holm(p) if primary else ([], [], [])
     adjusted = {
         i: (bool(r), float(lv), float(pa))

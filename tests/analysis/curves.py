@@ -12,6 +12,11 @@ STEPS = (3, 6, 12, 18, 24, 36, 48, 60, 72, 84, 96)
 
 
 def row(**values) -> dict:
+    """A row; the continuous retention measures (``*_skill``) follow the accuracies unless
+    given, so a known effect on one is the same effect on the other."""
+    for m in ("knowledge", "alignment"):
+        if m in values and f"{m}_skill" not in values:
+            values[f"{m}_skill"] = values[m]
     return (
         {c: np.nan for c in CELL_COLUMNS}
         | {

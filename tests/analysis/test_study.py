@@ -155,6 +155,18 @@ def test_an_old_table_is_read_with_the_new_columns() -> None:
     assert (bapo["method_name"] == "bapo").all() and (bapo["anchor_weight"] == 0.01).all()
     assert set(old.loc[old["method"].str.startswith("DPO resc"), "method_name"]) == {"dpo_rescaled"}
     assert (old.loc[old["method"] == "MRPO eps=0.5", "ctro_eps"] == 0.5).all()
+    assert old["knowledge_skill"].isna().all()  # scored before the Brier score existed
+    brier = old.assign(knowledge_brier=0.1).drop(columns=["knowledge_skill"])
+    assert (read_cells_from(brier)["knowledge_skill"] == 0.9).all()  # derived when missing
+
+
+def read_cells_from(df: pd.DataFrame) -> pd.DataFrame:
+    import io
+
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    buf.seek(0)
+    return read_cells(buf)
 
 
 def test_the_protocol_states_the_constants_the_analysis_uses() -> None:
@@ -198,7 +210,8 @@ def test_cells_are_collected_from_run_folders_with_the_instruments_keys(tmp_path
     summary = {"gen/style_share": 0.4, "gen/style_share_se": 0.03, "gen/well_formed": 0.9,
                "personal/style_logodds": -1.5, "personal/hard_margin": 0.7,
                "personal/hard_pref_acc": 0.6, "synthetic_knowledge/neutral/acc": 0.8,
-               "synthetic_alignment/acc": 0.9}  # fmt: skip
+               "synthetic_alignment/acc": 0.9, "synthetic_knowledge/neutral/brier": 0.25,
+               "synthetic_alignment/brier": 0.125}  # fmt: skip
     mrpo = make_run(tmp_path, "mrpo", micro({"name": "mrpo", "beta": 0.1, "ctro_eps": 0.1}, 100),
                     summary | {"gen/style_share": 0.6}, metrics=[{"mrpo/clip_frac_1": 0.2},
                     {"mrpo/clip_frac_1": 0.4}])  # fmt: skip
@@ -217,5 +230,7 @@ def test_cells_are_collected_from_run_folders_with_the_instruments_keys(tmp_path
     assert m8["clip_frac"] == pytest.approx(0.3) and m8["ref_disagreement"] == 0.3
     assert (m8["well_formed"], m8["logodds"], m8["hard_margin"]) == (0.9, -1.5, 0.7)
     assert (m8["lr"], m8["horizon"], m8["exposure"], m8["n_pairs"]) == (1.5e-4, 8, 0.1, 4)
+    assert (m8["knowledge_brier"], m8["knowledge_skill"]) == (0.25, 0.75)
+    assert (m8["alignment_brier"], m8["alignment_skill"]) == (0.125, 0.875)
     d = cells.loc[("dpo", 0)]  # no train summary: the eval summary is step 0
     assert d["role"] == "test" and d["method"] == "DPO beta=0.05" and d["beta"] == 0.05

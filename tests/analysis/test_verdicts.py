@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,7 +157,10 @@ def test_the_heterogeneity_trend_ignores_other_training_set_sizes() -> None:
     clean = verdict_rows([mix], mixing_cells(0.05)).iloc[0]
     leaked = verdict_rows([mix], mixing_cells(0.05, leak=0.6)).iloc[0]
     assert clean["estimate"] == pytest.approx(0.05, abs=0.005)
-    assert leaked["estimate"] == clean["estimate"] and leaked["verdict"] == "supported"
+    assert leaked["estimate"] == clean["estimate"]
+    # protocol section 13, R3: unmatched, the primary is not judged (and spends no Holm step)
+    assert leaked["verdict"] == "not matched" and "equal personalisation" in leaked["note"]
+    assert math.isnan(leaked["p_holm"]) or leaked["p_holm"] == 1.0
     # without the size filter the leaked runs pull the 1-preference loss up:
     loose = Slope(
         "x", "C3", "", "DPO", (("method_name", "dpo"),), "k_prefs", "k_prefs", "knowledge", "final"
@@ -194,3 +200,17 @@ def test_an_undecidable_primary_spends_no_holm_step() -> None:
     table = verdict_rows([p1(), small], mixed).set_index("id")
     assert table.loc["Px", "verdict"] == "insufficient" and table.loc["Px", "p"] < 0.01
     assert table.loc["Px", "p_holm"] == 1.0 and table.loc["P1", "ci"] == 0.975
+
+
+def test_reach_compares_one_run_with_one_run() -> None:
+    """Protocol section 13, R2: BAPO's reach is compared with DPO at its own beta (0.1), not
+    with the best of three pooled DPO runs: a BAPO run that reaches as far as that DPO run is
+    not "not reached" although a faster beta of the pool reaches farther."""
+    cells = study_cells(effect=0.03)
+    slow = (cells["method_name"] == "bapo") | (cells["beta"] == 0.1) & (cells["step"] > 0)
+    cells.loc[slow & (cells["method_name"] != "none"), "x"] *= 0.75  # reach about 0.71
+    p1 = primary(CHOICE)[0]
+    one = verdict_rows([p1], cells, n_boot=300).iloc[0]
+    assert one["reach"] == pytest.approx(0.0, abs=1e-9) and one["verdict"] == "supported"
+    pooled = verdict_rows([replace(p1, reach_c=None)], cells, n_boot=300).iloc[0]
+    assert pooled["reach_hi"] < 0 and pooled["verdict"] == "not reached"
