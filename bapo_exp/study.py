@@ -35,8 +35,8 @@ ROOT = Path("runs/study")
 CHOSEN = Path("results/study_calibration")
 REGIME = ["study_calibrate_bases", "study_calibrate"]
 ANCHOR = ["study_calibrate_anchor", "study_calibrate_control", "study_calibrate_mixing"]
-TEST = ["study_bases", "study_dpo", "study_anchor", "study_mixing", "study_mrpo",
-        "study_mrpo_controls"]  # fmt: skip
+TEST = ["study_bases", "study_dpo", "study_anchor", "study_anchor_next", "study_mixing",
+        "study_mrpo", "study_mrpo_controls"]  # fmt: skip
 
 
 def run(*args: str) -> int:
@@ -121,6 +121,8 @@ def test(args: argparse.Namespace) -> int:
     ours = ROOT / "results" / "calibration"
     shutil.rmtree(ours, ignore_errors=True)  # the committed choice is the one judged by
     shutil.copytree(CHOSEN, ours)
+    if (CHOSEN / "deviations.md").exists():  # the lead's list (protocol section 13)
+        shutil.copy(CHOSEN / "deviations.md", ROOT / "results" / "deviations.md")
     rc = pretrain(TEST, args.overrides)
     rc |= grids(TEST, args.launcher, args.overrides)
     wall = str(round(time.time() - start))

@@ -66,6 +66,8 @@ def test_the_test_step_writes_only_under_runs(tmp_path: Path, monkeypatch) -> No
     import bapo_exp.study as study
 
     write_choice(calibrated(tmp_path), tmp_path)
+    listed = "- R1: an outcome revised before any test-base run\n"
+    (tmp_path / "results/study_calibration/deviations.md").write_text(listed)
     monkeypatch.chdir(tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     calls: list[tuple[str, ...]] = []
@@ -80,3 +82,4 @@ def test_the_test_step_writes_only_under_runs(tmp_path: Path, monkeypatch) -> No
     changed = {p for p in after if before.get(p) != after[p]} | (set(before) - set(after))
     assert all(p.relative_to(tmp_path).parts[0] == "runs" for p in changed), changed
     assert (tmp_path / "runs/study/results/calibration/choice.json").exists()  # judged by
+    assert (tmp_path / "runs/study/results/deviations.md").read_text() == listed  # reported
