@@ -120,3 +120,23 @@ def smollm2_dir(smollm2_cache: Path) -> Path:
     from bapo_exp.modeling.gguf import ensure_gguf_folder
 
     return ensure_gguf_folder(SMOLLM2_GGUF, smollm2_cache / "models")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which turns the group into the node id
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` ungrouped tests are dealt out one by one, so a module-scoped
+    fixture (e.g. test_fsdp's runs, minutes each) was set up again on every worker that got one
+    of its tests. A module whose tests use a module-scoped fixture of a test module is one
+    group: the fixture is built once. (conftest's ``one_torch_thread`` is cheap: not counted.)"""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+        if any(d.scope == "module" and _in_test_module(d.func) for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def _in_test_module(func) -> bool:
+    module = getattr(func, "__module__", "") or ""
+    return module.startswith("tests.") and not module.endswith("conftest")
