@@ -124,7 +124,7 @@ def smollm2_dir(smollm2_cache: Path) -> Path:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
-    """Two fixes to ``--dist loadgroup`` (CI's ``make test``):
+    """Scheduling for ``--dist loadgroup`` (CI's ``make test``):
 
     - Ungrouped tests are dealt out one by one, so a module-scoped fixture (e.g. test_fsdp's
       runs, minutes each) was set up again on every worker that got one of its tests. A module
@@ -141,6 +141,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
         if any(d.scope == "module" and _in_test_module(d.func) for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Modules with integration tests (the minutes-long ones) first, each module's tests kept
+    # together and in order: xdist hands out work in this order, so the long tests no longer
+    # start near the end while the other worker runs out of work.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        heavy = {_module(i) for i in items if i.get_closest_marker("integration") is not None}
+        items[:] = sorted(items, key=lambda i: _module(i) not in heavy)
     result = yield
     if getattr(config.option, "loadgroup", False):
         for item in items:
@@ -157,6 +163,11 @@ def _group_suffix_in_node_id(item: pytest.Item) -> None:
     from _pytest.nodeid import NodeId
 
     item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(names))}")
+
+
+def _module(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    return module.__name__ if module is not None else item.nodeid.split("::")[0]
 
 
 def _in_test_module(func) -> bool:
