@@ -120,3 +120,56 @@ def smollm2_dir(smollm2_cache: Path) -> Path:
     from bapo_exp.modeling.gguf import ensure_gguf_folder
 
     return ensure_gguf_folder(SMOLLM2_GGUF, smollm2_cache / "models")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
+    """Scheduling for ``--dist loadgroup`` (CI's ``make test``):
+
+    - Ungrouped tests are dealt out one by one, so a module-scoped fixture (e.g. test_fsdp's
+      runs, minutes each) was set up again on every worker that got one of its tests. A module
+      whose tests use a module-scoped fixture of a test module becomes one group (conftest's
+      cheap ``one_torch_thread`` does not count); tests already grouped keep their group.
+    - xdist 3.8 groups by appending ``@group`` to ``item._nodeid``, which pytest 9.2 no longer
+      reads (node ids are structured, ``item._id``): every group, the Slurm tests' too, was
+      silently dealt out test by test (pytest-xdist issue 1386). After xdist's hook, the
+      suffix is written where pytest reads it."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+        if any(d.scope == "module" and _in_test_module(d.func) for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Modules with integration tests (the minutes-long ones) first, each module's tests kept
+    # together and in order: xdist hands out work in this order, so the long tests no longer
+    # start near the end while the other worker runs out of work.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        heavy = {_module(i) for i in items if i.get_closest_marker("integration") is not None}
+        items[:] = sorted(items, key=lambda i: _module(i) not in heavy)
+    result = yield
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            _group_suffix_in_node_id(item)
+    return result
+
+
+def _group_suffix_in_node_id(item: pytest.Item) -> None:
+    """What xdist's worker hook means to do, for pytest's structured node ids."""
+    names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+             for m in item.iter_markers("xdist_group")}  # fmt: skip
+    if not names or "@" in item.nodeid.rpartition("]")[2] or not hasattr(item, "_id"):
+        return  # not grouped, or xdist's own suffix took effect (older pytest)
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(names))}")
+
+
+def _module(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    return module.__name__ if module is not None else item.nodeid.split("::")[0]
+
+
+def _in_test_module(func) -> bool:
+    module = getattr(func, "__module__", "") or ""
+    return module.startswith("tests.") and not module.endswith("conftest")

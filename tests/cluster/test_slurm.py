@@ -161,16 +161,30 @@ def test_grid_with_a_cancelled_cell_reports_it_and_relaunch_runs_only_it(
         assert "sacct" not in text and text.count("Slurm accounting is off") == 1
 
 
+def resumed_steps(run_dir: Path) -> list[int]:
+    log = run_dir / "main.log"
+    text = log.read_text() if log.exists() else ""
+    return [int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", text)]
+
+
+def newest_checkpoint(run_dir: Path) -> int:
+    steps = [int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*")]
+    return max(steps, default=0)
+
+
 def test_preempted_then_timed_out_cell_resumes_bitwise(
     slurm: str, tmp_path: Path, tiny_cache: Path
 ) -> None:
-    """``scontrol requeue`` mid-training (SIGTERM: checkpoint, exit, requeue), then the time
-    limit: Slurm sends USR2 ``signal_delay_s`` before it (checked every 30 s, so 25-55 s into
-    a 1-minute job); the loop checkpoints, submitit requeues. Training (10000 steps, 80 s on an
-    idle 2-core machine, longer under load) outlasts that window, so the signal lands in
-    training (4000 steps once ended 0.1 s before it on an idle machine)."""
+    """``scontrol requeue`` mid-training (SIGTERM: checkpoint, exit, requeue), then, once the
+    requeued job has trained past its resume point, the time limit's signal: USR2, sent to the
+    job's steps with ``scancel --signal`` exactly as Slurm sends it ``signal_delay_s`` before the
+    limit (the job script asks for that, ``--signal=USR2@5``: checked). The loop checkpoints;
+    submitit calls it a time-out (with a limit of at most 10 min its guaranteed walltime is 0,
+    so every USR2 is one) and requeues. Driven by training steps rather than by the clock
+    (waiting for a real 1-minute limit needed 10000 steps to outlast Slurm's 30 s check, and
+    under load the first checkpoint could come after the limit): no race with the limit."""
     require_shared("dsp")
-    steps = 10000
+    steps = 600  # both signals land by step ~150 (at checkpoints, every 50): far from the end
     cell = [*CELL, "method=bapo", f"train.steps={steps}", "train.ckpt_every=50",
             "train.log_every=25", "stages=[reference,train,eval]"]  # fmt: skip
     ref_dir, runs = tmp_path / "uninterrupted", tmp_path / "runs"
@@ -179,28 +193,33 @@ def test_preempted_then_timed_out_cell_resumes_bitwise(
                            cwd=REPO, env=ENV, stdout=(tmp_path / "ref.out").open("w"),
                            stderr=subprocess.STDOUT)  # fmt: skip
     wait_until("warm caches", lambda: (ref_dir / "reference/DONE").exists(), ref)
-    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+    limits = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=5",
               "hydra.launcher.max_num_timeout=10"]  # fmt: skip
     args = [*cell, "name=requeue", *launcher(slurm, *limits)]
     grid = multirun(args, runs, tiny_cache, tmp_path / "grid.out")
     sweep = runs / "requeue"
     rec = wait_until("first checkpoint", lambda: checkpointed(sweep, 0), grid)
+    run_dir = Path(rec["run_dir"])
     subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)
+    [back] = wait_until("the resume", lambda: resumed_steps(run_dir), grid)
+    wait_until("a checkpoint after the resume", lambda: newest_checkpoint(run_dir) > back, grid)
+    subprocess.run(["scancel", "--signal=USR2", rec["job_id"]], check=True)
     assert grid.wait(timeout=900) == 0, (tmp_path / "grid.out").read_text()[-3000:]
     assert ref.wait(timeout=900) == 0, (tmp_path / "ref.out").read_text()[-3000:]
 
     assert report(sweep)["counts"] == {"completed": 1}
-    run_dir = Path(rec["run_dir"])
+    script = (sweep / ".submitit" / rec["job_id"].split("_")[0]).glob("*_submission.sh")
+    assert "#SBATCH --signal=USR2@5\n" in next(script).read_text()  # what the limit sends
     log = (run_dir / "main.log").read_text()
     stops = re.findall(r"(SIG\w+): stopped after step (\d+) with a checkpoint", log)
     resumed = [int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", log)]
-    assert stops[0][0] == "SIGTERM" and "SIGUSR2" in {s for s, _ in stops}, stops
+    assert [s for s, _ in stops] == ["SIGTERM", "SIGUSR2"], stops
     assert resumed == [int(n) for _, n in stops], (stops, resumed)  # each from its own stop
     assert 0 < resumed[0] < resumed[-1] < steps
     jobs_log = submitit_log(sweep, rec["job_id"])
     assert "this job is timed-out" in jobs_log and "Requeued job" in jobs_log
-    restarts = int(job_field(rec["job_id"], "Restarts"))  # a USR2 after training adds one
-    assert restarts >= len(stops)
+    restarts = int(job_field(rec["job_id"], "Restarts"))
+    assert restarts == len(stops)
     assert log.count("stage reference: start") == 1  # finished stages never ran twice
     assert log.count("skip stage reference") == restarts
     assert log.count("stage train: start") == len(stops) + 1
