@@ -140,15 +140,23 @@ def _exposure(choice, method, by, metric, pid, outcome) -> Slope:
     )
 
 
-def primary(choice: dict) -> list:
-    """P1-P5 (protocol section 7)."""
+def retention(cells: pd.DataFrame) -> tuple[str, str]:
+    """P1/P2/P5's outcomes: ``METRICS`` (1 - Brier); the accuracies for a table scored before
+    the Brier score was recorded (its results say so: ``study_tables.deviations``)."""
+    if all(m in cells and cells[m].notna().any() for m in METRICS):
+        return METRICS
+    return ACCURACY
+
+
+def primary(choice: dict, metrics: tuple[str, str] = METRICS) -> list:
+    """P1-P5 (protocol section 7, outcomes revised in section 13)."""
     weight = float(choice["anchor_weight"])
     return [
-        _anchor(choice, weight, METRICS[0], "P1"),
-        _anchor(choice, weight, METRICS[1], "P2"),
+        _anchor(choice, weight, metrics[0], "P1"),
+        _anchor(choice, weight, metrics[1], "P2"),
         _refs(choice, "P3", "DPO", DPO, "hard_margin", SCARCE),
         _refs(choice, "P4", f"DPO rescaled eps={MRPO_EPS:g}", RESCALED, "hard_margin", SCARCE),
-        _mixing(choice, "DPO", DPO, METRICS[0], "P5", "matched"),
+        _mixing(choice, "DPO", DPO, metrics[0], "P5", "matched"),
     ]
 
 
@@ -164,7 +172,7 @@ def _anchoring(choice: dict, cells: pd.DataFrame) -> list:
     weight, sec = float(choice["anchor_weight"]), {"family": "secondary"}
     lam, main = f"BAPO lambda={weight:g}", where(choice)
     out: list = []
-    for m, s in zip(METRICS, "ab", strict=True):
+    for m, s in zip(retention(cells), "ab", strict=True):
         out.append(_anchor(choice, weight, m, f"S1{s}", kind="envelope", **sec))
         if choice.get("logodds_range"):
             out.append(
@@ -195,9 +203,9 @@ def _anchoring(choice: dict, cells: pd.DataFrame) -> list:
         out += [
             _anchor(choice, w, m, f"S3{s}-{w:g}", **sec) for w in _other_settings(cells, weight)
         ]
-    out += [
-        _anchor(choice, weight, m, f"S7{s}", **sec) for m, s in zip(ACCURACY, "ab", strict=True)
-    ]
+    if retention(cells) != ACCURACY:  # else P1-P2 are on the accuracies already
+        pairs = zip(ACCURACY, "ab", strict=True)
+        out += [_anchor(choice, weight, m, f"S7{s}", **sec) for m, s in pairs]
     statement = f"{lam} ends with more well-formed generations than DPO at the last step"
     out.append(
         Endpoint(
@@ -224,8 +232,9 @@ def secondary(choice: dict, cells: pd.DataFrame) -> list:
         out.append(_refs(choice, f"S4{'ab'[j]}", ctl, w, "hard_margin", (64,), **sec))
         out.append(_refs(choice, f"S4{'cd'[j]}", ctl, w, "hard_pref_acc", SCARCE, **sec))
     methods = (("DPO", DPO), (lam, bapo_where(weight)))
+    metrics = retention(cells)
     outcomes = [
-        (meth, by, m, o) for meth, by in methods for m in METRICS for o in ("matched", "final")
+        (meth, by, m, o) for meth, by in methods for m in metrics for o in ("matched", "final")
     ]
     out += [
         _exposure(choice, meth, by, m, f"S5 exposure {meth} {m} {o}", o)
@@ -234,7 +243,7 @@ def secondary(choice: dict, cells: pd.DataFrame) -> list:
     out += [
         _mixing(choice, meth, by, m, f"S5 mixing {meth} {m} {o}", o, **sec)
         for meth, by, m, o in outcomes
-        if (meth, m, o) != ("DPO", METRICS[0], "matched")
+        if (meth, m, o) != ("DPO", metrics[0], "matched")
     ]
     return out
 
@@ -244,4 +253,5 @@ def verdict_table(
 ) -> pd.DataFrame:
     """Every contrast's verdict row (``verdicts.ROW_COLS``), over the test bases only."""
     test = cells[cells["role"] == "test"]
-    return verdict_rows([*primary(choice), *secondary(choice, test)], test, n_boot, rng)
+    contrasts = [*primary(choice, retention(test)), *secondary(choice, test)]
+    return verdict_rows(contrasts, test, n_boot, rng)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
+from bapo_exp.analysis.claims import ACCURACY, retention
 from bapo_exp.analysis.verdicts import select
 
 
@@ -181,6 +182,9 @@ def deviations(cells: pd.DataFrame, meta: dict, choice: dict, folder: Path) -> l
         )
     if inst := _instrument(cells):
         out.append("instrument smaller than planned: " + ", ".join(inst))
+    if retention(test) == ACCURACY:
+        out.append("scored before the Brier score was recorded: P1, P2 and P5 read the "
+                   "accuracies (protocol section 13, R1)")  # fmt: skip
     checks = (_eval_points(test), _regime(test, choice), _betas(test), _recomputed(cells, choice))
     out += [d for d in checks if d]
     listed = folder / "deviations.md"

@@ -156,6 +156,9 @@ def test_an_old_table_is_read_with_the_new_columns() -> None:
     assert set(old.loc[old["method"].str.startswith("DPO resc"), "method_name"]) == {"dpo_rescaled"}
     assert (old.loc[old["method"] == "MRPO eps=0.5", "ctro_eps"] == 0.5).all()
     assert old["knowledge_skill"].isna().all()  # scored before the Brier score existed
+    from bapo_exp.analysis.claims import ACCURACY, METRICS, retention
+
+    assert retention(old) == ACCURACY and retention(cells(0.03, 0.2)) == METRICS
     brier = old.assign(knowledge_brier=0.1).drop(columns=["knowledge_skill"])
     assert (read_cells_from(brier)["knowledge_skill"] == 0.9).all()  # derived when missing
 
