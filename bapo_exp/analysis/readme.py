@@ -36,6 +36,7 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
     from bapo_exp.analysis.protocol import MAIN
 
     base = demo[demo["method"] == "base"].iloc[0]
+    study = study[study["role"] == "test"]  # the calibration's runs ran other regimes
     bases = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])]
     same = bases.loc[bases["base_fingerprint"] == base["base_fingerprint"], "base"].tolist()
     which = (f"the study's base {same[0]} (same weight fingerprint)" if same else
@@ -71,6 +72,7 @@ def untrained_style(base: pd.Series, study: pd.DataFrame) -> str:
     bases (where "the untrained bases start"), each base has its own (issue 22: 0.057 vs 0.000)."""
     from bapo_exp.analysis.protocol import MAIN
 
+    study = study[study["role"] == "test"]
     start = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])
                   & study["base"].isin(study.loc[study["method"] == "DPO", "base"])]  # fmt: skip
     per_base = start[start["step"] == 0].groupby("base")["x"].mean()

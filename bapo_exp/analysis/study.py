@@ -59,8 +59,11 @@ def collect(root: str | Path, partial: bool = False) -> pd.DataFrame:
     return cells
 
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout: PROTOCOL is relative to it
+
+
 def _git(*args: str) -> str:
-    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent)
+    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO)
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
@@ -72,7 +75,7 @@ def protocol_record(run_shas: list[str]) -> dict:
         precedes = all(
             subprocess.run(
                 ["git", "merge-base", "--is-ancestor", sha, run.split("+")[0]],
-                cwd=Path(__file__).parent,
+                cwd=REPO,
                 capture_output=True,
             ).returncode
             == 0
@@ -81,10 +84,14 @@ def protocol_record(run_shas: list[str]) -> dict:
     return {"protocol_sha": sha, "protocol_precedes_runs": precedes}
 
 
-def _runs_git_sha(root: Path) -> list[str]:
-    """The commits the runs under ``root`` were made with (their ``env.json``)."""
+def _runs_git_sha(root: Path, cells: list[str] | None = None) -> list[str]:
+    """The commits the runs under ``root`` were made with (their ``env.json``); only the
+    folders named in ``cells`` when given."""
+    paths = Path(root).glob("*/env.json") if cells is None else (
+        Path(root) / c / "env.json" for c in cells if (Path(root) / c / "env.json").exists()
+    )  # fmt: skip
     shas = {read_json_file(p, what="run environment", fix=RUN_FILE_FIX).get("git_sha")
-            for p in Path(root).glob("*/env.json")}  # fmt: skip
+            for p in paths}  # fmt: skip
     return sorted(str(s) for s in shas if s)
 
 
@@ -102,13 +109,17 @@ def load_or_collect(
     if (root / "cells.csv").exists():
         return read_cells(root / "cells.csv"), json.loads((root / "meta.json").read_text())
     cells = collect(root, partial)
-    shas = _runs_git_sha(root)
+    # the protocol must precede the test runs; the calibration may precede its last revision
+    # (protocol section 13 was written after the calibration, by design)
+    shas = _runs_git_sha(root, sorted(set(cells.loc[cells["role"] == "test", "cell"])))
+    cal = sorted(set(cells.loc[cells["role"] == "calibration", "cell"]))
     meta = {
         "n_cells": int(cells["cell"].nunique()),
         "wall_seconds": wall,
         "wall": wall_text(wall),
         "git_sha": _git("rev-parse", "HEAD") or None,
         "runs_git_sha": shas,
+        "calibration_runs_git_sha": _runs_git_sha(root, cal),
         "unfinished_cells": len(failed_cells(root)),
         **protocol_record(shas),
     }

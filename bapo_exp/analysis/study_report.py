@@ -26,6 +26,7 @@ from bapo_exp.analysis.study_tables import (
     f,
     row_table,
 )
+from bapo_exp.analysis.verdicts import NOT_MATCHED
 
 SCOPE = "one synthetic world and 0.56M-parameter micro models"
 
@@ -67,6 +68,7 @@ def plain(r: pd.Series) -> str:
         + (f" ({r['note']})." if r["note"] else ": the adjusted interval includes 0."),
         "not reached": f" How sure: not decided: {r['note']}.",
         P_CEILING: f" How sure: no information: {r['note']}.",
+        NOT_MATCHED: f" How sure: not judged: {r['note']}.",
     }.get(r["verdict"], "")
     reach = ""
     if pd.notna(r["reach"]):
