@@ -79,8 +79,8 @@ def untrained_style(base: pd.Series, study: pd.DataFrame) -> str:
     return (
         f"Untrained, it writes {base['x']:.3f} of its held-out answers in the "
         f"{MAIN['preferences']} style; the study's untrained bases write {per_base.min():.3f}-"
-        f"{per_base.max():.3f} by base, {per_base.mean():.3f} on average (the start its anchoring "
-        "paragraph quotes)."
+        f"{per_base.max():.3f} by base, {per_base.mean():.3f} on average (the test bases' "
+        "untrained rows of cells.csv)."
     )
 
 

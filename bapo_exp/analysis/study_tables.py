@@ -202,9 +202,17 @@ def trained_bases(cells: pd.DataFrame, role: str) -> int:
 def _table(df: pd.DataFrame, columns: dict[str, str]) -> list[str]:
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + " --- |" * len(columns)]
     for r in df.to_dict("records"):
-        cells = [f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in columns]
+        cells = [_cell(c, r[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _cell(column: str, value) -> str:
+    """A table cell: a learning rate as ``1.5e-04`` (``f`` would print 0.000), other floats by
+    ``f``."""
+    if column == "lr" and isinstance(value, float):
+        return f"{value:.1e}"
+    return f(value) if isinstance(value, float) else str(value)
 
 
 def calibration_lines(cells: pd.DataFrame, choice: dict) -> list[str]:

@@ -90,11 +90,14 @@ def _by_item(instances: list, results: list) -> dict[tuple, list]:
 
 
 def item_metrics(tasks: dict, instances: list, results: list) -> dict[tuple, dict]:
-    """lm-eval's own per-item metrics (``acc``, ``acc_norm``) from ``(logprob, is_greedy)``."""
-    return {
-        key: tasks[key[0]].process_results(rows[0][1], [r[2] for r in rows])
-        for key, rows in _by_item(instances, results).items()
-    }
+    """lm-eval's own per-item metrics ``acc`` and ``acc_norm`` from ``(logprob, is_greedy)``
+    (the thresholded ones: ``brier_score``'s probabilities follow the log-likelihoods, which
+    callers compare within float rounding)."""
+    out = {}
+    for key, rows in _by_item(instances, results).items():
+        metrics = tasks[key[0]].process_results(rows[0][1], [r[2] for r in rows])
+        out[key] = {k: v for k, v in metrics.items() if k in ("acc", "acc_norm")}
+    return out
 
 
 def item_picks(tasks: dict, instances: list, results: list) -> dict[tuple, tuple[int, int]]:
