@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bapo_exp.analysis import protocol as P
-from bapo_exp.analysis.claims import ACCURACY, DPO_POOLED, METRICS, POOLED, bapo_where, where
+from bapo_exp.analysis.claims import DPO_POOLED, POOLED, bapo_where, retention, where
 from bapo_exp.analysis.frontier import fit, grid, reached
 from bapo_exp.analysis.plots import COLORS, ci95, new_figure, save
 from bapo_exp.analysis.verdicts import runs
@@ -137,7 +137,7 @@ def frontier(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     axes_x = [("x", P.X_RANGE)]
     if choice.get("logodds_range") and test["logodds"].notna().any():
         axes_x.append(("logodds", tuple(choice["logodds_range"])))
-    metrics = METRICS if test[list(METRICS)].notna().any().all() else ACCURACY
+    metrics = retention(test)
     fig, axes = new_figure(3, width=4.4, height=3.6, rows=len(axes_x))
     for r, (x, rng_x) in enumerate(axes_x):
         row = axes[3 * r : 3 * r + 3]

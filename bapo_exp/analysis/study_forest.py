@@ -15,12 +15,12 @@ from bapo_exp.analysis import protocol as P
 from bapo_exp.analysis.claims import (
     ACCURACY,
     DPO,
-    METRICS,
     MRPO,
     RESCALED,
     _exposure,
     _mixing,
     bapo_where,
+    retention,
     where,
 )
 from bapo_exp.analysis.plots import COLORS, ci95, new_figure, save
@@ -186,7 +186,7 @@ def references(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     controls = (("DPO", DPO), ("rescaled DPO", RESCALED))
     _by_size(axes[0], test, ("hard_margin",), controls, refs)
     axes[0].set_title("held-out hard margin", fontsize=8)
-    _by_size(axes[2], test, _retention(test), controls[:1], refs)
+    _by_size(axes[2], test, retention(test), controls[:1], refs)
     axes[2].set_title("knowledge and alignment", fontsize=8)
     sweep = last_points(
         test, (("method_name", ("mrpo", "dpo_rescaled")), ("n_pairs", P.EPS_SWEEP_PAIRS)) + refs
@@ -241,11 +241,6 @@ def _losses(
 WHEN = {"matched": "at matched frontier", "final": "after the full horizon"}
 
 
-def _retention(test: pd.DataFrame) -> tuple[str, str]:
-    """The primary retention measures where the table has them, else the accuracies."""
-    return METRICS if test[list(METRICS)].notna().any().all() else ACCURACY
-
-
 def heterogeneity(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     """Losses (base minus trained) at matched frontier and after the full horizon, against the
     measured distance (log axis) and the number of mixed preferences; 95% intervals over
@@ -254,7 +249,7 @@ def heterogeneity(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     fig, axes = new_figure(2, width=4.8, height=3.4, rows=2)
     lam = f"BAPO lambda={float(choice['anchor_weight']):g}"
     for r, axis in enumerate(("exposure", "mixing")):
-        for c, metric in enumerate(_retention(test)):
+        for c, metric in enumerate(retention(test)):
             ax = axes[2 * r + c]
             for i, (method, outcome) in enumerate(
                 (m, o) for m in ("DPO", lam) for o in ("matched", "final")
