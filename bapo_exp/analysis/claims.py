@@ -83,7 +83,9 @@ def _anchor(choice: dict, weight: float, metric: str, pid: str, **kw: Any) -> Fr
 
 def _refs(choice, pid, control, where_c, metric, sizes, **kw: Any) -> Endpoint:
     refs = where(choice, "exposure", "preferences") + (("n_pairs", sizes),)
-    statement = f"MRPO eps={MRPO_EPS:g} ends with a larger held-out {metric} than {control}"
+    pairs = "/".join(f"{n:g}" for n in sizes)
+    statement = (f"With {pairs} training pairs, MRPO eps={MRPO_EPS:g} ends with a larger "
+                 f"held-out {metric} than {control}")  # fmt: skip
     return Endpoint(
         pid,
         "C2",
@@ -97,19 +99,19 @@ def _refs(choice, pid, control, where_c, metric, sizes, **kw: Any) -> Endpoint:
     )
 
 
-def _het(choice: dict, outcome: str, primary: bool = False) -> dict:
+def _het(choice: dict, outcome: str) -> dict:
     """Heterogeneity's x-range from the calibration; without one reached, "matched" falls back
-    to "final" (protocol section 9), and a primary cannot be judged (section 13, R3)."""
+    to "final" (protocol section 9) and cannot be judged as matched (section 13, R3): the
+    primary and the secondary "matched" rows read "not matched", the "final" rows carry it."""
     if "het_range" not in choice:
         return {"outcome": outcome}
     if choice["het_range"] is None:
-        return {"outcome": "final", **({"unmatched": UNMATCHED} if primary else {})}
+        return {"outcome": "final", **({"unmatched": UNMATCHED} if outcome == "matched" else {})}
     return {"outcome": outcome, "x_range": tuple(choice["het_range"])}
 
 
 def _mixing(choice, method, by, metric, pid, outcome, **kw) -> Slope:
     design_ = where(choice, "exposure", "n_pairs", "preferences", preferences=MIXES)
-    primary = kw.get("family", "primary") == "primary"
     return Slope(
         pid,
         "C3",
@@ -119,7 +121,7 @@ def _mixing(choice, method, by, metric, pid, outcome, **kw) -> Slope:
         "k_prefs",
         "k_prefs",
         metric,
-        **_het(choice, outcome, primary),
+        **_het(choice, outcome),
         **kw,
     )
 

@@ -298,7 +298,7 @@ def _row(
         bool(reach_hi < 0),
         unreached,
     )
-    if getattr(c, "unmatched", ""):
+    if getattr(c, "unmatched", "") and s.n_bases:  # a contrast without runs stays "not run"
         word, note = NOT_MATCHED, c.unmatched
     return {
         "id": c.id,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bapo_exp.analysis.claims import primary, verdict_table
+from bapo_exp.analysis.claims import primary, secondary, verdict_table
 from bapo_exp.analysis.verdicts import (
     ROW_COLS,
     Endpoint,
@@ -166,6 +166,23 @@ def test_the_heterogeneity_trend_ignores_other_training_set_sizes() -> None:
         "x", "C3", "", "DPO", (("method_name", "dpo"),), "k_prefs", "k_prefs", "knowledge", "final"
     )
     assert verdict_rows([loose], mixing_cells(0.05, leak=0.6)).iloc[0]["estimate"] < 0
+
+
+def test_without_a_heterogeneity_range_the_matched_secondaries_say_not_matched() -> None:
+    """S5's "matched" rows would repeat the "final" rows' numbers under a label they do not
+    earn (the review of the first test run): they read "not matched"; the "final" rows carry
+    the slope after the full horizon."""
+    cells = mixing_cells(0.05)
+    rows = [c for c in secondary({**CHOICE, "het_range": None}, cells)
+            if c.id.startswith("S5 mixing DPO")]  # fmt: skip
+    table = verdict_rows(rows, cells).set_index("id")
+    matched = [i for i in table.index if i.endswith(" matched")]
+    final = [i for i in table.index if i.endswith(" final")]
+    assert matched and final and len(matched) + len(final) == len(table)
+    assert (table.loc[matched, "verdict"] == "not matched").all()
+    assert (table.loc[final, "verdict"] != "not matched").all()
+    [knowledge] = [i for i in final if "knowledge" in i]  # P5's slope, now exploratory
+    assert table.loc[knowledge, "estimate"] == pytest.approx(0.05, abs=0.005)
 
 
 def test_slope_needs_its_design_points_and_reports_not_reached() -> None:
