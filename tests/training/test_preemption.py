@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,26 @@ def launch(run_dir: Path, cache: Path) -> subprocess.Popen:
     )  # fmt: skip  (own process group)
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path) -> None:
-    wait_for(proc, run_dir / "checkpoints" / "step_*")  # renamed into place only when complete
+def stop_at_first_checkpoints(runs: dict[Path, tuple[subprocess.Popen, int]]) -> dict:
+    """Signal each run as soon as its own first checkpoint exists (renamed into place only when
+    complete), polling all of them: waiting for one run first let the other, on a loaded machine,
+    finish training before its signal, which then killed it outside the loop (CI, 2026-12-07).
+    Returns the checkpoints each had when signalled."""
+    seen, end = {}, time.monotonic() + 300
+    while len(seen) < len(runs):
+        for run_dir, (proc, sig) in runs.items():
+            found = {p.name for p in (run_dir / "checkpoints").glob("step_*")}
+            if run_dir in seen or not found:
+                assert run_dir in seen or proc.poll() is None, f"{run_dir} ended first"
+                continue
+            if sig == signal.SIGKILL:
+                os.killpg(proc.pid, sig)  # the whole process group (its own session)
+            else:
+                os.kill(proc.pid, sig)
+            seen[run_dir] = found
+        assert time.monotonic() < end, "no first checkpoint within 300 s"
+        time.sleep(0.01)
+    return seen
 
 
 def finish(proc: subprocess.Popen) -> int:
@@ -63,11 +82,8 @@ def test_sigkill_and_sigterm_then_relaunch_is_bitwise(tmp_path: Path, tiny_cache
     wait_for(procs[full], full / "reference/DONE")  # the shared caches are warm from here on
     procs.update({d: launch(d, tiny_cache) for d in (killed, termed)})
 
-    wait_for_checkpoint(procs[killed], killed)
-    os.killpg(procs[killed].pid, signal.SIGKILL)
-    wait_for_checkpoint(procs[termed], termed)
-    first = {p.name for p in (termed / "checkpoints").glob("step_*")}
-    os.kill(procs[termed].pid, signal.SIGTERM)
+    signals = {killed: (procs[killed], signal.SIGKILL), termed: (procs[termed], signal.SIGTERM)}
+    first = stop_at_first_checkpoints(signals)[termed]
 
     assert finish(procs[killed]) == -signal.SIGKILL
     assert finish(procs[termed]) == 128 + signal.SIGTERM  # Preempted, not a crash
