@@ -227,7 +227,7 @@ def pretraining(tmp: Path, n: int, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="smoke: a tiny world, 2-cell grid, no --before"
+        "--quick", action="store_true", help="smoke: a tiny world, 1-cell grid, no --before"
     )
     parser.add_argument("--sizes", choices=list(SIZES), default="next")
     parser.add_argument("--grid-cells", type=int, default=20)
@@ -241,7 +241,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     set_quick(args.quick)  # --quick writes into the scratch folder, never benchmarks/results/
-    n_grid = 2 if args.quick else args.grid_cells
+    n_grid = 1 if args.quick else args.grid_cells
     sizes = QUICK if args.quick else SIZES[args.sizes]
     payload: dict = {"machine": machine(1), "settings": {
         "sizes": args.sizes, "overrides": [*CELL, *sizes], "grid_cells": n_grid,

