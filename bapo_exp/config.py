@@ -130,32 +130,59 @@ class ModelConfig(ModelSpec):
 
 @dataclass
 class DataConfig:
+    """What every data source reads; a source's own settings live in its schema
+    (``DATA_SCHEMAS``: ``conf/data/<name>.yaml`` extends ``/schema/data/<name>``)."""
+
     name: str = MISSING  # key in bapo_exp.data.DATASETS
     path: str | None = None  # main file (DSP test json, pairs, prompts); null = under data_root
-    train_path: str | None = None  # official train file where one exists (DSP train split)
     preferences: list[str] = field(default_factory=list)  # DSP domains / persona ids / styles
-    include_normal: bool = False  # DSP: also use the `normal` response as a rejected one
-    strip_persona_prompt: bool = True  # P-Soups: remove the persona instruction from prompts
     heldout_frac: float = 0.2  # by query, when no official held-out split is available
     split_seed: int = 0
     n_train: int | None = None  # total training pairs after mixing (null = all)
     n_heldout: int | None = None  # held-out pairs kept for evaluation (null = all)
     mix_seed: int = 0
-    writer: str | None = None  # generated persona pairs: model config name of the writer
-    personas: dict[str, str] = field(default_factory=dict)  # persona_gen: id -> instruction
     # preference -> instruction text for the implicit persona judge (design, METHODS §6);
     # persona_gen falls back to `personas`
     instructions: dict[str, str] = field(default_factory=dict)
-    max_new_tokens: int = 256  # persona_gen: writer budget per answer
-    gen_batch_size: int = 8  # persona_gen: prompts per generate call
-    do_sample: bool = False  # persona_gen decoding (greedy by default)
-    temperature: float = 1.0
-    top_p: float = 1.0
     empty_responses: EmptyResponses = EmptyResponses.error  # drop: counted in the report
     drop_duplicates: bool = True  # repeated (prompt, chosen, rejected), counted
     drop_identical: bool = True  # chosen == rejected, counted
     max_chars: int | None = None  # drop (and count) pairs longer than this
-    world: dict[str, Any] = field(default_factory=dict)  # synthetic: WorldConfig knobs
+
+
+@dataclass
+class DSPDataConfig(DataConfig):
+    train_path: str | None = None  # official train file (DSP train split)
+    include_normal: bool = False  # also use the `normal` response as a rejected one
+
+
+@dataclass
+class PSoupsDataConfig(DataConfig):
+    strip_persona_prompt: bool = True  # remove the persona instruction from prompts
+
+
+@dataclass
+class PersonaGenDataConfig(DataConfig):
+    strip_persona_prompt: bool = True  # prompts without the persona instruction
+    writer: str | None = None  # model config name of the writer of the persona answers
+    personas: dict[str, str] = field(default_factory=dict)  # persona id -> instruction
+    max_new_tokens: int = 256  # writer budget per answer
+    gen_batch_size: int = 8  # prompts per generate call
+    do_sample: bool = False  # decoding (greedy by default)
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+# The fields of the one DataConfig every source shared before per-source schemas (until
+# 4ff31f6), with their defaults then. A source whose schema lacks one is read as if it held this
+# default: a run's identity hashes them (bapo_exp.run.identity), so every cell finished before
+# keeps its identity and folder, and a saved config that holds them at these values loads
+# (typed_config). A saved value other than the default is an error naming the key.
+LEGACY_DATA_FIELDS: dict[str, Any] = {
+    "train_path": None, "include_normal": False, "strip_persona_prompt": True, "writer": None,
+    "personas": {}, "max_new_tokens": 256, "gen_batch_size": 8, "do_sample": False,
+    "temperature": 1.0, "top_p": 1.0, "world": {},
+}  # fmt: skip
 
 
 @dataclass
@@ -391,6 +418,12 @@ for _name, _schema in {"none": NoMethodConfig, "dpo": DPOConfig, "ipo": IPOConfi
                        "bapo": BAPOConfig, "mrpo": MRPOConfig,
                        "dpo_rescaled": DPORescaledConfig}.items():  # fmt: skip
     METHOD_SCHEMAS.register(_name, _schema)
+# data source name -> its schema (conf/data/<file>.yaml extends /schema/data/<name>); a plug-in
+# adds a source with register_data_schema (and a DatasetSpec in bapo_exp.data.DATASETS).
+DATA_SCHEMAS: Registry[type[DataConfig]] = Registry("data schema", "data.name")
+for _name, _schema in {"dsp": DSPDataConfig, "psoups": PSoupsDataConfig,
+                       "persona_gen": PersonaGenDataConfig}.items():  # fmt: skip
+    DATA_SCHEMAS.register(_name, _schema)
 # Schemas are stored under schema/<group>/ so that Hydra's option lists and errors show only
 # conf/ files; a YAML file extends its schema with `defaults: [/schema/<group>/<name>@_here_]`.
 GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
@@ -403,8 +436,24 @@ def register_method_schema(name: str, schema: type[MethodConfig]) -> None:
     ConfigStore.instance().store(group="schema/method", name=name, node=schema)
 
 
+def register_data_schema(name: str, schema: type[DataConfig]) -> None:
+    """Add a data source's schema (e.g. from a plug-in) and store it as ``/schema/data/<name>``."""
+    DATA_SCHEMAS.register(name, schema, replace=True)
+    ConfigStore.instance().store(group="schema/data", name=name, node=schema)
+
+
+def _without_legacy_defaults(data: dict, schema: type[DataConfig]) -> dict:
+    """``data`` without the ``LEGACY_DATA_FIELDS`` its source's schema lacks, where they hold
+    their old default (a config saved before per-source schemas); other values stay, and the
+    merge names them."""
+    own = {f.name for f in fields(schema)}
+    return {k: v for k, v in data.items()
+            if k in own or k not in LEGACY_DATA_FIELDS or v != LEGACY_DATA_FIELDS[k]}  # fmt: skip
+
+
 def typed_config(container: dict) -> Any:
-    """A saved run config (plain dict) checked against the schema, its method's included.
+    """A saved run config (plain dict) checked against the schema, its method's and its data
+    source's included.
 
     Raises:
         omegaconf errors naming the key, e.g. a key this code version no longer knows.
@@ -415,12 +464,18 @@ def typed_config(container: dict) -> Any:
     method = (container.get("method") or {}).get("name")
     if method is not None:
         base.method = OmegaConf.structured(METHOD_SCHEMAS.require(method))
+    data = container.get("data") or {}
+    if (source := data.get("name")) is not None:
+        schema = DATA_SCHEMAS.require(source)
+        base.data = OmegaConf.structured(schema)
+        container = {**container, "data": _without_legacy_defaults(data, schema)}
     return OmegaConf.merge(base, container)
 
 
 def store_schemas() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent): ``base_config``, each group's
-    ``schema/<group>/base`` and each method's ``schema/method/<name>``. The entry layer calls it
+    ``schema/<group>/base``, each method's ``schema/method/<name>`` and each data source's
+    ``schema/data/<name>``. The entry layer calls it
     with the resolvers and the plug-ins (``bapo_exp.run.register.register_configs``)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
@@ -428,3 +483,5 @@ def store_schemas() -> None:
         cs.store(group=f"schema/{group}", name="base", node=schema)
     for key, schema in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=key, node=schema)
+    for key, schema in DATA_SCHEMAS.items():
+        cs.store(group="schema/data", name=key, node=schema)

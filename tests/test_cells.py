@@ -26,6 +26,40 @@ def test_identity_ignores_defaults_and_run_independent_keys() -> None:
         assert run_identity(compose_cfg(["method=dpo", *other])) != base, other
 
 
+# Identities computed at 4ff31f6, before each data source had its own schema (issue 23): the
+# split must not move a finished cell (a relaunch would recompute it in a new folder).
+IDENTITIES_AT_4FF31F6 = {
+    ("method=dpo",): "05077585ff23b2b2",
+    ("method=dpo", "data=psoups"): "7920bf2fb17ced2a",
+    ("method=bapo", "data=persona_gen", "data.writer=smollm2_135m"): "5ff619a315256a91",
+    ("experiment=study", "method=dpo", "model.micro.seed=3"): "0846fae88e19da19",
+    ("method=dpo", "data=dsp", "data.include_normal=true", "model=micro"): "b8594035e43069e1",
+}
+
+
+@pytest.mark.parametrize("overrides", list(IDENTITIES_AT_4FF31F6), ids=" ".join)
+def test_per_source_data_schemas_keep_every_identity(overrides: tuple[str, ...]) -> None:
+    assert run_identity(compose_cfg(list(overrides))) == IDENTITIES_AT_4FF31F6[overrides]
+
+
+def test_a_config_saved_before_per_source_schemas_loads_and_keeps_its_identity() -> None:
+    """A saved config holds every old data field; at the old defaults it loads (a relaunch) and
+    names the same run; another value of a field its source lacks is an error naming it."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.config import LEGACY_DATA_FIELDS, typed_config
+
+    cfg = compose_cfg(["method=dpo", "data=psoups"])
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    old = {**plain, "data": {**LEGACY_DATA_FIELDS, **plain["data"]}}
+    assert set(old["data"]) > set(plain["data"])  # psoups lacks writer, world, train_path, ...
+    assert run_identity(old) == run_identity(cfg)
+    assert OmegaConf.to_object(typed_config(old).data) == OmegaConf.to_object(cfg.data)
+    old["data"]["writer"] = "smollm2_135m"  # meaningless for psoups: not silently dropped
+    with pytest.raises(Exception, match="writer"):
+        typed_config(old)
+
+
 def test_cell_folders_name_reference_lists_by_their_models() -> None:
     """MRPO cells were named by the whole reference dicts, cut at 160 characters (issue 22)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

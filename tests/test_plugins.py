@@ -1,5 +1,6 @@
-"""Extension points (issue 16): the synthetic world is a plug-in the rest does not need, and a
-new method is a loss, a LossSpec and a config schema registered from outside the package."""
+"""Extension points (issue 16): the synthetic world is a plug-in the rest does not need; a new
+method is a loss, a LossSpec and a config schema registered from outside the package, and a new
+data source a schema, a builder and a conf option (issue 23)."""
 
 from __future__ import annotations
 
@@ -79,19 +80,84 @@ def test_everything_but_the_synthetic_world_works_without_it(tmp_path: Path, tin
     assert out.returncode == 0, out.stderr[-3000:]
     assert "imported" in out.stdout
     assert (tmp_path / "run" / "eval" / "DONE").exists()
-    unknown = run([sys.executable, str(script), "data=synthetic", "model=micro", "method=dpo",
+    # the synthetic data source's schema comes with the plug-in, as does the micro model source
+    unknown = run([sys.executable, str(script), "data=synthetic", "method=dpo",
                    f"hydra.run.dir={tmp_path / 'synth'}"])  # fmt: skip
+    assert unknown.returncode != 0
+    assert "Could not load 'schema/data/synthetic'" in unknown.stderr, unknown.stderr[-2000:]
+    unknown = run([sys.executable, str(script), "data=dsp", "model=micro", "method=dpo",
+                   f"hydra.run.dir={tmp_path / 'micro'}"])  # fmt: skip
     assert unknown.returncode != 0 and "unknown model source 'micro'" in unknown.stderr
+
+
+ECHO_PLUGIN = '''
+"""A test-only data source: its schema, its builder and a conf option, from outside the package."""
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+from bapo_exp.config import DataConfig, register_data_schema
+from bapo_exp.data import DATASETS, DatasetSpec
+from bapo_exp.data.heterogeneity import SplitPools
+from bapo_exp.data.types import PreferenceExample
+
+
+@dataclass
+class EchoDataConfig(DataConfig):
+    name: str = "echo"
+    n_queries: int = 8  # this source's own setting: the core schema does not know it
+    word: str = "Echo"
+
+
+def pair(cfg, i):
+    return PreferenceExample(id=f"echo-{i}", prompt=f"What is item {i}?",
+                             chosen=f"{cfg.word}: item {i} is a number.",
+                             rejected=f"Item {i} is a number.", preference="echo",
+                             source={"dataset": "echo"})
+
+
+def build(cfg, *, data_root, cache_dir, load_writer=None):
+    pairs = [pair(cfg, i) for i in range(cfg.n_queries)]
+    half = cfg.n_queries // 2
+    return SplitPools({"echo": pairs[:half]}, {"echo": pairs[half:]},
+                      {"dataset": "echo", "n_queries": cfg.n_queries, "word": cfg.word})
+
+
+def register():
+    register_data_schema("echo", EchoDataConfig)
+    DATASETS.register("echo", DatasetSpec(build))
+    ConfigStore.instance().store(group="data", name="echo", node=EchoDataConfig)
+'''
+
+
+def plugin_env(tmp_path: Path, module: str, source: str) -> dict:
+    """``SUBPROCESS_ENV`` with ``BAPO_PLUGINS=module``, written to ``tmp_path`` on the path."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    path = os.pathsep.join([str(tmp_path), SUBPROCESS_ENV.get("PYTHONPATH", "")])
+    return {**SUBPROCESS_ENV, "BAPO_PLUGINS": module, "PYTHONPATH": path}
+
+
+def test_a_data_source_registered_by_a_plugin_runs_end_to_end(tmp_path: Path, tiny_cache) -> None:
+    require_shared("hhh_alignment")
+    env = plugin_env(tmp_path, "echo_plugin", ECHO_PLUGIN)
+    run_dir = tmp_path / "run"
+    out = run([sys.executable, "-m", "bapo_exp", *SMALL, "data=echo", "data.n_queries=40",
+               "data.word=Hello", "method=dpo", f"hydra.run.dir={run_dir}",
+               f"paths.cache_dir={tiny_cache}"], env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "n_queries: 40" in saved and "word: Hello" in saved and "train_path" not in saved
+    assert (run_dir / "eval" / "DONE").exists()
+    assert "data echo: 16 train / 8 held-out pairs" in (run_dir / "main.log").read_text()
+    # the source's own key is checked against its schema, with the key named
+    typo = run([sys.executable, "-m", "bapo_exp", *SMALL, "data=echo", "data.n_querys=3",
+                "method=dpo", f"hydra.run.dir={tmp_path / 'typo'}"], env)  # fmt: skip
+    assert typo.returncode != 0 and "n_querys" in typo.stderr
 
 
 def test_a_method_registered_by_a_plugin_runs_end_to_end(tmp_path: Path, tiny_cache) -> None:
     require_shared("dsp")
-    (tmp_path / "hinge_plugin.py").write_text(textwrap.dedent(HINGE_PLUGIN))
-    env = {
-        **SUBPROCESS_ENV,
-        "BAPO_PLUGINS": "hinge_plugin",
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), SUBPROCESS_ENV.get("PYTHONPATH", "")]),
-    }
+    env = plugin_env(tmp_path, "hinge_plugin", HINGE_PLUGIN)
     out = run(
         [
             sys.executable,

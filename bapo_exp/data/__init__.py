@@ -66,12 +66,13 @@ DATASETS.register("persona_gen", DatasetSpec(persona_gen.build, persona_gen.pref
 
 
 def check_dataset(cfg: DataConfig, *, data_root: str, cache_dir: str) -> None:
-    """Validate the configured data before any model is loaded (``DataError`` otherwise)."""
+    """Validate the configured data before any model is loaded (``DataError`` otherwise): a
+    source's preflight, else the whole build, cleaning and mixing included (cheap sources)."""
     spec = DATASETS.require(cfg.name)
     if spec.preflight is not None:
         spec.preflight(cfg, data_root=data_root, cache_dir=cache_dir)
     else:
-        spec.build(cfg, data_root=data_root, cache_dir=cache_dir, load_writer=None)
+        build_dataset(cfg, data_root=data_root, cache_dir=cache_dir)
 
 
 def _clean(

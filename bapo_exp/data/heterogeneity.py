@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bapo_exp.data.types import PreferenceExample
+from bapo_exp.data.validation import DataError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def mix(
     Returns:
         (mixed examples, per-preference counts).
     Raises:
-        ValueError: a preference has fewer pairs than its share.
+        DataError: a preference has fewer pairs than its share (a one-line user error).
     """
     if n_total is None:
         counts = {p: len(v) for p, v in sorted(examples_by_pref.items())}
@@ -109,7 +110,7 @@ def mix(
             p: len(examples_by_pref[p]) for p, c in counts.items() if c > len(examples_by_pref[p])
         }
         if short:
-            raise ValueError(
+            raise DataError(
                 f"cannot draw {n_total} pairs as equal shares {counts}: available {short}; "
                 f"lower data.n_train / data.n_heldout"
             )

@@ -103,7 +103,7 @@ def style_checker(dataset: str, override: str | None = None) -> StyleCheck | Non
 def instructions_of(data_cfg) -> dict[str, str]:
     """Preference -> judge instruction: ``data.instructions``, then ``data.personas``
     (``data_cfg``: a ``DataConfig``)."""
-    out = dict(data_cfg.personas or {})
+    out = dict(getattr(data_cfg, "personas", None) or {})  # persona_gen's schema only
     out.update(data_cfg.instructions or {})
     return {k: v for k, v in out.items() if isinstance(v, str) and v.strip()}
 

@@ -8,6 +8,9 @@ stages, force, eval, logger, paths, name, objective), resolved, in canonical JSO
 composed config holds every key, a key set to its default names the same run as the key left
 out, and ``seed=0`` names the same cell as a grid that never mentioned the seed. ``paths.*`` are
 replaced by placeholders before resolving, so nothing machine-specific enters the identity.
+The data fields every source shared before per-source schemas (``LEGACY_DATA_FIELDS``) enter it
+at their old defaults where the source's schema lacks them: cells finished before that change
+keep their identity, and nothing is recomputed.
 
 A multirun cell's folder is looked up by identity in ``<sweep dir>/.cells/<identity>`` (one
 small file per cell, created atomically, naming the folder). A new cell gets a readable name
@@ -33,7 +36,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bapo_exp.config import RUN_INDEPENDENT, RUN_INDEPENDENT_KEYS, run_independent
+from bapo_exp.config import (
+    LEGACY_DATA_FIELDS,
+    RUN_INDEPENDENT,
+    RUN_INDEPENDENT_KEYS,
+    run_independent,
+)
 
 log = logging.getLogger(__name__)
 INDEX = ".cells"
@@ -63,6 +71,8 @@ def identity_config(task_cfg: DictConfig | dict) -> dict[str, Any]:
     for key in RUN_INDEPENDENT_KEYS:
         head, _, leaf = key.rpartition(".")
         resolved.get(head, {}).pop(leaf, None)
+    if isinstance(resolved.get("data"), dict):  # the fields every source had (module docstring)
+        resolved["data"] = {**LEGACY_DATA_FIELDS, **resolved["data"]}
     return {k: v for k, v in resolved.items() if k not in RUN_INDEPENDENT}
 
 

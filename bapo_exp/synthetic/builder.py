@@ -1,7 +1,7 @@
 """Dataset builder for the synthetic world (the ``synthetic`` entry of ``DATASETS``).
 
     from bapo_exp.data import build_dataset
-    cfg = DataConfig(name="synthetic", preferences=["academic"], world={"seed": 0})
+    cfg = SyntheticDataConfig(name="synthetic", preferences=["academic"], world={"seed": 0})
     data = build_dataset(cfg, data_root=".", cache_dir="runs/cache")
 
 Pairs come from the world's ``pairs.jsonl``. The split is **by entity** (design): every
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bapo_exp.config import DataConfig
 from bapo_exp.data.heterogeneity import SplitPools
 from bapo_exp.data.types import PreferenceExample
 from bapo_exp.data.validation import check_preferences
@@ -30,6 +32,15 @@ from bapo_exp.synthetic.export import (
     write_world,
 )
 from bapo_exp.synthetic.styles import NEUTRAL
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    """``data=synthetic``: the world's own settings (``/schema/data/synthetic``, stored by the
+    plug-in; the core schema knows none of them)."""
+
+    include_normal: bool = False  # also keep pairs whose rejected answer is neutral (base) style
+    world: dict[str, Any] = field(default_factory=dict)  # WorldConfig knobs (the world's key)
 
 
 def split_entities(entities: list[str], heldout_frac: float, seed: int) -> set[str]:
@@ -92,11 +103,12 @@ def build_synthetic(
     """Preference pairs of the synthetic world for ``cfg.preferences`` (styles), split by entity.
 
     Args:
-        cfg: a ``DataConfig``. ``path`` = world directory (``None``: the cache-keyed world of
-            ``world``); ``world`` = ``WorldConfig`` knobs; ``preferences`` = style names (empty:
-            all); ``include_normal`` also keeps pairs whose rejected response is in the neutral
-            (base) style; ``heldout_frac``/``split_seed`` split by entity. Capping and mixing
-            (``n_train``, ``n_heldout``, ``mix_seed``) are ``build_dataset``'s.
+        cfg: a ``SyntheticDataConfig``. ``path`` = world directory (``None``: the cache-keyed
+            world of ``world``); ``world`` = ``WorldConfig`` knobs; ``preferences`` = style
+            names (empty: all); ``include_normal`` also keeps pairs whose rejected response is
+            in the neutral (base) style; ``heldout_frac``/``split_seed`` split by entity.
+            Capping and mixing (``n_train``, ``n_heldout``, ``mix_seed``) are
+            ``build_dataset``'s.
         data_root: unused (the world is self-contained); kept for the shared signature.
         cache_dir: where the cache-keyed world is written.
         load_writer: unused (no generated responses here).

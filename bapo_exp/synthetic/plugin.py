@@ -1,6 +1,7 @@
 """The synthetic world as a plug-in (loaded by ``bapo_exp.plugins``): it registers
 
-- the dataset ``synthetic`` (``data=synthetic``: pairs of the world, split by entity);
+- the dataset ``synthetic`` (``data=synthetic``: pairs of the world, split by entity) and its
+  schema ``SyntheticDataConfig`` (``data.world``, ``data.include_normal``);
 - the model source ``micro`` (``model=micro``: a micro Llama pretrained on the world, cached);
 - the eval suites ``synthetic_knowledge`` (MMLU format, options scored as text) and
   ``synthetic_alignment`` (HHH format), read from the world folder of the run's data;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bapo_exp.config import ModelSpec
+from bapo_exp.config import ModelSpec, register_data_schema
 from bapo_exp.data import DATASETS, DatasetSpec
 from bapo_exp.evaluation.personalisation import STYLE_CHECKS
 from bapo_exp.evaluation.suites import (
@@ -31,7 +32,12 @@ from bapo_exp.evaluation.suites import (
 )
 from bapo_exp.evaluation.tasks import utils as task_utils
 from bapo_exp.modeling.sources import MODEL_SOURCES
-from bapo_exp.synthetic.builder import build_synthetic, hard_synthetic, world_root
+from bapo_exp.synthetic.builder import (
+    SyntheticDataConfig,
+    build_synthetic,
+    hard_synthetic,
+    world_root,
+)
 from bapo_exp.synthetic.styles import NEUTRAL, detect_style, in_style, renderings, states_fact
 from bapo_exp.synthetic.world import ATTRIBUTES
 
@@ -114,6 +120,7 @@ def register() -> None:
         OmegaConf.register_new_resolver("synthetic_file", world_file)
     from bapo_exp.evaluation.answers import ANSWER_FORMATS
 
+    register_data_schema(NAME, SyntheticDataConfig)
     DATASETS.register(NAME, DatasetSpec(build_synthetic, hard=hard_synthetic))
     MODEL_SOURCES.register("micro", _micro)
     STYLE_CHECKS.register(NAME, in_style)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bapo_exp.config import DataConfig
+from bapo_exp.config import DATA_SCHEMAS, DataConfig
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -23,10 +23,12 @@ def shared_data(*parts: str) -> Path:
 
 
 def data_cfg(**values) -> DataConfig:
-    """A DataConfig; values for fields the schema does not have yet are set as attributes
-    (the code reads them with getattr defaults, bapo_exp.data.io.setting)."""
-    known = {f.name for f in fields(DataConfig)}
-    cfg = DataConfig(**{k: v for k, v in values.items() if k in known})
+    """The schema of ``values["name"]`` (``DataConfig`` for a name no source has); values for
+    fields the schema does not have yet are set as attributes (the code reads them with getattr
+    defaults, bapo_exp.data.io.setting)."""
+    schema = DATA_SCHEMAS.get(values.get("name", ""), DataConfig)
+    known = {f.name for f in fields(schema)}
+    cfg = schema(**{k: v for k, v in values.items() if k in known})
     for key, value in values.items():
         if key not in known:
             setattr(cfg, key, value)

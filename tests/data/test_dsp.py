@@ -106,3 +106,14 @@ def test_official_split_uses_test_file_as_heldout(tmp_path):
     split = data.report["split"]
     assert split["method"] == "official" and split["train_queries_dropped_as_in_test"] == 2
     assert all("/train-q" in e.id for e in data.train) and all("/q" in e.id for e in data.heldout)
+
+
+def test_a_training_set_larger_than_the_data_fails_the_check_before_any_model(tmp_path):
+    """check_dataset (run in the launching process) mixes too: a short pool is a DataError."""
+    from bapo_exp.data import check_dataset
+
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(synthetic(10)))
+    cfg = data_cfg(name="dsp", path=str(test), preferences=["academy"], n_train=1000)
+    with pytest.raises(DataError, match=r"cannot draw 1000 pairs .* lower data.n_train"):
+        check_dataset(cfg, data_root="unused", cache_dir="unused")

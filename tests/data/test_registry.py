@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.config import DataConfig
+from bapo_exp.config import DATA_SCHEMAS, DataConfig
 from bapo_exp.data import DATASETS, build_dataset
 from tests.data import REPO, data_cfg
 
@@ -27,18 +27,20 @@ def test_unknown_dataset_lists_valid_names():
 def test_preset_matches_schema_and_registry(path):
     raw = OmegaConf.to_container(OmegaConf.load(path))
     defaults = raw.pop("defaults")  # the schema first; then the preset's own groups (world)
-    assert defaults[0] == "/schema/data/base@_here_"
+    assert defaults[0] == f"/schema/data/{path.stem}@_here_"
     for entry in defaults[1:]:
         ((group, option),) = entry.items()
         assert (path.parent / group / f"{option}.yaml").is_file(), entry
     assert raw["name"] == path.stem and DATASETS.get(raw["name"]) is not None
-    known = {f.name for f in fields(DataConfig)}
-    assert set(raw) <= known, f"keys not in DataConfig: {set(raw) - known}"
-    schema = OmegaConf.structured(DataConfig)
+    schema_cls = DATA_SCHEMAS.require(raw["name"])
+    assert issubclass(schema_cls, DataConfig)
+    known = {f.name for f in fields(schema_cls)}
+    assert set(raw) <= known, f"keys not in {schema_cls.__name__}: {set(raw) - known}"
+    schema = OmegaConf.structured(schema_cls)
     # interpolations into other groups (synthetic: ${paths.cache_dir}) resolve only when composed
     plain = {k: v for k, v in raw.items() if k in known and not str(v).startswith("${")}
     cfg = OmegaConf.to_object(OmegaConf.merge(schema, plain))
-    assert isinstance(cfg, DataConfig)
+    assert isinstance(cfg, schema_cls)
 
 
 def test_every_preset_key_is_commented():

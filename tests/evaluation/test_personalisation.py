@@ -139,9 +139,9 @@ def test_clears_needs_a_defined_stderr() -> None:
 
 
 def test_instructions_fall_back_to_personas() -> None:
-    from bapo_exp.config import DataConfig
+    from bapo_exp.config import PersonaGenDataConfig
 
-    cfg = DataConfig(name="persona_gen", personas={"P1A": "kid", "P1B": "expert"},
+    cfg = PersonaGenDataConfig(name="persona_gen", personas={"P1A": "kid", "P1B": "expert"},
                      instructions={"P1B": "specialist", "P2A": " "})  # fmt: skip
     assert P.instructions_of(cfg) == {"P1A": "kid", "P1B": "specialist"}
 

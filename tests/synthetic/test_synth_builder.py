@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bapo_exp.config import DataConfig
 from bapo_exp.data import build_dataset
 from bapo_exp.synthetic import build_synthetic, detect_style
+from bapo_exp.synthetic.builder import SyntheticDataConfig
 from bapo_exp.synthetic.styles import NEUTRAL
 
 
 def _build(root, tmp_path, **kw):
     """Through the DATASETS registry, as the stages call it (cleaning and mixing included)."""
-    cfg = DataConfig(name="synthetic", path=str(root), **kw)
+    cfg = SyntheticDataConfig(name="synthetic", path=str(root), **kw)
     return build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
 
 
@@ -85,7 +85,9 @@ def test_default_world_when_no_path(tmp_path, world_cfg):
     from dataclasses import asdict
 
     knobs = asdict(world_cfg)
-    cfg = DataConfig(name="synthetic", preferences=["enthusiastic"], n_train=8, n_heldout=4)
+    cfg = SyntheticDataConfig(
+        name="synthetic", preferences=["enthusiastic"], n_train=8, n_heldout=4
+    )
     cfg.world = knobs
     data = build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
     assert len(data.train) == 8 and len(data.heldout) == 4
@@ -95,7 +97,7 @@ def test_default_world_when_no_path(tmp_path, world_cfg):
 
 
 def test_world_knobs_checked_and_written_at_path(tmp_path):
-    cfg = DataConfig(name="synthetic", path=str(tmp_path / "w"), world={"n_entitys": 3})
+    cfg = SyntheticDataConfig(name="synthetic", path=str(tmp_path / "w"), world={"n_entitys": 3})
     with pytest.raises(ValueError, match="unknown synthetic world knobs"):
         build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
     cfg.world = {"n_entities": 12, "n_harmful_train": 8, "n_harmful_test": 6}

@@ -8,11 +8,10 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
-from bapo_exp.config import DataConfig
 from bapo_exp.data import DATASETS, build_dataset
 from bapo_exp.evaluation.items import select_items
 from bapo_exp.synthetic import generate_world
-from bapo_exp.synthetic.builder import split_entities
+from bapo_exp.synthetic.builder import SyntheticDataConfig, split_entities
 from bapo_exp.synthetic.evalsets import hard_pairs, mmlu_tables
 from bapo_exp.synthetic.export import read_jsonl, world_config
 from bapo_exp.synthetic.plugin import answer_format
@@ -80,7 +79,7 @@ def test_hard_pairs_construction(world):
 
 
 def test_hard_pairs_only_heldout_entities(world_root, tmp_path):
-    cfg = DataConfig(name="synthetic", path=str(world_root), preferences=["poetic"])
+    cfg = SyntheticDataConfig(name="synthetic", path=str(world_root), preferences=["poetic"])
     hard = DATASETS.require("synthetic").hard(cfg, cache_dir=str(tmp_path))
     data = build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
     assert {e.source["entity"] for e in hard} == {e.source["entity"] for e in data.heldout}
@@ -93,7 +92,7 @@ def test_hard_pairs_only_heldout_entities(world_root, tmp_path):
 
 def test_answer_format_renders_every_variant_of_the_pairs_fact(world_root, tmp_path):
     fmt = answer_format()
-    cfg = DataConfig(name="synthetic", path=str(world_root), preferences=["academic"],
+    cfg = SyntheticDataConfig(name="synthetic", path=str(world_root), preferences=["academic"],
                      include_normal=True)  # fmt: skip
     data = build_dataset(cfg, data_root=str(tmp_path), cache_dir=str(tmp_path))
     for pair in data.heldout[:10]:
