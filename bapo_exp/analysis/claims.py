@@ -23,6 +23,7 @@ from bapo_exp.analysis.protocol import (
     MRPO_EPS,
     N_BOOT,
     SCARCE,
+    on_test_bases,
 )
 from bapo_exp.analysis.verdicts import Endpoint, Frontiers, Slope, verdict_rows
 
@@ -254,6 +255,6 @@ def verdict_table(
     cells: pd.DataFrame, choice: dict, n_boot: int = N_BOOT, rng: int = 0
 ) -> pd.DataFrame:
     """Every contrast's verdict row (``verdicts.ROW_COLS``), over the test bases only."""
-    test = cells[cells["role"] == "test"]
+    test = on_test_bases(cells)
     contrasts = [*primary(choice, retention(test)), *secondary(choice, test)]
     return verdict_rows(contrasts, test, n_boot, rng)

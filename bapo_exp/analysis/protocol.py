@@ -58,6 +58,12 @@ def eval_steps(horizon: int) -> list[int]:
     return sorted({max(1, math.floor(f * horizon + 0.5)) for f in FRACTIONS})
 
 
+def on_test_bases(cells):
+    """The rows of ``cells`` on the test bases (a ``role`` column; the calibration's runs chose
+    the regime and are never pooled with them)."""
+    return cells[cells["role"] == "test"]
+
+
 def role(base: int | float | str) -> str:
     """``calibration`` for a calibration base, else ``test``."""
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from bapo_exp.analysis.load import read_cells
+from bapo_exp.analysis.protocol import on_test_bases
 from bapo_exp.analysis.study_report import demo_markdown
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def demo_in_study(demo: pd.DataFrame, study: pd.DataFrame) -> str:
     from bapo_exp.analysis.protocol import MAIN
 
     base = demo[demo["method"] == "base"].iloc[0]
-    study = study[study["role"] == "test"]  # the calibration's runs ran other regimes
+    study = on_test_bases(study)  # the calibration's runs ran other regimes
     bases = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])]
     same = bases.loc[bases["base_fingerprint"] == base["base_fingerprint"], "base"].tolist()
     which = (f"the study's base {same[0]} (same weight fingerprint)" if same else
@@ -72,7 +73,7 @@ def untrained_style(base: pd.Series, study: pd.DataFrame) -> str:
     bases (where "the untrained bases start"), each base has its own (issue 22: 0.057 vs 0.000)."""
     from bapo_exp.analysis.protocol import MAIN
 
-    study = study[study["role"] == "test"]
+    study = on_test_bases(study)
     start = study[(study["method"] == "base") & (study["exposure"] == MAIN["exposure"])
                   & study["base"].isin(study.loc[study["method"] == "DPO", "base"])]  # fmt: skip
     per_base = start[start["step"] == 0].groupby("base")["x"].mean()

@@ -133,7 +133,7 @@ def _reach_panel(ax, test: pd.DataFrame, choice: dict) -> None:
 
 
 def frontier(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
-    test = cells[cells["role"] == "test"]
+    test = P.on_test_bases(cells)
     axes_x = [("x", P.X_RANGE)]
     if choice.get("logodds_range") and test["logodds"].notna().any():
         axes_x.append(("logodds", tuple(choice["logodds_range"])))

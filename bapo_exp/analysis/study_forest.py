@@ -181,7 +181,7 @@ def references(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     """C2: MRPO minus its controls against the training-set size (held-out hard margin;
     knowledge and alignment), and the eps sweep: hard margin against MRPO's clip fraction.
     Exploratory per size and per eps (the pooled primaries are P3, P4)."""
-    test, refs = cells[cells["role"] == "test"], where(choice, "exposure", "preferences")
+    test, refs = P.on_test_bases(cells), where(choice, "exposure", "preferences")
     fig, axes = new_figure(3, width=4.3, height=3.4)
     controls = (("DPO", DPO), ("rescaled DPO", RESCALED))
     _by_size(axes[0], test, ("hard_margin",), controls, refs)
@@ -245,7 +245,7 @@ def heterogeneity(cells: pd.DataFrame, choice: dict, out: Path) -> list[Path]:
     """Losses (base minus trained) at matched frontier and after the full horizon, against the
     measured distance (log axis) and the number of mixed preferences; 95% intervals over
     bases; n: bases with a value at that point (not reached: fewer)."""
-    test = cells[cells["role"] == "test"]
+    test = P.on_test_bases(cells)
     fig, axes = new_figure(2, width=4.8, height=3.4, rows=2)
     lam = f"BAPO lambda={float(choice['anchor_weight']):g}"
     for r, axis in enumerate(("exposure", "mixing")):

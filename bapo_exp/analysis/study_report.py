@@ -112,7 +112,7 @@ def frontier_mean_table(cells: pd.DataFrame, choice: dict) -> list[str]:
     """Per method of C1, the mean over test units of the highest style share reached."""
     from bapo_exp.analysis.verdicts import runs
 
-    test = cells[cells["role"] == "test"]
+    test = P.on_test_bases(cells)
     head = [
         "runs",
         "units",

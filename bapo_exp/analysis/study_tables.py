@@ -159,7 +159,7 @@ def _recomputed(cells: pd.DataFrame, choice: dict) -> str | None:
 def deviations(cells: pd.DataFrame, meta: dict, choice: dict, folder: Path) -> list[str]:
     """What the results do differently from the protocol: found in the data, and the lead's
     own list (``<folder>/deviations.md``, one ``- `` line each)."""
-    test = cells[cells["role"] == "test"]
+    test = P.on_test_bases(cells)
     n_cal, n_test = (trained_bases(cells, r) for r in ("calibration", "test"))
     sha = meta.get("protocol_sha")
     out = []
@@ -274,7 +274,7 @@ def base_table(cells: pd.DataFrame, choice: dict) -> list[str]:
     """Per test base: the untrained model and DPO (beta 0.1) at its last step."""
     from bapo_exp.analysis.claims import DPO, where
 
-    test = cells[cells["role"] == "test"]
+    test = P.on_test_bases(cells)
     main = select(test, where(choice, "exposure"))
     base = main[main["method_name"] == "none"].drop_duplicates("base").set_index("base")
     dpo = select(main, DPO + where(choice, "n_pairs", "preferences"))
