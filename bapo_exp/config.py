@@ -430,16 +430,23 @@ GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
                  "eval": EvalConfig, "logger": LoggerConfig, "paths": PathsConfig}  # fmt: skip
 
 
+# groups whose options each have a schema of their own (a subclass of the group's schema)
+VARIANT_SCHEMAS: dict[str, Registry] = {"method": METHOD_SCHEMAS, "data": DATA_SCHEMAS}
+
+
+def _register_variant(group: str, name: str, schema: type) -> None:
+    VARIANT_SCHEMAS[group].register(name, schema, replace=True)
+    ConfigStore.instance().store(group=f"schema/{group}", name=name, node=schema)
+
+
 def register_method_schema(name: str, schema: type[MethodConfig]) -> None:
     """Add a method's schema (e.g. from a plug-in) and store it as ``/schema/method/<name>``."""
-    METHOD_SCHEMAS.register(name, schema, replace=True)
-    ConfigStore.instance().store(group="schema/method", name=name, node=schema)
+    _register_variant("method", name, schema)
 
 
 def register_data_schema(name: str, schema: type[DataConfig]) -> None:
     """Add a data source's schema (e.g. from a plug-in) and store it as ``/schema/data/<name>``."""
-    DATA_SCHEMAS.register(name, schema, replace=True)
-    ConfigStore.instance().store(group="schema/data", name=name, node=schema)
+    _register_variant("data", name, schema)
 
 
 def _without_legacy_defaults(data: dict, schema: type[DataConfig]) -> dict:
@@ -481,7 +488,6 @@ def store_schemas() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=f"schema/{group}", name="base", node=schema)
-    for key, schema in METHOD_SCHEMAS.items():
-        cs.store(group="schema/method", name=key, node=schema)
-    for key, schema in DATA_SCHEMAS.items():
-        cs.store(group="schema/data", name=key, node=schema)
+    for group, registry in VARIANT_SCHEMAS.items():
+        for key, schema in registry.items():
+            cs.store(group=f"schema/{group}", name=key, node=schema)

@@ -11,7 +11,7 @@ import textwrap
 import typing
 from typing import Any
 
-from bapo_exp.config import CONF_DIR, DATA_SCHEMAS, METHOD_SCHEMAS, Config
+from bapo_exp.config import CONF_DIR, VARIANT_SCHEMAS, Config
 
 NOT_GROUPS = ("accelerate", "hydra", "local")  # conf/ folders that are not config groups
 WIDTH = 100
@@ -31,9 +31,6 @@ def group_options(group: str) -> list[str]:
     return sorted(names)
 
 
-GROUP_VARIANTS = {"method": METHOD_SCHEMAS, "data": DATA_SCHEMAS}  # a schema per option
-
-
 def _fields(schema: type) -> dict[str, typing.Any]:
     hints = typing.get_type_hints(schema)
     return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
@@ -47,8 +44,8 @@ def schema_keys(schema: type = Config, prefix: str = "") -> list[str]:
         key = f"{prefix}{name}"
         keys.append(key)
         nested = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
-        if key in GROUP_VARIANTS:
-            nested = list(GROUP_VARIANTS[key].values())
+        if key in VARIANT_SCHEMAS:
+            nested = list(VARIANT_SCHEMAS[key].values())
         for t in nested:
             keys += schema_keys(t, key + ".")
     return sorted(set(keys))
