@@ -7,6 +7,7 @@ them); ratios are measured side by side in one run of the benchmark, per repeat.
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 
@@ -20,21 +21,31 @@ def _machine(result: dict) -> str:
     return f"{m['cpu']}, {m['torch_threads']} threads" + (f", load {load[0]:.1f}" if load else "")
 
 
+def _2dp(value: float) -> str:
+    """Two decimals, half up on the value as written (1.775 -> 1.78; ``:.2f`` gives 1.77, since
+    the float 1.775 lies just below it)."""
+    return str(Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
 def _range(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}"
+    return f"{_2dp(min(values))}-{_2dp(max(values))}"
 
 
 def trl_rows(folder: Path) -> list[str]:
     """Ours over TRL's DPOTrainer: training pairs per second and peak memory, per reference mode."""
     rows = []
-    for name in ("dpo_vs_trl", "dpo_vs_trl_smollm2"):
+    names = ["dpo_vs_trl", "dpo_vs_trl_smollm2"]
+    if (folder / "dpo_vs_trl_smollm2_online_repeats.json").exists():  # full runs only (run_all.sh)
+        names.append("dpo_vs_trl_smollm2_online_repeats")
+    for name in names:
         result = _load(folder, name)
         s = result["settings"]
         for mode, r in result["ratios"].items():
             rows.append(
                 f"| DPO step vs TRL | {s['model']}, {s['pairs']} pairs x {s['max_len']} tokens, "
-                f"{mode} reference | {r['speed_ours_over_trl']:.2f}x pairs/s (repeats "
-                f"{_range(r['speed_per_repeat'])}); {r['train_peak_ours_over_trl']:.2f}x peak "
+                f"{mode} reference, {s['repeats']} repeats of {s['steps']} steps | "
+                f"{_2dp(r['speed_ours_over_trl'])}x pairs/s (repeats "
+                f"{_range(r['speed_per_repeat'])}); {_2dp(r['train_peak_ours_over_trl'])}x peak "
                 f"memory | {_machine(result)} |"
             )
     return rows
