@@ -85,13 +85,14 @@ def run(cfg: Config, run: RunDir, tracker: Tracker) -> dict:
     from bapo_exp.stages import eval_points
     from bapo_exp.stages.eval_window import check_window
 
-    check_window(cfg, at_start=False)  # sources whose tokenizer was not at hand at the start
     ckpt = checkpoint_of(cfg, run)
     curve = at_step_checkpoints(cfg, run)
     # points the train stage evaluated in memory (eval.in_training), with these eval settings
     taken = ckpt and not cfg.eval.ckpt and cfg.eval.in_training
     points = eval_points.finished(cfg, run) if taken else {}
     final = (run.summary("train") or {}).get("total_steps")
+    if not {final, *curve} <= set(points):  # something is scored here (3 s: the eval requests)
+        check_window(cfg, at_start=False)  # sources whose tokenizer was not at hand at the start
     out = run.root / "eval"
     summary = eval_points.take(points.get(final), ckpt, out) or evaluate_checkpoint(cfg, ckpt, out)
     # which base model this run started from, exactly (compare machines by this string)

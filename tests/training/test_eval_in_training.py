@@ -180,3 +180,29 @@ def test_killed_run_resumes_without_redoing_a_finished_point(cells, tmp_path, mo
 def numbers(run: Path) -> dict[str, dict]:
     """Every evaluated point's summary without run-specific entries (paths, wall times)."""
     return {f: {k: v for k, v in s.items() if k not in VARYING} for f, s in summaries(run).items()}
+
+
+def test_the_eval_stage_checks_the_window_only_when_it_scores_something(cells, tmp_path,
+                                                                        monkeypatch) -> None:
+    """Every point taken from training: nothing is scored, so the eval requests are not built
+    to check the window (3 s a study cell); from checkpoints they are, before any model loads."""
+    import shutil
+
+    from bapo_exp.stages import eval_window, evaluate
+    from bapo_exp.tracking.tracker import NullTracker
+
+    root, cache, _, finetune = cells
+    if finetune != "full":
+        pytest.skip("one fine-tuning mode is enough here")
+    checked: list[str] = []
+    monkeypatch.setattr(eval_window, "check_window",
+                        lambda cfg, at_start: checked.append(str(at_start)))  # fmt: skip
+    for name, switch in (("inside", "true"), ("outside", "false")):
+        shutil.copytree(root / name, tmp_path / name)
+        cfg = OmegaConf.to_object(compose_cfg([*CELL, f"paths.cache_dir={cache}",
+                                               f"eval.in_training={switch}",
+                                               "model.finetune=full", *CURVE_PAIRS["full"]]))
+        evaluate.run(cfg, RunDir(tmp_path / name), NullTracker())
+        checked.append(f"after {name}")
+    assert checked == ["after inside", "False", "after outside"]
+    assert numbers(tmp_path / "inside") == numbers(tmp_path / "outside")
