@@ -24,7 +24,9 @@ item (doc index), the choice and the lengths (``HFLM`` alone stops on a bare ass
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -78,6 +80,33 @@ def check_lengths(instances: list, encoded: list, max_length: int) -> None:
         )  # fmt: skip
 
 
+_ENCODINGS: OrderedDict[str, dict] = OrderedDict()  # tokenizer key -> (context, cont) -> encoding
+_PLANS: OrderedDict[tuple, list] = OrderedDict()  # (token budget, device, requests) -> forwards
+MAX_KEPT = 4  # tokenizers' encodings and request lists' plans a process keeps
+
+
+def _kept(cache: OrderedDict, key: Any, make) -> Any:
+    """``cache[key]``, made on first use; the least recently used entries beyond ``MAX_KEPT``
+    are dropped."""
+    if key not in cache:
+        cache[key] = make()
+        while len(cache) > MAX_KEPT:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def tokenizer_key(lm: Any) -> str | None:
+    """What ``TemplateLM._encode_pair`` depends on besides its text: the tokenizer (a fast
+    tokenizer's whole definition), BOS handling and the backend; None for a slow tokenizer."""
+    backend = getattr(lm.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    text = repr((backend.to_str(), type(lm.tokenizer).__name__, lm.add_bos_token,
+                 lm.prefix_token_id, lm.backend))  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class _Checked:
     """Keeps the ``Instance`` list of the current ``loglikelihood`` call for
     ``_loglikelihood_tokens`` (where lengths are known); ``None`` in ``loglikelihood_rolling``,
@@ -87,11 +116,13 @@ class _Checked:
     _pairs: dict | None = None  # (context, continuation) -> its encoding (TemplateLM's rules)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """``TemplateLM._encode_pair``, once per distinct pair for the life of this LM: a model
-        evaluated again (``harness.SuiteSession``, e.g. at several training steps) is not
-        tokenized again. The encodings depend on the tokenizer only."""
+        """``TemplateLM._encode_pair``, once per distinct pair and tokenizer for the life of the
+        process: a model evaluated again (``harness.SuiteSession``, e.g. at several training
+        steps) and the next cell of a warm worker with the same tokenizer are not tokenized
+        again. The encodings depend on the tokenizer only (``tokenizer_key``)."""
         if self._pairs is None:
-            self._pairs = {}
+            key = tokenizer_key(self)
+            self._pairs = {} if key is None else _kept(_ENCODINGS, key, dict)
         key = (context, continuation)
         if key not in self._pairs:
             self._pairs[key] = super()._encode_pair(context, continuation)
@@ -153,14 +184,13 @@ class BapoLM(_Checked, HFLM):
         return out
 
     def _plan(self, pairs: list) -> list:
-        """The scorer's forwards for these requests, planned once per distinct request list
-        (the same suite scored again, e.g. at another training step, reuses its plan)."""
-        key = tuple((tuple(ctx), tuple(cont)) for ctx, cont in pairs)
-        plans = self.__dict__.setdefault("_plans", {})
-        if key not in plans:
-            plans[key] = plan_scoring(pairs, token_budget=self.token_budget,
-                                      device=model_device(self.model))  # fmt: skip
-        return plans[key]
+        """The scorer's forwards for these requests, planned once per distinct request list in
+        the process (the same suite scored again, at another training step or in a warm
+        worker's next cell, reuses its plan)."""
+        device = model_device(self.model)
+        key = (self.token_budget, str(device), tuple((tuple(c), tuple(x)) for c, x in pairs))
+        return _kept(_PLANS, key, lambda: plan_scoring(pairs, token_budget=self.token_budget,
+                                                       device=device))  # fmt: skip
 
 
 def make_backend(

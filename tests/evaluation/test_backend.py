@@ -240,3 +240,36 @@ def test_eval_stage_switch_and_registry(tiny4k):
     flat = {b: flatten(r) for b, r in runs.items()}
     keys = [k for k in flat["hf"] if k.endswith(("/acc", "/acc_norm"))]
     assert keys and all(flat["bapo"][k] == flat["hf"][k] for k in keys)
+
+
+@pytest.mark.integration
+def test_a_second_model_with_the_same_tokenizer_is_not_tokenized_again(tiny4k, cache, monkeypatch):
+    """A warm worker's next cell: another model object and LM, the same tokenizer's encodings
+    and plans reused; the log-likelihoods are its own model's (equal to HFLM's)."""
+    from lm_eval.api.model import TemplateLM
+
+    from bapo_exp.evaluation import backend
+
+    require_shared("hhh_alignment")
+    model, tok = tiny4k
+    instances, _ = build_requests(SHARED_DATA, "hhh", limit=5, num_fewshot=0, subjects=None)
+    encoded: list[str] = []
+    encode = TemplateLM._encode_pair
+    monkeypatch.setattr(TemplateLM, "_encode_pair",
+                        lambda lm, c, x: encoded.append(c) or encode(lm, c, x))  # fmt: skip
+    monkeypatch.setattr(backend, "_ENCODINGS", backend.OrderedDict())
+    first = score("bapo", model, tok, instances)
+    n = len(encoded)
+    assert n == len({(i.args[0], i.args[1]) for i in instances})  # once per distinct pair
+    other, other_tok = load(4096, cache)  # new objects: same weights and tokenizer files
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)
+    second = score("bapo", other, other_tok, instances)
+    assert len(encoded) == n  # no request tokenized again
+    assert_same(second, score("hf", other, other_tok, instances))
+    assert second != first
+    # another tokenizer (BOS added): its own encodings
+    other_tok.add_bos_token = True
+    lm = make_backend("bapo", other, other_tok, batch_size=8)
+    assert backend.tokenizer_key(lm) != backend.tokenizer_key(make_backend("bapo", model, tok))

@@ -182,8 +182,9 @@ def numbers(run: Path) -> dict[str, dict]:
     return {f: {k: v for k, v in s.items() if k not in VARYING} for f, s in summaries(run).items()}
 
 
-def test_the_eval_stage_checks_the_window_only_when_it_scores_something(cells, tmp_path,
-                                                                        monkeypatch) -> None:
+def test_the_eval_stage_checks_the_window_only_when_it_scores_something(
+    cells, tmp_path, monkeypatch
+) -> None:
     """Every point taken from training: nothing is scored, so the eval requests are not built
     to check the window (3 s a study cell); from checkpoints they are, before any model loads."""
     import shutil
@@ -199,9 +200,9 @@ def test_the_eval_stage_checks_the_window_only_when_it_scores_something(cells, t
                         lambda cfg, at_start: checked.append(str(at_start)))  # fmt: skip
     for name, switch in (("inside", "true"), ("outside", "false")):
         shutil.copytree(root / name, tmp_path / name)
-        cfg = OmegaConf.to_object(compose_cfg([*CELL, f"paths.cache_dir={cache}",
-                                               f"eval.in_training={switch}",
-                                               "model.finetune=full", *CURVE_PAIRS["full"]]))
+        overrides = [*CELL, f"paths.cache_dir={cache}", f"eval.in_training={switch}",
+                     "model.finetune=full", *CURVE_PAIRS["full"]]  # fmt: skip
+        cfg = OmegaConf.to_object(compose_cfg(overrides))
         evaluate.run(cfg, RunDir(tmp_path / name), NullTracker())
         checked.append(f"after {name}")
     assert checked == ["after inside", "False", "after outside"]
