@@ -93,13 +93,16 @@ def split(run: Path, wall: float) -> dict:
     """Wall time of one cell by part; the points evaluated in training count as eval."""
     stage = {s: json.loads((run / s / "DONE").read_text())["seconds"]
              for s in ("reference", "train", "eval")}  # fmt: skip
-    points = [
-        json.loads(p.read_text())["seconds"] for p in run.glob("train/eval_points/*/point.json")
-    ]
-    spent = sum(points)
+    points = [json.loads(p.read_text()) for p in run.glob("train/eval_points/*/point.json")]
+    spent = sum(p["seconds"] for p in points)
     out = {"startup_s": wall - sum(stage.values()), "reference_s": stage["reference"],
            "train_s": stage["train"] - spent, "eval_s": stage["eval"] + spent}  # fmt: skip
-    out = {k: round(v, 2) for k, v in out.items()}
+    if points and all("model_seconds" in p for p in points):  # in training, this code's runs
+        # the evaluated model's forwards alone: eval's share if nothing else in eval took time
+        model = sum(p["model_seconds"] for p in points)
+        out["eval_model_s"] = model
+        out["eval_share_floor"] = model / (wall - out["eval_s"] + model)
+    out = {k: round(v, 3 if k.endswith("share_floor") else 2) for k, v in out.items()}
     out["eval_share"] = round(out["eval_s"] / wall, 3)
     out["eval_points"] = len(json.loads((run / "eval" / "summary.json").read_text())
                              .get("at_steps", [])) + 1  # fmt: skip
@@ -259,7 +262,8 @@ def main() -> None:
         rows.append({"way": f"grid of {n_grid}: {w}", **payload["grid"][w]})
     name = "study_cell" if args.sizes == "next" else f"study_cell_{args.sizes}"
     finish(name, payload, rows, ["way", "wall_s", "cpu_s", "startup_s", "reference_s",
-                                 "train_s", "eval_s", "eval_share", "eval_points"])  # fmt: skip
+                                 "train_s", "eval_s", "eval_share", "eval_model_s",
+                                 "eval_share_floor", "eval_points"])  # fmt: skip
     print(json.dumps({k: payload[k] for k in ("cell", "grid", "pretraining")}, indent=1))
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)

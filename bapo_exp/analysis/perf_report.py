@@ -100,6 +100,15 @@ def _vs(part: dict, before: str | None) -> str:
     return f"; {part[key]:.2f}x wall vs main before issue 24 ({before})" if key in part else ""
 
 
+def _floor(part: dict) -> str:
+    """Eval's share if only the evaluated model's forwards took time (benchmarks since
+    ``point.json`` records ``model_seconds``)."""
+    if "eval_share_floor" not in part:
+        return ""
+    return (f" ({part['eval_model_s']:.1f} s in the model's forwards: "
+            f"{part['eval_share_floor']:.0%} at no overhead)")  # fmt: skip
+
+
 def study_cell_rows(folder: Path) -> list[str]:
     """A study cell and a grid, evaluated inside training vs from the kept checkpoints, and micro
     bases pretrained together vs one process each (``benchmarks/study_cell.py``; none if the
@@ -120,7 +129,7 @@ def study_cell_rows(folder: Path) -> list[str]:
         f"| study cell, eval in training vs from checkpoints | {setting} | "
         f"{cell['speedup_wall']:.2f}x wall ({new['wall_s']:.0f} vs {old['wall_s']:.0f} s), "
         f"{cell['speedup_cpu']:.2f}x CPU{_vs(cell, before)}; eval {new['eval_share']:.0%} vs "
-        f"{old['eval_share']:.0%} of the cell; {same} | {_machine(result)} |",
+        f"{old['eval_share']:.0%} of the cell{_floor(new)}; {same} | {_machine(result)} |",
         f"| grid of {result['settings']['grid_cells']} such cells | "
         f"{result['settings']['launcher']} | {grid['speedup_wall']:.2f}x wall "
         f"({grid['in_training']['wall_s']:.0f} vs {grid['checkpoints']['wall_s']:.0f} s), "

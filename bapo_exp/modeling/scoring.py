@@ -59,6 +59,32 @@ def eval_mode(model: Any) -> Iterator[None]:
             m.training = training
 
 
+@contextmanager
+def forward_seconds(model: Any) -> Iterator[list[float]]:
+    """Wall seconds spent inside ``model``'s forward calls while the context is open (yields a
+    one-element list, filled at the end): the model's compute, every other cost excluded. The
+    hooks sit on the innermost model (a PEFT wrapper's base), which every path calls."""
+    import time
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    total, open_calls = [0.0], []
+
+    def before(*_: Any) -> None:
+        open_calls.append(time.perf_counter())
+
+    def after(*_: Any) -> None:
+        start = open_calls.pop()
+        if not open_calls:  # the outermost call only
+            total[0] += time.perf_counter() - start
+
+    handles = [inner.register_forward_pre_hook(before), inner.register_forward_hook(after)]
+    try:
+        yield total
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def model_device(model: Any) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):

@@ -6,7 +6,8 @@ after each step of ``eval.at_steps`` and after its last step, with the eval stag
 suites' lm-eval tasks and requests, the data, y_b and the reference table are prepared at the
 first point and reused at every later one; only the model has changed. Each point is written
 to ``train/eval_points/<step>/`` (``summary.json``, ``<suite>.json``, ``generations.jsonl`` and
-``point.json``: the eval settings it was computed with), all at once (a folder rename), so a run
+``point.json``: the eval settings it was computed with, its wall seconds and the seconds spent
+inside the model's forwards), all at once (a folder rename), so a run
 killed between two points resumes without redoing a finished one.
 
 The eval stage then takes the finished points whose eval settings equal its own and writes
@@ -124,7 +125,7 @@ class InTraining:
             return
         import torch
 
-        from bapo_exp.modeling.scoring import eval_mode
+        from bapo_exp.modeling.scoring import eval_mode, forward_seconds
         from bapo_exp.stages.evaluator import Evaluation
 
         start = time.perf_counter()
@@ -135,11 +136,14 @@ class InTraining:
             if self.evaluation is None:  # "in-training": a trained model, not the base
                 self.evaluation = Evaluation(self.cfg, "in-training", self.model, self.tokenizer,
                                              shared=True)  # fmt: skip
-            summary = self.evaluation(self.model, self.tokenizer, tmp, final=done == self.total)
+            with forward_seconds(self.model) as model_s:
+                summary = self.evaluation(self.model, self.tokenizer, tmp, final=done == self.total)
         write_json_atomic(tmp / "summary.json", summary)
         seconds = round(time.perf_counter() - start, 3)
+        # model_seconds: inside the evaluated model's forwards (the point's compute floor)
         write_json_atomic(tmp / "point.json", {"step": done, "digest": self.digest,
-                                               "seconds": seconds})  # fmt: skip
+                                               "seconds": seconds,
+                                               "model_seconds": round(model_s[0], 3)})  # fmt: skip
         replace_folder(tmp, out)
         log.info("eval at step %d (in training): %.1f s -> %s", done, seconds, out)
 

@@ -74,3 +74,36 @@ def test_reference_with_other_tokenizer_scores_its_own_ids(tiny, other_tiny, pai
     assert not torch.allclose(logps_a, logps_b)
     with pytest.raises(TokenizerMismatchError):
         tz_b.share_ids_from(tz_a)  # feeding model B the ids of tokenizer A is refused
+
+
+def test_forward_seconds_counts_the_models_forwards_only() -> None:
+    """Time inside the innermost model's forward (outermost call only), none outside it; the
+    hooks are gone afterwards."""
+    import time
+
+    from bapo_exp.modeling.scoring import forward_seconds
+
+    class Slow(torch.nn.Module):
+        def forward(self, x, depth=0):
+            time.sleep(0.05)
+            return self(x, depth + 1) if depth == 0 else x  # a nested call: counted once
+
+    class Wrapper(torch.nn.Module):  # like a PEFT model around its base
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = Slow()
+
+        def get_base_model(self):
+            return self.base
+
+        def forward(self, x):
+            time.sleep(0.05)  # the wrapper's own work: not the model's
+            return self.base(x)
+
+    model = Wrapper()
+    with forward_seconds(model) as seconds:
+        model(torch.zeros(1))
+        model.base(torch.zeros(1))  # a path that calls the base directly
+        time.sleep(0.1)
+    assert 0.2 <= seconds[0] < 0.3, seconds  # 2 calls x (0.05 + nested 0.05)
+    assert not model.base._forward_hooks and not model.base._forward_pre_hooks

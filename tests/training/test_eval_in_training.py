@@ -129,9 +129,13 @@ def test_training_is_untouched_and_checkpoints_kept(cells) -> None:
     root, _, _, _ = cells
     inside, outside = root / "inside", root / "outside"
     assert metric_rows(inside, TIMING) == metric_rows(outside, TIMING)
+    for step in (2, 4, 6):
+        point = json.loads(
+            (inside / "train" / "eval_points" / str(step) / "point.json").read_text()
+        )
+        assert 0 < point["model_seconds"] < point["seconds"], point  # the compute inside the point
     for step in (2, 4):
         assert (inside / "checkpoints" / f"at_step_{step:08d}" / "tokenizer.json").exists()
-        assert (inside / "train" / "eval_points" / str(step) / "point.json").exists()
     assert (inside / "checkpoints" / "final" / "tokenizer.json").exists()
     assert not (outside / "train" / "eval_points").exists()
 
