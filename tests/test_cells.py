@@ -60,6 +60,29 @@ def test_a_config_saved_before_per_source_schemas_loads_and_keeps_its_identity()
         typed_config(old)
 
 
+def test_a_config_saved_before_per_source_schemas_is_relaunched_by_its_own_command(
+    tmp_path: Path,
+) -> None:
+    """A finished study cell saved at 4ff31f6 (every old data field, the micro world written
+    ``${data.world}``) is re-launched by the grid's command: the values compare as the identity
+    sees them, so nothing conflicts (every finished cell is skipped); a real change still does."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.config import LEGACY_DATA_FIELDS
+    from bapo_exp.run.relaunch import RelaunchConflict, merge_saved
+
+    overrides = ["experiment=study", "method=dpo", "model.micro.seed=3"]
+    plain = OmegaConf.to_container(compose_cfg(overrides), resolve=False)
+    plain["data"] = {**LEGACY_DATA_FIELDS, **plain["data"]}
+    plain["model"]["micro"]["world"] = "${data.world}"
+    saved = OmegaConf.create(plain)
+    merged, changes = merge_saved(saved, compose_cfg(overrides), overrides, tmp_path)
+    assert changes == [] and OmegaConf.to_container(merged) == OmegaConf.to_container(saved)
+    other = [*overrides[:2], "model.micro.seed=4"]
+    with pytest.raises(RelaunchConflict, match="model.micro.seed: this run has 3"):
+        merge_saved(saved, compose_cfg(other), other, tmp_path)
+
+
 def test_cell_folders_name_reference_lists_by_their_models() -> None:
     """MRPO cells were named by the whole reference dicts, cut at 160 characters (issue 22)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
