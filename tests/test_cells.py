@@ -42,6 +42,27 @@ def test_per_source_data_schemas_keep_every_identity(overrides: tuple[str, ...])
     assert run_identity(compose_cfg(list(overrides))) == IDENTITIES_AT_4FF31F6[overrides]
 
 
+# Identities computed at 27355fe, while every model spec (the policy and each MRPO reference)
+# carried the micro source's settings (issue 23): moving them to the plug-in must not move a cell.
+MRPO_IDENTITIES_AT_27355FE = {
+    ("method=mrpo", "debug=tiny",
+     "method.references=[{name: qwen05, source: hf, pretrained: Qwen/Qwen2.5-0.5B-Instruct}]"):
+        "557c0cb61cfe568c",
+    ("method=mrpo", "debug=tiny",
+     "method.references=[{name: t1, source: tiny, pretrained: tiny, tiny: {seed: 5}}]"):
+        "3c674169e4944a2e",
+    ("method=mrpo", "model=micro", "data=synthetic",
+     "method.references=[{name: t1, source: tiny, pretrained: tiny}]"): "cc79a31557bb916e",
+    ("experiment=study", "method=mrpo_micro"): "53e7ce6c7a405805",
+    ("experiment=study_mrpo", "data.n_train=8", "model.micro.seed=2"): "2e40e47667e14314",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", list(MRPO_IDENTITIES_AT_27355FE), ids=" ".join)
+def test_per_source_model_schemas_keep_every_identity(overrides: tuple[str, ...]) -> None:
+    assert run_identity(compose_cfg(list(overrides))) == MRPO_IDENTITIES_AT_27355FE[overrides]
+
+
 def test_a_config_saved_before_per_source_schemas_loads_and_keeps_its_identity() -> None:
     """A saved config holds every old data field; at the old defaults it loads (a relaunch) and
     names the same run; another value of a field its source lacks is an error naming it."""
