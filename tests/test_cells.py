@@ -81,6 +81,35 @@ def test_a_config_saved_before_per_source_schemas_loads_and_keeps_its_identity()
         typed_config(old)
 
 
+def test_a_config_saved_with_micro_on_every_model_spec_loads_and_keeps_its_identity() -> None:
+    """Before per-source model schemas every model spec held ``micro`` (issue 23): a saved config
+    of a tiny policy with a tiny reference holds it at the old defaults; it loads (a relaunch)
+    and names the same run. Another value on a source without ``micro`` is an error naming it."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.config import LEGACY_MODEL_FIELDS, ConfigError, ModelSpec, typed_config
+
+    ref = "method.references=[{name: t1, source: tiny, pretrained: tiny, tiny: {seed: 5}}]"
+    cfg = compose_cfg(["method=mrpo", "debug=tiny", ref])
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    [bare] = plain["method"]["references"]
+    assert "micro" not in plain["model"] and "micro" not in bare
+    typed_list = OmegaConf.merge(OmegaConf.structured(ModelSpec), bare)  # what the list held
+    old_ref = {**OmegaConf.to_container(typed_list, enum_to_str=True), **LEGACY_MODEL_FIELDS}
+    old = {**plain, "model": {**plain["model"], **LEGACY_MODEL_FIELDS},
+           "method": {**plain["method"], "references": [old_ref]}}  # fmt: skip
+    assert run_identity(old) == run_identity(cfg) == "3c674169e4944a2e"  # as pinned above
+    typed = OmegaConf.to_object(typed_config(old))
+    assert typed.model == OmegaConf.to_object(cfg).model
+    assert typed.method.reference_models() == OmegaConf.to_object(cfg).method.reference_models()
+    other = {**LEGACY_MODEL_FIELDS["micro"], "steps": 5}  # meaningless for tiny: not dropped
+    with pytest.raises(Exception, match="micro"):
+        typed_config({**old, "model": {**old["model"], "micro": other}})
+    old_ref["micro"] = other
+    with pytest.raises(ConfigError, match=r"method.references\[0\].micro: Key 'micro' not in"):
+        OmegaConf.to_object(typed_config(old)).method.reference_models()
+
+
 def test_a_config_saved_before_per_source_schemas_is_relaunched_by_its_own_command(
     tmp_path: Path,
 ) -> None:
