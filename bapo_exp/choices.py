@@ -32,11 +32,6 @@ class Dtype(Choice):
     float16 = "float16"
 
 
-class Kernels(Choice):
-    portable = "portable"  # micro pretraining with pinned kernels (docs/REPRODUCIBILITY.md)
-    native = "native"
-
-
 class Finetune(Choice):
     lora = "lora"
     full = "full"

@@ -7,12 +7,14 @@ Stage functions receive these dataclasses (``OmegaConf.to_object``), never ``Dic
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from bapo_exp.choices import (
     AnchorPrompts,
@@ -22,7 +24,6 @@ from bapo_exp.choices import (
     EpsSplit,
     EvalBackend,
     Finetune,
-    Kernels,
     LoggerMode,
     LoggerName,
     McFormat,
@@ -77,28 +78,10 @@ class TinyConfig:
 
 
 @dataclass
-class MicroConfig:
-    """``source: micro``: a micro Llama pretrained by the project on the synthetic world.
-
-    The architecture is ``tiny``; the world is ``world`` (knobs of ``bapo_exp.synthetic.
-    WorldConfig``, normally ``${data.world}``); ``style_exposure`` (when set) replaces the
-    world's: how much of each preference style this base saw in pretraining.
-    """
-
-    world: dict[str, Any] = field(default_factory=dict)
-    style_exposure: dict[str, float] | None = None
-    steps: int = 800  # pretraining steps (MicroTrainConfig)
-    seed: int = 0  # pretraining data order (the init seed is tiny.seed)
-    lr: float = 3.0e-3
-    batch_size: int = 32
-    # portable (default): pretrain with pinned kernels, the same base on every Intel x86-64 CPU
-    # (+25% CPU time); native: the machine's own (bases then differ across CPUs: design, ours)
-    kernels: Kernels = Kernels.portable
-
-
-@dataclass
 class ModelSpec:
-    """What loads a model and scores text with it: the policy's base and every reference."""
+    """What loads a model and scores text with it: the policy's base and every reference. A
+    source's own settings live in its schemas (``MODEL_SCHEMAS``, ``SPEC_SCHEMAS``), e.g. the
+    synthetic plug-in's ``micro`` (``bapo_exp/synthetic/model_schema.py``)."""
 
     name: str = MISSING  # file stem in conf/model/
     # a key of bapo_exp.modeling.sources.MODEL_SOURCES: hf (hub id or local folder) | tiny (built in
@@ -113,7 +96,6 @@ class ModelSpec:
     max_prompt_tokens: int = 256  # prompts are truncated from the left
     max_response_tokens: int = 256  # responses are truncated from the right
     tiny: TinyConfig = field(default_factory=TinyConfig)  # source=tiny / micro: architecture
-    micro: MicroConfig = field(default_factory=MicroConfig)  # source=micro: pretraining
 
 
 @dataclass
@@ -126,6 +108,17 @@ class ModelConfig(ModelSpec):
     # torch intra-op threads of a run with this model, set once by the entrypoint (null = torch's
     # default); micro models run faster on 1, 2 threads on a busy 2-core CPU were 20x slower
     threads: int | None = None
+
+
+# The micro source's settings every model spec (the policy and each reference) held before
+# per-source model schemas (until 27355fe), at their defaults then (the enum by its name, as the
+# identity hashed it). A spec whose source's schema lacks them is read as if it held these
+# (bapo_exp.run.identity: finished cells keep their identity), and a saved config that holds
+# them at these values loads (typed_config). A saved value other than these is an error.
+LEGACY_MODEL_FIELDS: dict[str, Any] = {
+    "micro": {"world": {}, "style_exposure": None, "steps": 800, "seed": 0, "lr": 0.003,
+              "batch_size": 32, "kernels": "portable"},
+}  # fmt: skip
 
 
 @dataclass
@@ -277,10 +270,12 @@ class MRPOConfig(MethodConfig):
     # official_k2: as the official K=2 code; harmonic: our reading, the only form for K > 2
     # (design, METHODS §4.4); auto (default): official_k2 for K=2, harmonic for K > 2
     weight_assignment: WeightAssignment = WeightAssignment.auto
-    references: list[ModelSpec] = field(default_factory=list, metadata=NOT_LOSS)
+    # model specs, each checked against its source's schema (model_spec): untyped here, as a
+    # typed list holds one schema, and a micro reference has settings the core spec lacks
+    references: list[Any] = field(default_factory=list, metadata=NOT_LOSS)
 
     def reference_models(self) -> list[ModelSpec]:
-        return list(self.references)
+        return [model_spec(r, f"{REFERENCES}[{i}]") for i, r in enumerate(self.references)]
 
     def problems(self) -> list[str]:
         k = 1 + len(self.references)
@@ -424,6 +419,14 @@ DATA_SCHEMAS: Registry[type[DataConfig]] = Registry("data schema", "data.name")
 for _name, _schema in {"dsp": DSPDataConfig, "psoups": PSoupsDataConfig,
                        "persona_gen": PersonaGenDataConfig}.items():  # fmt: skip
     DATA_SCHEMAS.register(_name, _schema)
+# model source -> its policy schema (conf/model/<file>.yaml extends /schema/model/<source>) and
+# the schema of a reference of that source (an entry of method.references); a plug-in adds them
+# with register_model_schema. A source without its own (hf, tiny, gguf) uses ModelConfig/ModelSpec.
+MODEL_SCHEMAS: Registry[type[ModelConfig]] = Registry("model schema", "model.source")
+SPEC_SCHEMAS: Registry[type[ModelSpec]] = Registry(
+    "model spec schema", "method.references[i].source"
+)
+REFERENCES = "method.references"  # the config's list of model specs (typed by model_spec)
 # Schemas are stored under schema/<group>/ so that Hydra's option lists and errors show only
 # conf/ files; a YAML file extends its schema with `defaults: [/schema/<group>/<name>@_here_]`.
 GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
@@ -431,7 +434,8 @@ GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
 
 
 # groups whose options each have a schema of their own (a subclass of the group's schema)
-VARIANT_SCHEMAS: dict[str, Registry] = {"method": METHOD_SCHEMAS, "data": DATA_SCHEMAS}
+VARIANT_SCHEMAS: dict[str, Registry] = {"method": METHOD_SCHEMAS, "data": DATA_SCHEMAS,
+                                        "model": MODEL_SCHEMAS}  # fmt: skip
 
 
 def _register_variant(group: str, name: str, schema: type) -> None:
@@ -449,34 +453,113 @@ def register_data_schema(name: str, schema: type[DataConfig]) -> None:
     _register_variant("data", name, schema)
 
 
-def _without_legacy_defaults(data: dict, schema: type[DataConfig]) -> dict:
-    """``data`` without the ``LEGACY_DATA_FIELDS`` its source's schema lacks, where they hold
-    their old default (a config saved before per-source schemas); other values stay, and the
-    merge names them."""
+def register_model_schema(source: str, schema: type[ModelConfig], spec: type[ModelSpec]) -> None:
+    """Add a model source's schemas (e.g. from a plug-in): ``schema`` for the policy, stored as
+    ``/schema/model/<source>``, and ``spec`` for a reference of that source."""
+    _register_variant("model", source, schema)
+    SPEC_SCHEMAS.register(source, spec, replace=True)
+
+
+def model_schema(source: Any) -> type[ModelConfig]:
+    """The policy schema of model ``source`` (``ModelConfig`` unless it registered one)."""
+    return MODEL_SCHEMAS.get(str(source)) or ModelConfig
+
+
+def spec_schema(source: Any) -> type[ModelSpec]:
+    """The reference schema of model ``source`` (``ModelSpec`` unless it registered one)."""
+    return SPEC_SCHEMAS.get(str(source)) or ModelSpec
+
+
+def _without_legacy(node: dict, schema: type, legacy: dict[str, Any]) -> dict:
+    """``node`` without the ``legacy`` fields ``schema`` lacks, where they hold their old
+    default (a config saved before per-source schemas); other values stay, and the merge names
+    them."""
     own = {f.name for f in fields(schema)}
-    return {k: v for k, v in data.items()
-            if k in own or k not in LEGACY_DATA_FIELDS or v != LEGACY_DATA_FIELDS[k]}  # fmt: skip
+    return {k: v for k, v in node.items()
+            if k in own or k not in legacy or v != legacy[k]}  # fmt: skip
+
+
+@contextmanager
+def _naming(key: str, source: Any) -> Iterator[None]:
+    """omegaconf's errors in model spec ``key`` of ``source`` as a one-line ``ConfigError``
+    naming the key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except OmegaConfBaseException as err:
+        where = f"{key}.{err.full_key}" if getattr(err, "full_key", None) else key
+        first = str(err.msg or err).splitlines()[0]
+        raise ConfigError(f"{where}: {first} (the model schema of source {source!r})") from None
+
+
+def _typed_spec(node: Any, key: str, convert: Callable[[Any], Any]) -> Any:
+    """``convert`` of ``node`` merged into its source's reference schema (defaults filled in)."""
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{key}: a model spec is a mapping (name, source, ...), not {node!r}")
+    source = node.get("source", ModelSpec.source)
+    schema = spec_schema(source)
+    with _naming(key, source):
+        plain = _without_legacy(dict(node), schema, LEGACY_MODEL_FIELDS)
+        return convert(OmegaConf.merge(OmegaConf.structured(schema), plain))
+
+
+def model_spec(node: Any, key: str) -> ModelSpec:
+    """A model spec of the config (``key``, e.g. ``method.references[0]``: a mapping) typed by
+    its source's schema: defaults filled in; an unknown key, a wrong type or a missing value is
+    a ``ConfigError`` naming it (``method.references[0].tiny.sed: Key 'sed' not in ...``)."""
+    if isinstance(node, ModelSpec):
+        return node
+    return _typed_spec(node, key, OmegaConf.to_object)
+
+
+def spec_container(node: Any, key: str) -> dict[str, Any]:
+    """``model_spec`` as plain data, resolved, enums as their names (what an identity hashes)."""
+    return _typed_spec(node, key, lambda typed: OmegaConf.to_container(
+        typed, resolve=True, enum_to_str=True))  # fmt: skip
+
+
+def _schema_of(group: str, node: dict) -> type | None:
+    """The schema of a saved config's ``group`` node: its method's, data source's or model
+    source's (None: the node names none)."""
+    if group == "model":
+        return model_schema(node.get("source", ModelSpec.source)) if node else None
+    name = node.get("name")
+    return None if name is None else VARIANT_SCHEMAS[group].require(name)
+
+
+LEGACY_FIELDS = {"data": LEGACY_DATA_FIELDS, "model": LEGACY_MODEL_FIELDS}
+
+
+def _old_references(method: dict) -> dict:
+    """``method`` with each reference's ``LEGACY_MODEL_FIELDS`` dropped where they hold their old
+    default (the references are typed where they are read: ``model_spec``)."""
+    refs = method.get("references")
+    if not isinstance(refs, list):
+        return method
+    return {**method, "references": [
+        _without_legacy(r, spec_schema(r.get("source", ModelSpec.source)), LEGACY_MODEL_FIELDS)
+        if isinstance(r, dict) else r for r in refs]}  # fmt: skip
 
 
 def typed_config(container: dict) -> Any:
-    """A saved run config (plain dict) checked against the schema, its method's and its data
-    source's included.
+    """A saved run config (plain dict) checked against the schema, its method's, its data
+    source's and its model source's included; fields a config saved before per-source schemas
+    holds at their old defaults (``LEGACY_*``) are dropped.
 
     Raises:
         omegaconf errors naming the key, e.g. a key this code version no longer knows.
     """
-    from omegaconf import OmegaConf
-
     base = OmegaConf.structured(Config)
-    method = (container.get("method") or {}).get("name")
-    if method is not None:
-        base.method = OmegaConf.structured(METHOD_SCHEMAS.require(method))
-    data = container.get("data") or {}
-    if (source := data.get("name")) is not None:
-        schema = DATA_SCHEMAS.require(source)
-        base.data = OmegaConf.structured(schema)
-        container = {**container, "data": _without_legacy_defaults(data, schema)}
-    return OmegaConf.merge(base, container)
+    out = dict(container)
+    for group in ("method", "data", "model"):
+        node = container.get(group) or {}
+        if (schema := _schema_of(group, node)) is not None:
+            setattr(base, group, OmegaConf.structured(schema))
+            out[group] = _without_legacy(node, schema, LEGACY_FIELDS.get(group, {}))
+    if isinstance(out.get("method"), dict):
+        out["method"] = _old_references(out["method"])
+    return OmegaConf.merge(base, out)
 
 
 def store_schemas() -> None:

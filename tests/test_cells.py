@@ -42,6 +42,27 @@ def test_per_source_data_schemas_keep_every_identity(overrides: tuple[str, ...])
     assert run_identity(compose_cfg(list(overrides))) == IDENTITIES_AT_4FF31F6[overrides]
 
 
+# Identities computed at 27355fe, while every model spec (the policy and each MRPO reference)
+# carried the micro source's settings (issue 23): moving them to the plug-in must not move a cell.
+MRPO_IDENTITIES_AT_27355FE = {
+    ("method=mrpo", "debug=tiny",
+     "method.references=[{name: qwen05, source: hf, pretrained: Qwen/Qwen2.5-0.5B-Instruct}]"):
+        "557c0cb61cfe568c",
+    ("method=mrpo", "debug=tiny",
+     "method.references=[{name: t1, source: tiny, pretrained: tiny, tiny: {seed: 5}}]"):
+        "3c674169e4944a2e",
+    ("method=mrpo", "model=micro", "data=synthetic",
+     "method.references=[{name: t1, source: tiny, pretrained: tiny}]"): "cc79a31557bb916e",
+    ("experiment=study", "method=mrpo_micro"): "53e7ce6c7a405805",
+    ("experiment=study_mrpo", "data.n_train=8", "model.micro.seed=2"): "2e40e47667e14314",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", list(MRPO_IDENTITIES_AT_27355FE), ids=" ".join)
+def test_per_source_model_schemas_keep_every_identity(overrides: tuple[str, ...]) -> None:
+    assert run_identity(compose_cfg(list(overrides))) == MRPO_IDENTITIES_AT_27355FE[overrides]
+
+
 def test_a_config_saved_before_per_source_schemas_loads_and_keeps_its_identity() -> None:
     """A saved config holds every old data field; at the old defaults it loads (a relaunch) and
     names the same run; another value of a field its source lacks is an error naming it."""
@@ -58,6 +79,58 @@ def test_a_config_saved_before_per_source_schemas_loads_and_keeps_its_identity()
     old["data"]["writer"] = "smollm2_135m"  # meaningless for psoups: not silently dropped
     with pytest.raises(Exception, match="writer"):
         typed_config(old)
+
+
+def test_a_config_saved_with_micro_on_every_model_spec_loads_and_keeps_its_identity() -> None:
+    """Before per-source model schemas every model spec held ``micro`` (issue 23): a saved config
+    of a tiny policy with a tiny reference holds it at the old defaults; it loads (a relaunch)
+    and names the same run. Another value on a source without ``micro`` is an error naming it."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.config import LEGACY_MODEL_FIELDS, ConfigError, ModelSpec, typed_config
+
+    ref = "method.references=[{name: t1, source: tiny, pretrained: tiny, tiny: {seed: 5}}]"
+    cfg = compose_cfg(["method=mrpo", "debug=tiny", ref])
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    [bare] = plain["method"]["references"]
+    assert "micro" not in plain["model"] and "micro" not in bare
+    typed_list = OmegaConf.merge(OmegaConf.structured(ModelSpec), bare)  # what the list held
+    old_ref = {**OmegaConf.to_container(typed_list, enum_to_str=True), **LEGACY_MODEL_FIELDS}
+    old = {**plain, "model": {**plain["model"], **LEGACY_MODEL_FIELDS},
+           "method": {**plain["method"], "references": [old_ref]}}  # fmt: skip
+    assert run_identity(old) == run_identity(cfg) == "3c674169e4944a2e"  # as pinned above
+    typed = OmegaConf.to_object(typed_config(old))
+    assert typed.model == OmegaConf.to_object(cfg).model
+    assert typed.method.reference_models() == OmegaConf.to_object(cfg).method.reference_models()
+    other = {**LEGACY_MODEL_FIELDS["micro"], "steps": 5}  # meaningless for tiny: not dropped
+    with pytest.raises(Exception, match="micro"):
+        typed_config({**old, "model": {**old["model"], "micro": other}})
+    old_ref["micro"] = other
+    with pytest.raises(ConfigError, match=r"method.references\[0\].micro: Key 'micro' not in"):
+        OmegaConf.to_object(typed_config(old)).method.reference_models()
+
+
+def test_a_config_saved_before_per_source_schemas_is_relaunched_by_its_own_command(
+    tmp_path: Path,
+) -> None:
+    """A finished study cell saved at 4ff31f6 (every old data field, the micro world written
+    ``${data.world}``) is re-launched by the grid's command: the values compare as the identity
+    sees them, so nothing conflicts (every finished cell is skipped); a real change still does."""
+    from omegaconf import OmegaConf
+
+    from bapo_exp.config import LEGACY_DATA_FIELDS
+    from bapo_exp.run.relaunch import RelaunchConflict, merge_saved
+
+    overrides = ["experiment=study", "method=dpo", "model.micro.seed=3"]
+    plain = OmegaConf.to_container(compose_cfg(overrides), resolve=False)
+    plain["data"] = {**LEGACY_DATA_FIELDS, **plain["data"]}
+    plain["model"]["micro"]["world"] = "${data.world}"
+    saved = OmegaConf.create(plain)
+    merged, changes = merge_saved(saved, compose_cfg(overrides), overrides, tmp_path)
+    assert changes == [] and OmegaConf.to_container(merged) == OmegaConf.to_container(saved)
+    other = [*overrides[:2], "model.micro.seed=4"]
+    with pytest.raises(RelaunchConflict, match="model.micro.seed: this run has 3"):
+        merge_saved(saved, compose_cfg(other), other, tmp_path)
 
 
 def test_cell_folders_name_reference_lists_by_their_models() -> None:

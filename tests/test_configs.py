@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from bapo_exp.config import Config
+from bapo_exp.config import Config, ConfigError
 from bapo_exp.run.validate import check_settings
 from tests.conftest import CONF, compose_cfg
 
@@ -87,3 +89,60 @@ def test_debug_preset_is_tiny_and_quiet() -> None:
     cfg = to_config(["method=dpo", "debug=tiny"])
     assert (cfg.model.name, cfg.logger.name) == ("tiny", "none")
     assert cfg.train.steps <= 10 and cfg.eval.limit <= 8
+
+
+def test_the_micro_settings_are_the_plugins_not_the_core_model_schema() -> None:
+    """``micro`` (issue 23) belongs to the micro source's schema: a tiny model has no such key,
+    ``model=micro`` takes it, and an MRPO reference has the keys of its own source's schema."""
+    from bapo_exp.config import ModelSpec
+    from bapo_exp.synthetic.model_schema import MicroModelConfig, MicroSpec
+
+    assert "micro" not in {f.name for f in dataclasses.fields(ModelSpec)}
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["method=dpo", "model=tiny", "model.micro.steps=5"])
+    assert "Key 'micro' not in 'ModelConfig'" in str(err.value.__cause__ or err.value)
+    micro = to_config(["method=dpo", "model=micro", "model.micro.steps=5"]).model
+    assert isinstance(micro, MicroModelConfig) and micro.micro.steps == 5
+    cfg = to_config(["experiment=study", "method=mrpo_micro"])
+    [ref] = cfg.method.reference_models()
+    assert isinstance(ref, MicroSpec) and (ref.micro.steps, ref.micro.kernels) == (400, "portable")
+    assert ref.micro.world == cfg.data.world  # the interpolation ${data.world}, resolved
+    assert ref.dtype == "float32" and ref.tiny.seed == 1  # defaults filled, values kept
+
+
+@pytest.mark.parametrize(
+    ("reference", "named"),
+    [
+        ("{name: a, source: hf, pretrained: x, micro: {steps: 5}}", r"\[0\]\.micro: Key 'micro'"),
+        ("{name: a, source: micro, pretrained: x, micro: {stepz: 5}}", r"\[0\]\.micro\.stepz"),
+        ("{name: a, source: tiny, pretrained: x, tiny: {seed: abc}}", r"\[0\]\.tiny\.seed: Value"),
+        ("{name: a, source: tiny}", r"\[0\]\.pretrained: .*missing"),
+    ],
+)
+def test_a_bad_reference_is_named_before_loading(reference: str, named: str) -> None:
+    cfg = to_config(["method=mrpo", "debug=tiny", f"method.references=[{reference}]"])
+    with pytest.raises(ConfigError, match=r"method\.references" + named):
+        check_settings(cfg)
+
+
+def test_a_model_source_registers_its_own_reference_schema(monkeypatch) -> None:
+    """A plug-in's model source brings its schemas: its keys are checked and known to the
+    command line; the references of other sources stay the core spec."""
+    from bapo_exp.config import MODEL_SCHEMAS, SPEC_SCHEMAS, ModelConfig, ModelSpec, model_spec
+    from bapo_exp.run.usage import schema_keys
+
+    @dataclasses.dataclass
+    class ScaledSpec(ModelSpec):
+        scale: float = 1.0
+
+    @dataclasses.dataclass
+    class ScaledConfig(ModelConfig, ScaledSpec):
+        pass
+
+    monkeypatch.setitem(MODEL_SCHEMAS._items, "scaled", ScaledConfig)
+    monkeypatch.setitem(SPEC_SCHEMAS._items, "scaled", ScaledSpec)
+    spec = model_spec({"name": "s", "source": "scaled", "pretrained": "x", "scale": 2}, "ref")
+    assert isinstance(spec, ScaledSpec) and spec.scale == 2.0 and spec.dtype == "float32"
+    assert {"model.scale", "method.references.scale"} <= set(schema_keys())
+    with pytest.raises(ConfigError, match=r"ref\.scale: Key 'scale' not in 'ModelSpec'"):
+        model_spec({"name": "s", "source": "hf", "pretrained": "x", "scale": 2}, "ref")

@@ -1,6 +1,7 @@
-"""Extension points (issue 16): the synthetic world is a plug-in the rest does not need; a new
-method is a loss, a LossSpec and a config schema registered from outside the package, and a new
-data source a schema, a builder and a conf option (issue 23)."""
+"""Extension points (issue 16): the synthetic world is a plug-in the rest does not need (its data
+and model schemas included); a new method is a loss, a LossSpec and a config schema registered
+from outside the package, and a new data source a schema, a builder and a conf option (issue
+23)."""
 
 from __future__ import annotations
 
@@ -80,14 +81,21 @@ def test_everything_but_the_synthetic_world_works_without_it(tmp_path: Path, tin
     assert out.returncode == 0, out.stderr[-3000:]
     assert "imported" in out.stdout
     assert (tmp_path / "run" / "eval" / "DONE").exists()
-    # the synthetic data source's schema comes with the plug-in, as does the micro model source
+    # the synthetic data source's schema comes with the plug-in, as do the micro model source
+    # and its schemas (the core model spec has no `micro`)
     unknown = run([sys.executable, str(script), "data=synthetic", "method=dpo",
                    f"hydra.run.dir={tmp_path / 'synth'}"])  # fmt: skip
     assert unknown.returncode != 0
     assert "Could not load 'schema/data/synthetic'" in unknown.stderr, unknown.stderr[-2000:]
     unknown = run([sys.executable, str(script), "data=dsp", "model=micro", "method=dpo",
                    f"hydra.run.dir={tmp_path / 'micro'}"])  # fmt: skip
-    assert unknown.returncode != 0 and "unknown model source 'micro'" in unknown.stderr
+    assert unknown.returncode != 0
+    assert "Could not load 'schema/model/micro'" in unknown.stderr, unknown.stderr[-2000:]
+    micro_ref = "method.references=[{name: m, source: micro, pretrained: m, micro: {steps: 5}}]"
+    unknown = run([sys.executable, str(script), *SMALL, "method=mrpo", micro_ref,
+                   f"hydra.run.dir={tmp_path / 'micro_ref'}"])  # fmt: skip
+    assert unknown.returncode != 0
+    assert "method.references[0].micro: Key 'micro' not in 'ModelSpec'" in unknown.stderr
 
 
 ECHO_PLUGIN = '''

@@ -9,8 +9,10 @@ composed config holds every key, a key set to its default names the same run as 
 out, and ``seed=0`` names the same cell as a grid that never mentioned the seed. ``paths.*`` are
 replaced by placeholders before resolving, so nothing machine-specific enters the identity.
 The data fields every source shared before per-source schemas (``LEGACY_DATA_FIELDS``) enter it
-at their old defaults where the source's schema lacks them: cells finished before that change
-keep their identity, and nothing is recomputed.
+at their old defaults where the source's schema lacks them, and so does the micro source's
+``micro`` on every model spec whose source lacks it (``LEGACY_MODEL_FIELDS``: the policy and each
+reference, the references first filled with their schema's defaults, as the typed list held
+them): cells finished before those changes keep their identity, and nothing is recomputed.
 
 A multirun cell's folder is looked up by identity in ``<sweep dir>/.cells/<identity>`` (one
 small file per cell, created atomically, naming the folder). A new cell gets a readable name
@@ -38,9 +40,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import (
     LEGACY_DATA_FIELDS,
+    LEGACY_MODEL_FIELDS,
+    REFERENCES,
     RUN_INDEPENDENT,
     RUN_INDEPENDENT_KEYS,
     run_independent,
+    spec_container,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,18 @@ def _placeholders(node: Any, prefix: str) -> Any:
     return f"<{prefix}>"
 
 
+def _as_before(resolved: dict[str, Any]) -> None:
+    """Fill in, in place, what the schemas held before per-source schemas (module docstring)."""
+    if isinstance(resolved.get("data"), dict):
+        resolved["data"] = {**LEGACY_DATA_FIELDS, **resolved["data"]}
+    if isinstance(resolved.get("model"), dict):
+        resolved["model"] = {**LEGACY_MODEL_FIELDS, **resolved["model"]}
+    method = resolved.get("method")
+    if isinstance(method, dict) and isinstance(method.get("references"), list):
+        method["references"] = [{**LEGACY_MODEL_FIELDS, **spec_container(r, f"{REFERENCES}[{i}]")}
+                                for i, r in enumerate(method["references"])]  # fmt: skip
+
+
 def identity_config(task_cfg: DictConfig | dict) -> dict[str, Any]:
     """The resolved config that changes results (run-independent keys removed)."""
     plain = (
@@ -71,8 +88,7 @@ def identity_config(task_cfg: DictConfig | dict) -> dict[str, Any]:
     for key in RUN_INDEPENDENT_KEYS:
         head, _, leaf = key.rpartition(".")
         resolved.get(head, {}).pop(leaf, None)
-    if isinstance(resolved.get("data"), dict):  # the fields every source had (module docstring)
-        resolved["data"] = {**LEGACY_DATA_FIELDS, **resolved["data"]}
+    _as_before(resolved)
     return {k: v for k, v in resolved.items() if k not in RUN_INDEPENDENT}
 
 

@@ -11,7 +11,10 @@ re-launch never rewrites a run's saved config. ``main`` then calls :func:`merge_
   ``debug``/``experiment`` preset file sets) are applied when they are run-independent
   (``RUN_INDEPENDENT``: stages, force, eval, logger, paths, name, objective) and must otherwise
   equal the saved values: a conflict is a ``RelaunchConflict`` before any work, naming the key,
-  the saved and the requested value;
+  the saved and the requested value. Values are compared as the run's identity sees them
+  (``bapo_exp.run.identity.identity_config``: resolved, with the fields a schema no longer holds
+  at their old defaults), so a run saved before a schema change is re-launched by the command
+  that made it (every finished cell of a grid is then skipped, not refused);
 - ``force`` and ``stages`` (what to do now) are this launch's, never carried over; nor are they
   written back (:func:`config_to_save`): after ``bapo-exp eval`` the saved config still lists
   the run's stages and ``force: false``, so a later plain re-launch changes nothing.
@@ -26,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import CONF_DIR, RUN_INDEPENDENT, run_independent
+from bapo_exp.run.identity import identity_config
 from bapo_exp.tracking.workers import is_worker
 
 SAVED = Path(".hydra") / "config.yaml"
@@ -112,6 +116,13 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return node.value if isinstance(node, Enum) else node  # a choice: its text, as in a command
 
 
+def _pick(node: Any, key: str) -> Any:
+    """The value of dotted ``key`` in plain nested dicts (None where absent)."""
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
     """The differing leaves of two values (dicts compared key by key), at most 8."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -145,6 +156,7 @@ def merge_saved(
     """
     merged = OmegaConf.create(OmegaConf.to_container(saved, resolve=False))
     changes, conflicts = [], []
+    as_identity = identity_config(saved), identity_config(composed)  # see the module docstring
     for key in dict.fromkeys([*set_keys(overrides), *PER_LAUNCH]):
         old, new = _get(saved, key), _get(composed, key)
         if old == new:
@@ -152,7 +164,7 @@ def merge_saved(
         if run_independent(key):
             OmegaConf.update(merged, key, OmegaConf.select(composed, key), force_add=True)
             changes.append(f"{key}: {old!r} -> {new!r}")
-        else:
+        elif _pick(as_identity[0], key) != _pick(as_identity[1], key):
             conflicts += [f"  {k}: this run has {a!r}, the command asks {b!r}"
                           for k, a, b in _differences(key, old, new)]  # fmt: skip
     if conflicts:

@@ -11,7 +11,7 @@ import textwrap
 import typing
 from typing import Any
 
-from bapo_exp.config import CONF_DIR, VARIANT_SCHEMAS, Config
+from bapo_exp.config import CONF_DIR, REFERENCES, SPEC_SCHEMAS, VARIANT_SCHEMAS, Config, ModelSpec
 
 NOT_GROUPS = ("accelerate", "hydra", "local")  # conf/ folders that are not config groups
 WIDTH = 100
@@ -37,15 +37,18 @@ def _fields(schema: type) -> dict[str, typing.Any]:
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of ``schema`` (methods and data: the union of every method's and every
-    data source's fields)."""
+    """Every dotted key of ``schema`` (methods, data and models: the union of every method's,
+    data source's and model source's fields; ``method.references``: of every model source's
+    spec)."""
     keys = []
     for name, hint in _fields(schema).items():
         key = f"{prefix}{name}"
         keys.append(key)
         nested = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
         if key in VARIANT_SCHEMAS:
-            nested = list(VARIANT_SCHEMAS[key].values())
+            nested += list(VARIANT_SCHEMAS[key].values())
+        if key == REFERENCES:  # model specs, each of its source's schema (config.model_spec)
+            nested = [ModelSpec, *SPEC_SCHEMAS.values()]
         for t in nested:
             keys += schema_keys(t, key + ".")
     return sorted(set(keys))

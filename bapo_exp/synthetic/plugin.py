@@ -2,7 +2,8 @@
 
 - the dataset ``synthetic`` (``data=synthetic``: pairs of the world, split by entity) and its
   schema ``SyntheticDataConfig`` (``data.world``, ``data.include_normal``);
-- the model source ``micro`` (``model=micro``: a micro Llama pretrained on the world, cached);
+- the model source ``micro`` (``model=micro``: a micro Llama pretrained on the world, cached)
+  and its schemas (``model.micro``, ``method.references[i].micro``: ``model_schema``);
 - the eval suites ``synthetic_knowledge`` (MMLU format, options scored as text) and
   ``synthetic_alignment`` (HHH format), read from the world folder of the run's data;
 - the exact style check ``synthetic`` (``in_style``), used for generated personalisation;
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bapo_exp.config import ModelSpec, register_data_schema
+from bapo_exp.config import register_data_schema, register_model_schema
 from bapo_exp.data import DATASETS, DatasetSpec
 from bapo_exp.evaluation.personalisation import STYLE_CHECKS
 from bapo_exp.evaluation.suites import (
@@ -38,13 +39,14 @@ from bapo_exp.synthetic.builder import (
     hard_synthetic,
     world_root,
 )
+from bapo_exp.synthetic.model_schema import MicroModelConfig, MicroSpec
 from bapo_exp.synthetic.styles import NEUTRAL, detect_style, in_style, renderings, states_fact
 from bapo_exp.synthetic.world import ATTRIBUTES
 
 NAME = "synthetic"
 
 
-def _micro(cfg: ModelSpec, cache_dir: Path) -> str:
+def _micro(cfg: MicroSpec, cache_dir: Path) -> str:
     from bapo_exp.synthetic.pretrain import ensure_micro_from_config
 
     return str(ensure_micro_from_config(cfg.tiny, cfg.micro, cache_dir / "models"))
@@ -122,6 +124,7 @@ def register() -> None:
 
     register_data_schema(NAME, SyntheticDataConfig)
     DATASETS.register(NAME, DatasetSpec(build_synthetic, hard=hard_synthetic))
+    register_model_schema("micro", MicroModelConfig, MicroSpec)
     MODEL_SOURCES.register("micro", _micro)
     STYLE_CHECKS.register(NAME, in_style)
     ANSWER_FORMATS.register(NAME, answer_format())

@@ -353,7 +353,7 @@ def micro_world_config(micro) -> WorldConfig:
 
 def micro_spec(tiny: TinyConfig, micro) -> Spec:
     """The base of a model config's ``tiny`` (architecture) and ``micro``
-    (``bapo_exp.config.MicroConfig``: world, exposure, pretraining steps/seed/lr/batch)."""
+    (``model_schema.MicroConfig``: world, exposure, pretraining steps/seed/lr/batch)."""
     train = MicroTrainConfig(steps=micro.steps, seed=micro.seed, lr=micro.lr,
                              batch_size=micro.batch_size, kernels=str(micro.kernels))  # fmt: skip
     return micro_world_config(micro), tiny, train
