@@ -1,6 +1,6 @@
 """A study cell and a 20-cell grid, through the checkpoint path and the in-training path (issue 24).
 
-    python benchmarks/study_cell.py [--quick] [--sizes next|current] [--grid-cells 20]
+    python benchmarks/study_cell.py [--quick] [--sizes next|current] [--grid-cells 20] [--before]
     (or python -m benchmarks.study_cell ...)
 
 The same ``experiment=study method=dpo`` cell (micro base, DPO, 80 steps) runs side by side with
@@ -13,11 +13,20 @@ with ``hydra/launcher=local_joblib`` (2 reused worker processes). Last, two micr
 pretrained both ways: one portable process per base, and ``ensure_micro_bases`` (several
 processes at once, each pretraining its share).
 
+``--before`` adds a third way, the checkpoint path of main before issue 24 (``BEFORE``, a
+``git archive`` run from its own folder). It is off by default: since then the study preset
+(conf/experiment/study.yaml, issue 25) moved to a larger world with a 1,400-step base and 12
+knowledge subjects, so the same overrides give that commit another cell (another world, 560
+knowledge items instead of 840), whose reference stage pretrains its own base: its figures are
+not like for like. The like-for-like comparison with it is the loaded run committed in
+``915b027`` (BENCHMARKS.md, issue 24 section).
+
 Both ways start from the same warm caches (base pretrained, reference stage run once: cells of
 a study share their base), each from its own copy, so neither reads generations the other one
-wrote. ``--sizes next`` (default) is the next study's evaluation: 8 points, 200 generation
-prompts, 560 knowledge and 200 alignment items (``SIZES``, the only place they are set);
-``current`` is conf/experiment/study.yaml as committed (4 points, 21 prompts, 280 + 80 items).
+wrote. ``--sizes next`` (default) is the next study's evaluation as issue 24 set it: 8 points,
+200 generation prompts, 70 questions per knowledge subject (840 items over the study's 12
+subjects; 560 over the 8 it had then) and 200 alignment items (``SIZES``, the only place they
+are set); ``current`` is conf/experiment/study.yaml as committed.
 Writes ``benchmarks/results/study_cell.json`` (``study_cell_current.json`` for current sizes).
 """
 
@@ -43,7 +52,8 @@ from benchmarks.common import REPO, finish, machine, set_quick  # noqa: E402
 SIZES = {
     # the next study's evaluation (issue 24): 8 points (7 + the final step 80); 50 held-out
     # entities x 4 facts = 200 generation prompts (every held-out pair kept); 75 - 5 dev = 70
-    # questions x the study's 8 knowledge subjects = 560 items; 64 + 56 + 80 = 200 alignment
+    # questions x the study's 12 knowledge subjects = 840 items (8 subjects, 560 items, when
+    # issue 24 set these); 64 + 56 + 80 = 200 alignment
     "next": [
         "eval.at_steps=[10,20,30,40,50,60,70]",
         "eval.gen_prompts=200",
@@ -103,6 +113,7 @@ def split(run: Path, wall: float) -> dict:
         out["eval_model_s"] = model
         out["eval_share_floor"] = model / (wall - out["eval_s"] + model)
     out = {k: round(v, 3 if k.endswith("share_floor") else 2) for k, v in out.items()}
+    out["points_in_training"] = len(points)  # 0 through the checkpoints
     out["eval_share"] = round(out["eval_s"] / wall, 3)
     out["eval_points"] = len(json.loads((run / "eval" / "summary.json").read_text())
                              .get("at_steps", [])) + 1  # fmt: skip
@@ -238,9 +249,10 @@ def main() -> None:
     parser.add_argument("--keep", help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--cache", help="warm-up cache folder, kept (default: a fresh one)")
     parser.add_argument(
-        "--no-before",
+        "--before",
         action="store_true",
-        help=f"skip the third way: the checkpoint path at commit {BEFORE}",
+        help=f"add a third way: the checkpoint path at commit {BEFORE} (not the same cell since "
+        "the study preset changed: see the module docstring)",
     )
     args = parser.parse_args()
     set_quick(args.quick)  # --quick writes into the scratch folder, never benchmarks/results/
@@ -252,7 +264,7 @@ def main() -> None:
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="study_cell_"))
     tmp.mkdir(parents=True, exist_ok=True)
     payload["warmup"] = warm_cache(tmp, sizes, Path(args.cache or tmp / "warm_cache"))
-    runs = ways(tmp, not (args.no_before or args.quick))
+    runs = ways(tmp, args.before and not args.quick)
     payload["cell"] = cells(tmp, sizes, runs)
     payload["grid"] = grids(tmp, sizes, n_grid, runs)
     payload["pretraining"] = pretraining(tmp, args.pretrain_bases, 20 if args.quick else 800)

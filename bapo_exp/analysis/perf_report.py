@@ -18,7 +18,8 @@ def _load(folder: Path, name: str) -> dict:
 def _machine(result: dict) -> str:
     m = result["machine"]
     load = m.get("loadavg_start")
-    return f"{m['cpu']}, {m['torch_threads']} threads" + (f", load {load[0]:.1f}" if load else "")
+    threads = f"{m['torch_threads']} thread" + ("s" if m["torch_threads"] != 1 else "")
+    return f"{m['cpu']}, {threads}" + (f", load {load[0]:.1f}" if load else "")
 
 
 def _2dp(value: float) -> str:
@@ -105,8 +106,8 @@ def _floor(part: dict) -> str:
     ``point.json`` records ``model_seconds``)."""
     if "eval_share_floor" not in part:
         return ""
-    return (f" ({part['eval_model_s']:.1f} s in the model's forwards: "
-            f"{part['eval_share_floor']:.0%} at no overhead)")  # fmt: skip
+    return (f" ({part['eval_model_s']:.1f} s inside the model's forwards: "
+            f"{part['eval_share_floor']:.0%} if nothing else in eval took time)")  # fmt: skip
 
 
 def study_cell_rows(folder: Path) -> list[str]:
