@@ -67,21 +67,24 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def _contains(commit: str, sha: str) -> bool:
+    """Whether the history of ``commit`` (a run's ``git_sha``, maybe ``+dirty``) holds ``sha``."""
+    ancestor = ["git", "merge-base", "--is-ancestor", sha, commit.split("+")[0]]
+    return subprocess.run(ancestor, cwd=REPO, capture_output=True).returncode == 0
+
+
 def protocol_record(run_shas: list[str]) -> dict:
-    """The last commit of the protocol file, and whether it precedes every run's commit."""
-    sha = _git("log", "-1", "--format=%H", "--", PROTOCOL) or None
-    precedes = None
-    if sha and run_shas:
-        precedes = all(
-            subprocess.run(
-                ["git", "merge-base", "--is-ancestor", sha, run.split("+")[0]],
-                cwd=REPO,
-                capture_output=True,
-            ).returncode
-            == 0
-            for run in run_shas
-        )
-    return {"protocol_sha": sha, "protocol_precedes_runs": precedes}
+    """The protocol as the runs' code held it: its newest commit that every run's commit
+    contains (``protocol_sha``; without runs, or when none precedes them, its newest commit),
+    whether there is one (``protocol_precedes_runs``), and the protocol's commits after it
+    (``protocol_amended_after_runs``: amendments the runs could not see)."""
+    commits = _git("log", "--format=%H", "--", PROTOCOL).split()
+    if not commits or not run_shas:
+        return {"protocol_sha": commits[0] if commits else None, "protocol_precedes_runs": None}
+    frozen = next((c for c in commits if all(_contains(r, c) for r in run_shas)), None)
+    later = commits[: commits.index(frozen)] if frozen else []
+    return {"protocol_sha": frozen or commits[0], "protocol_precedes_runs": frozen is not None,
+            "protocol_amended_after_runs": later}  # fmt: skip
 
 
 def _runs_git_sha(root: Path, cells: list[str] | None = None) -> list[str]:

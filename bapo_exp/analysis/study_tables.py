@@ -170,6 +170,11 @@ def deviations(cells: pd.DataFrame, meta: dict, choice: dict, folder: Path) -> l
             f"the protocol's commit {sha[:12]} does not precede the runs' code "
             f"({', '.join(s[:12] for s in meta.get('runs_git_sha', []))})"
         )
+    if later := meta.get("protocol_amended_after_runs"):
+        out.append(
+            f"the protocol was amended after the runs' code (by {', '.join(s[:12] for s in later)}"
+            f"; the runs follow {sha[:12]}): see its revisions"
+        )
     if n_cal < P.PLANNED_CALIBRATION_BASES:
         out.append(f"{n_cal} calibration bases ({P.PLANNED_CALIBRATION_BASES} planned)")
     if n_test < P.PLANNED_TEST_BASES:

@@ -4,6 +4,7 @@ the report's plain summary, the protocol held to its constants, old tables still
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -245,3 +246,42 @@ def test_cells_are_collected_from_run_folders_with_the_instruments_keys(tmp_path
     assert (m8["alignment_brier"], m8["alignment_skill"]) == (0.125, 0.875)
     d = cells.loc[("dpo", 0)]  # no train summary: the eval summary is step 0
     assert d["role"] == "test" and d["method"] == "DPO beta=0.05" and d["beta"] == 0.05
+
+
+def test_the_protocol_recorded_is_the_one_the_runs_code_held(tmp_path, monkeypatch) -> None:
+    """Protocol v1, the runs' code, then an amendment: the record names v1 as preceding the
+    runs and the amendment as made after them (not "does not precede"), and the report says so."""
+    import subprocess
+
+    from bapo_exp.analysis import study
+    from bapo_exp.analysis.study_tables import deviations
+
+    def git(*args: str) -> str:
+        env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ["PATH"]}  # fmt: skip
+        out = subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True,
+                             capture_output=True, text=True)  # fmt: skip
+        return out.stdout.strip()
+
+    def commit(path: str, text: str) -> str:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        git("add", path)
+        git("commit", "-q", "-m", path)
+        return git("rev-parse", "HEAD")
+
+    git("init", "-q")
+    early = commit("code.py", "before any protocol")
+    v1 = commit(study.PROTOCOL, "v1")
+    runs = commit("code.py", "runs")
+    amendment = commit(study.PROTOCOL, "v1 + R6")
+    monkeypatch.setattr(study, "REPO", tmp_path)
+    record = study.protocol_record([runs, f"{runs}+dirty"])
+    assert record == {"protocol_sha": v1, "protocol_precedes_runs": True,
+                      "protocol_amended_after_runs": [amendment]}  # fmt: skip
+    text = "\n".join(deviations(cells(0.0, 0.0), record, {}, REPO / "nowhere"))
+    assert f"amended after the runs' code (by {amendment[:12]}" in text
+    assert "does not precede" not in text
+    # runs made before any protocol: its newest commit, flagged
+    before = study.protocol_record([early])
+    assert before["protocol_sha"] == amendment and before["protocol_precedes_runs"] is False
