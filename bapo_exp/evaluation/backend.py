@@ -85,13 +85,15 @@ _PLANS: OrderedDict[tuple, list] = OrderedDict()  # (token budget, device, reque
 MAX_KEPT = 4  # tokenizers' encodings and request lists' plans a process keeps
 
 
-def _kept(cache: OrderedDict, key: Any, make) -> Any:
-    """``cache[key]``, made on first use; the least recently used entries beyond ``MAX_KEPT``
-    are dropped."""
+def kept(cache: OrderedDict, key: Any, make, limit: int = MAX_KEPT, drop=None) -> Any:
+    """``cache[key]``, made on first use; the least recently used entries beyond ``limit`` are
+    removed (and given to ``drop``, e.g. to close them)."""
     if key not in cache:
         cache[key] = make()
-        while len(cache) > MAX_KEPT:
-            cache.popitem(last=False)
+        while len(cache) > limit:
+            old = cache.popitem(last=False)[1]
+            if drop is not None:
+                drop(old)
     cache.move_to_end(key)
     return cache[key]
 
@@ -122,7 +124,7 @@ class _Checked:
         again. The encodings depend on the tokenizer only (``tokenizer_key``)."""
         if self._pairs is None:
             key = tokenizer_key(self)
-            self._pairs = {} if key is None else _kept(_ENCODINGS, key, dict)
+            self._pairs = {} if key is None else kept(_ENCODINGS, key, dict)
         key = (context, continuation)
         if key not in self._pairs:
             self._pairs[key] = super()._encode_pair(context, continuation)
@@ -189,7 +191,7 @@ class BapoLM(_Checked, HFLM):
         worker's next cell, reuses its plan)."""
         device = model_device(self.model)
         key = (self.token_budget, str(device), tuple((tuple(c), tuple(x)) for c, x in pairs))
-        return _kept(_PLANS, key, lambda: plan_scoring(pairs, token_budget=self.token_budget,
+        return kept(_PLANS, key, lambda: plan_scoring(pairs, token_budget=self.token_budget,
                                                        device=device))  # fmt: skip
 
 

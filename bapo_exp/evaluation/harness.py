@@ -303,14 +303,11 @@ def shared_session(suites: Sequence[str], data_root: str | Path, **kwargs: Any) 
     """A :class:`SuiteSession` kept for the life of the process, one per set of arguments: the
     later cells of a grid run by a warm worker (``hydra/launcher=local_joblib`` reuses its
     processes) build no task and render no request. Call ``release()`` when done scoring."""
+    from bapo_exp.evaluation.backend import kept
+
     key = json.dumps([list(suites), str(data_root), kwargs], sort_keys=True, default=str)
-    if key in _SHARED:
-        _SHARED.move_to_end(key)
-        return _SHARED[key]
-    session = _SHARED[key] = SuiteSession(suites, data_root, **kwargs)
-    while len(_SHARED) > MAX_SHARED:
-        _SHARED.popitem(last=False)[1].close()
-    return session
+    return kept(_SHARED, key, lambda: SuiteSession(suites, data_root, **kwargs), MAX_SHARED,
+                drop=SuiteSession.close)  # fmt: skip
 
 
 def evaluate(

@@ -39,7 +39,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bapo_exp.config import (
-    LEGACY_DATA_FIELDS,
+    LEGACY_FIELDS,
     LEGACY_MODEL_FIELDS,
     REFERENCES,
     RUN_INDEPENDENT,
@@ -64,10 +64,9 @@ def _placeholders(node: Any, prefix: str) -> Any:
 
 def _as_before(resolved: dict[str, Any]) -> None:
     """Fill in, in place, what the schemas held before per-source schemas (module docstring)."""
-    if isinstance(resolved.get("data"), dict):
-        resolved["data"] = {**LEGACY_DATA_FIELDS, **resolved["data"]}
-    if isinstance(resolved.get("model"), dict):
-        resolved["model"] = {**LEGACY_MODEL_FIELDS, **resolved["model"]}
+    for group, legacy in LEGACY_FIELDS.items():  # data: the shared fields; model: micro
+        if isinstance(resolved.get(group), dict):
+            resolved[group] = {**legacy, **resolved[group]}
     method = resolved.get("method")
     if isinstance(method, dict) and isinstance(method.get("references"), list):
         method["references"] = [{**LEGACY_MODEL_FIELDS, **spec_container(r, f"{REFERENCES}[{i}]")}

@@ -273,3 +273,18 @@ def test_a_second_model_with_the_same_tokenizer_is_not_tokenized_again(tiny4k, c
     other_tok.add_bos_token = True
     lm = make_backend("bapo", other, other_tok, batch_size=8)
     assert backend.tokenizer_key(lm) != backend.tokenizer_key(make_backend("bapo", model, tok))
+
+
+def test_kept_makes_once_and_drops_the_least_recently_used():
+    from collections import OrderedDict
+
+    from bapo_exp.evaluation.backend import kept
+
+    cache, made, dropped = OrderedDict(), [], []
+
+    def make(name):
+        return lambda: made.append(name) or name
+
+    for key in ("a", "b", "a", "c"):  # "a" used again: "b" is the least recently used
+        kept(cache, key, make(key), limit=2, drop=dropped.append)
+    assert made == ["a", "b", "c"] and dropped == ["b"] and list(cache) == ["a", "c"]
